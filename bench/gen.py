@@ -1,0 +1,118 @@
+"""Synthetic Caffe nets for benchmarks and scaling tests.
+
+Why generated: the corpus has no net beyond a few thousand layers, and the targets in the issues
+speak of 10k and 100k layers. Shapes follow real files (Caffe's own indentation style, param blocks,
+fillers, in-place ReLUs, splits, concats) so the parser meets what it meets in the wild.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _conv(name: str, bottom: str, top: str, num_output: int = 64) -> str:
+    return (
+        "layer {\n"
+        f'  name: "{name}"\n'
+        '  type: "Convolution"\n'
+        f'  bottom: "{bottom}"\n'
+        f'  top: "{top}"\n'
+        "  param {\n    lr_mult: 1\n    decay_mult: 1\n  }\n"
+        "  param {\n    lr_mult: 2\n    decay_mult: 0\n  }\n"
+        "  convolution_param {\n"
+        f"    num_output: {num_output}\n"
+        "    pad: 1\n    kernel_size: 3\n    stride: 1\n"
+        '    weight_filler {\n      type: "xavier"\n    }\n'
+        '    bias_filler {\n      type: "constant"\n      value: 0.2\n    }\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def _relu(name: str, blob: str) -> str:
+    return f'layer {{\n  name: "{name}"\n  type: "ReLU"\n  bottom: "{blob}"\n  top: "{blob}"\n}}\n'
+
+
+def _header(name: str) -> str:
+    return (
+        f'name: "{name}"\n'
+        "# synthetic benchmark net\n"
+        'layer {\n  name: "data"\n  type: "Input"\n  top: "data"\n  top: "label"\n'
+        "  input_param {\n    shape { dim: 1 dim: 3 dim: 32 dim: 32 }\n"
+        "    shape { dim: 1 }\n  }\n}\n"
+    )
+
+
+def _loss(bottom: str) -> str:
+    return (
+        'layer {\n  name: "fc"\n  type: "InnerProduct"\n'
+        f'  bottom: "{bottom}"\n  top: "fc"\n'
+        "  inner_product_param {\n    num_output: 10\n  }\n}\n"
+        'layer {\n  name: "loss"\n  type: "SoftmaxWithLoss"\n  bottom: "fc"\n  bottom: "label"\n'
+        '  top: "loss"\n}\n'
+    )
+
+
+def chain(n_layers: int) -> str:
+    """Conv + in-place ReLU pairs: the plain VGG shape."""
+    parts = [_header("chain")]
+    prev = "data"
+    for i in range(n_layers // 2):
+        parts.append(_conv(f"conv{i}", prev, f"conv{i}"))
+        parts.append(_relu(f"relu{i}", f"conv{i}"))
+        prev = f"conv{i}"
+    parts.append(_loss(prev))
+    return "".join(parts)
+
+
+def resnet(n_layers: int) -> str:
+    """Residual blocks: every block input feeds two consumers, so Caffe inserts a split."""
+    parts = [_header("resnet")]
+    prev = "data"
+    for i in range(n_layers // 4):
+        parts.append(_conv(f"res{i}_a", prev, f"res{i}_a"))
+        parts.append(_relu(f"res{i}_relu", f"res{i}_a"))
+        parts.append(_conv(f"res{i}_b", f"res{i}_a", f"res{i}_b"))
+        parts.append(
+            "layer {\n"
+            f'  name: "res{i}"\n  type: "Eltwise"\n  bottom: "{prev}"\n  bottom: "res{i}_b"\n'
+            f'  top: "res{i}"\n'
+            "}\n"
+        )
+        prev = f"res{i}"
+    parts.append(_loss(prev))
+    return "".join(parts)
+
+
+def densenet(n_layers: int) -> str:
+    """Concat-heavy blocks of width 4: many consumers per blob."""
+    parts = [_header("densenet")]
+    prev = "data"
+    for i in range(n_layers // 3):
+        parts.append(_conv(f"d{i}_conv", prev, f"d{i}_conv", num_output=12))
+        parts.append(_relu(f"d{i}_relu", f"d{i}_conv"))
+        parts.append(
+            "layer {\n"
+            f'  name: "d{i}_cat"\n  type: "Concat"\n  bottom: "{prev}"\n  bottom: "d{i}_conv"\n'
+            f'  top: "d{i}_cat"\n'
+            "}\n"
+        )
+        prev = f"d{i}_cat"
+    parts.append(_loss(prev))
+    return "".join(parts)
+
+
+SHAPES = {"chain": chain, "resnet": resnet, "densenet": densenet}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("shape", choices=sorted(SHAPES))
+    ap.add_argument("layers", type=int)
+    args = ap.parse_args(argv)
+    sys.stdout.write(SHAPES[args.shape](args.layers))
+
+
+if __name__ == "__main__":
+    main()

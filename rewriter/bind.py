@@ -1,0 +1,430 @@
+"""Schema binding: the lossless tree checked against caffe.proto and turned into a message.
+
+Why a binder of our own instead of ``text_format.Parse(doc.code)``: we need every problem at once,
+each with ``path:line:col`` and a caret, did-you-mean suggestions, and a lenient mode that keeps a
+fork's unknown fields in the text (and reports them) instead of refusing the whole file. The
+result must still equal what protobuf builds; ``tests/test_bind.py`` holds us to that on the corpus.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .cst import (
+    KIND_LIST,
+    KIND_MESSAGE,
+    KIND_STRING,
+    Document,
+    EscapeError,
+    Field,
+    MessageBody,
+    decode_string,
+    scalar_tokens,
+)
+from .errors import Diagnostic, SchemaErrors, locate
+
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor, FieldDescriptor
+    from google.protobuf.message import Message
+
+    from .schema import Schema
+
+__all__ = ["Bound", "bind", "diagnose", "detect_kind", "FieldInfo", "field_table", "NET", "SOLVER"]
+
+NET = "caffe.NetParameter"
+SOLVER = "caffe.SolverParameter"
+
+# FieldDescriptor.TYPE_* values (stable across protobuf versions).
+_DOUBLE, _FLOAT, _INT64, _UINT64, _INT32, _FIXED64, _FIXED32, _BOOL = 1, 2, 3, 4, 5, 6, 7, 8
+_STRING, _GROUP, _MESSAGE, _BYTES, _UINT32, _ENUM = 9, 10, 11, 12, 13, 14
+_SFIXED32, _SFIXED64, _SINT32, _SINT64 = 15, 16, 17, 18
+
+_INT_RANGES = {
+    _INT32: (-(2**31), 2**31 - 1),
+    _SINT32: (-(2**31), 2**31 - 1),
+    _SFIXED32: (-(2**31), 2**31 - 1),
+    _INT64: (-(2**63), 2**63 - 1),
+    _SINT64: (-(2**63), 2**63 - 1),
+    _SFIXED64: (-(2**63), 2**63 - 1),
+    _UINT32: (0, 2**32 - 1),
+    _FIXED32: (0, 2**32 - 1),
+    _UINT64: (0, 2**64 - 1),
+    _FIXED64: (0, 2**64 - 1),
+}
+_TYPE_NAMES = {
+    _DOUBLE: "double",
+    _FLOAT: "float",
+    _INT64: "int64",
+    _UINT64: "uint64",
+    _INT32: "int32",
+    _FIXED64: "fixed64",
+    _FIXED32: "fixed32",
+    _BOOL: "bool",
+    _STRING: "string",
+    _MESSAGE: "message",
+    _BYTES: "bytes",
+    _UINT32: "uint32",
+    _ENUM: "enum",
+    _SFIXED32: "sfixed32",
+    _SFIXED64: "sfixed64",
+    _SINT32: "sint32",
+    _SINT64: "sint64",
+}
+_TRUE = {"true", "t", "1", "True"}
+_FALSE = {"false", "f", "0", "False"}
+_INF_RE = re.compile(r"-?inf(?:inity)?f?", re.I)
+_NAN_RE = re.compile(r"-?nanf?", re.I)
+_INT_RE = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_FLOAT_RE = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?")
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What the binder needs of one field descriptor, computed once per message type."""
+
+    name: str
+    type: int
+    repeated: bool
+    message: Descriptor | None
+    enum_names: dict[str, int] | None
+    enum_numbers: frozenset[int] | None
+    full_type: str
+
+    @property
+    def type_name(self) -> str:
+        return self.full_type
+
+
+_TABLES: dict[int, dict[str, FieldInfo]] = {}
+
+
+def _is_repeated(fd: FieldDescriptor) -> bool:
+    rep = getattr(fd, "is_repeated", None)
+    if rep is not None:
+        return bool(rep)
+    return bool(getattr(fd, "label", 0) == 3)
+
+
+def field_table(desc: Descriptor) -> dict[str, FieldInfo]:
+    """Field name -> FieldInfo for a message type (cached per descriptor object)."""
+    table = _TABLES.get(id(desc))
+    if table is None:
+        table = {}
+        for fd in desc.fields:
+            enum_names = enum_numbers = None
+            full_type = _TYPE_NAMES.get(fd.type, "?")
+            if fd.type == _ENUM and fd.enum_type is not None:
+                enum_names = {v.name: v.number for v in fd.enum_type.values}
+                enum_numbers = frozenset(enum_names.values())
+                full_type = fd.enum_type.full_name
+            msg = fd.message_type if fd.type in (_MESSAGE, _GROUP) else None
+            if msg is not None:
+                full_type = msg.full_name
+            table[fd.name] = FieldInfo(
+                fd.name, fd.type, _is_repeated(fd), msg, enum_names, enum_numbers, full_type
+            )
+        _TABLES[id(desc)] = table
+        # Keep the descriptor alive as long as its table, so id() stays unique.
+        _KEEP.append(desc)
+    return table
+
+
+_KEEP: list[Any] = []
+
+
+@dataclass
+class Bound:
+    """A document bound to a message type: the message plus every finding."""
+
+    document: Document
+    root: str
+    message: Message
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            raise SchemaErrors(self.errors)
+
+
+def detect_kind(doc: Document, schema: Schema) -> str:
+    """NetParameter or SolverParameter, by which one knows more of the top-level names."""
+    names = {f.name for f in doc.fields}
+    net = field_table(schema.net_descriptor)
+    solver = field_table(schema.solver_descriptor)
+    n_net = sum(1 for n in names if n in net)
+    n_solver = sum(1 for n in names if n in solver)
+    return SOLVER if n_solver > n_net else NET
+
+
+class _ValueError(Exception):
+    def __init__(self, offset: int, message: str, expected: str | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.message = message
+        self.expected = expected
+
+
+class _Binder:
+    def __init__(self, doc: Document, lenient: bool) -> None:
+        self.doc = doc
+        self.lenient = lenient
+        self.diags: list[Diagnostic] = []
+
+    def diag(
+        self, severity: str, offset: int, message: str, expected: str | None = None, code: str = ""
+    ) -> None:
+        loc = locate(self.doc.src, offset, self.doc.path)
+        self.diags.append(Diagnostic(severity, message, loc, expected, code))
+
+    def bind_fields(self, fields: Iterable[Field], desc: Descriptor, msg: Message) -> None:
+        table = field_table(desc)
+        # Work list instead of recursion: 10,000-deep nesting must not overflow the stack.
+        stack: list[tuple[Iterable[Field], Descriptor, dict[str, FieldInfo], Message]] = [
+            (fields, desc, table, msg)
+        ]
+        while stack:
+            fields, desc, table, msg = stack.pop()
+            for f in fields:
+                name = f.name
+                info = table.get(name)
+                if info is None:
+                    self.unknown(f, desc, table)
+                    continue
+                body = f.body
+                if info.message is not None:
+                    if body is None:
+                        self.diag(
+                            "error",
+                            f.value_start,
+                            f"field '{name}' is a message ({info.full_type})",
+                            "'{' after the field name",
+                            "type",
+                        )
+                        continue
+                    bodies: list[MessageBody]
+                    if isinstance(body, MessageBody):
+                        bodies = [body]
+                    else:
+                        bodies = [it for it in body.items if isinstance(it, MessageBody)]
+                        if len(bodies) != len(body.items):
+                            self.diag(
+                                "error",
+                                f.value_start,
+                                f"list for message field '{name}' holds scalars",
+                                "messages in braces",
+                                "type",
+                            )
+                            continue
+                    sub_table = field_table(info.message)
+                    for b in bodies:
+                        if info.repeated:
+                            sub = getattr(msg, name).add()
+                        else:
+                            if msg.HasField(name):
+                                self.diag(
+                                    "error",
+                                    f.name_start,
+                                    f"field '{name}' is set more than once",
+                                    f"one '{name}' in {desc.full_name} (it is not repeated)",
+                                    "duplicate",
+                                )
+                                continue
+                            sub = getattr(msg, name)
+                            sub.SetInParent()
+                        stack.append((b.fields, info.message, sub_table, sub))
+                    continue
+                # Scalar field.
+                if isinstance(body, MessageBody):
+                    self.diag(
+                        "error",
+                        f.value_start,
+                        f"field '{name}' is a {info.full_type}, not a message",
+                        f"'{name}: <{info.full_type}>'",
+                        "type",
+                    )
+                    continue
+                try:
+                    if body is not None:  # a list
+                        if not info.repeated:
+                            raise _ValueError(
+                                f.value_start,
+                                f"field '{name}' is not repeated and cannot take a list",
+                                "a single value",
+                            )
+                        values = [
+                            self.value(f, info, [(it[0], it[1], it[2])])
+                            for it in body.items
+                            if isinstance(it, tuple)
+                        ]  # noqa: E501
+                    else:
+                        values = [self.value(f, info, None)]
+                except _ValueError as e:
+                    self.diag("error", e.offset, e.message, e.expected, "value")
+                    continue
+                if info.repeated:
+                    getattr(msg, name).extend(values)
+                else:
+                    if msg.HasField(name):
+                        self.diag(
+                            "error",
+                            f.name_start,
+                            f"field '{name}' is set more than once",
+                            f"one '{name}' in {desc.full_name} (it is not repeated)",
+                            "duplicate",
+                        )
+                        continue
+                    setattr(msg, name, values[0])
+
+    def unknown(self, f: Field, desc: Descriptor, table: dict[str, FieldInfo]) -> None:
+        name = f.name
+        near = difflib.get_close_matches(name, list(table), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        if name.startswith("["):
+            message = f"unknown extension {name} in {desc.full_name}"
+        else:
+            message = f"unknown field '{name}' in {desc.full_name}{hint}"
+        if self.lenient:
+            self.diag("warning", f.name_start, message + " (kept verbatim)", None, "unknown-field")
+        else:
+            self.diag("error", f.name_start, message, None, "unknown-field")
+
+    def value(self, f: Field, info: FieldInfo, span: list[tuple[str, int, int]] | None) -> Any:
+        if span is None:
+            toks = scalar_tokens(f.src, f.value_start, f.value_end)
+        else:
+            toks = [(k, f.src[s:e], s) for k, s, e in span]
+        t = info.type
+        first_kind, first_text, off = toks[0]
+        if first_kind == "?":
+            raise _ValueError(off, "malformed value", None)
+        if t in (_STRING, _BYTES):
+            if any(k != KIND_STRING and k != "s" for k, _, _ in toks):
+                raise _ValueError(off, f"field '{info.name}' takes a string", "a quoted string")
+            try:
+                return "".join(decode_string(text) for _, text, _ in toks)
+            except EscapeError as e:
+                raise _ValueError(off + e.offset, str(e), None) from None
+        if len(toks) != 1:
+            raise _ValueError(toks[1][2], "unexpected second value", "one value")
+        if first_kind != "w":
+            raise _ValueError(off, f"field '{info.name}' takes a {info.full_type}, not a string")
+        text = first_text
+        if t == _BOOL:
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise _ValueError(off, f"invalid bool value '{text}'", "true or false")
+        if t == _ENUM:
+            assert info.enum_names is not None and info.enum_numbers is not None
+            number = info.enum_names.get(text)
+            if number is not None:
+                return number
+            if _INT_RE.fullmatch(text):
+                num = int(text, 0) if not text.lstrip("-").startswith("0") else int(text, 8)
+                if num in info.enum_numbers:
+                    return num
+                raise _ValueError(off, f"enum {info.full_type} has no value numbered {num}")
+            near = difflib.get_close_matches(text, list(info.enum_names), n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise _ValueError(
+                off,
+                f"enum {info.full_type} has no value named '{text}'{hint}",
+                "one of " + ", ".join(info.enum_names),
+            )
+        if t in _INT_RANGES:
+            if not _INT_RE.fullmatch(text):
+                raise _ValueError(off, f"invalid integer '{text}' for {info.full_type} field")
+            neg = text.startswith("-")
+            digits = text[1:] if neg else text
+            if digits[:2] in ("0x", "0X"):
+                num = int(digits, 16)
+            elif len(digits) > 1 and digits.startswith("0"):
+                num = int(digits, 8)
+            else:
+                num = int(digits)
+            num = -num if neg else num
+            lo, hi = _INT_RANGES[t]
+            if not lo <= num <= hi:
+                raise _ValueError(off, f"integer {text} out of range for {info.full_type}")
+            return num
+        if t in (_FLOAT, _DOUBLE):
+            if _FLOAT_RE.fullmatch(text):
+                return float(text.rstrip("fF"))
+            if _INT_RE.fullmatch(text):
+                return float(int(text, 0) if text.lstrip("-")[:2].lower() == "0x" else int(text))
+            if _INF_RE.fullmatch(text):
+                return -math.inf if text.startswith("-") else math.inf
+            if _NAN_RE.fullmatch(text):
+                return math.nan
+            raise _ValueError(off, f"invalid number '{text}' for {info.full_type} field")
+        raise _ValueError(off, f"unsupported field type {info.full_type}")  # pragma: no cover
+
+
+def bind(
+    doc: Document,
+    schema: Schema | None = None,
+    root: str | None = None,
+    lenient: bool = False,
+) -> Bound:
+    """Bind ``doc`` to ``root`` (detected when None); never raises for schema problems."""
+    if schema is None:
+        from .schema import default_schema
+
+        schema = default_schema()
+    if root is None:
+        root = detect_kind(doc, schema)
+    desc = schema.descriptor(root)
+    msg = schema.message_class(root)()
+    binder = _Binder(doc, lenient)
+    binder.bind_fields(doc.fields, desc, msg)
+    binder.diags.sort(key=lambda d: (d.location.line, d.location.col) if d.location else (0, 0))
+    return Bound(doc, root, msg, binder.diags)
+
+
+def is_message_field(f: Field) -> bool:
+    return f.kind == KIND_MESSAGE or f.kind == KIND_LIST
+
+
+def diagnose(
+    text: str,
+    path: str = "<string>",
+    schema: Schema | None = None,
+    root: str | None = None,
+    lenient: bool = False,
+) -> tuple[Bound | None, list[Diagnostic]]:
+    """Parse and bind, returning every finding in file order (syntax errors included).
+
+    A syntax error stops parsing; the fields completed before it are still bound, so an unknown
+    field on line 13 is reported before a syntax error on line 400, as protobuf would.
+    """
+    from .cst import parse
+    from .errors import ParseError
+
+    try:
+        doc = parse(text, path)
+    except ParseError as e:
+        diags = [e.diagnostic]
+        if e.partial is not None and e.partial.fields:
+            partial = bind(e.partial, schema, root, lenient)
+            diags = partial.diagnostics + diags
+        return None, diags
+    bound = bind(doc, schema, root, lenient)
+    return bound, bound.diagnostics

@@ -1,0 +1,244 @@
+"""The ``rewriter`` command line.
+
+Exit codes (documented in the README): 0 ok; 1 a check or diff found something (``--check``,
+``--exit-code``); 2 usage or input error. Every expected error is printed as ``path:line:col``
+with a caret excerpt; a Python traceback from this CLI is a bug.
+
+Heavy modules (protobuf, deepdiff, libcst, rich) are imported inside the commands that use them,
+so ``rewriter --help`` and ``rewriter --version`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from . import __version__
+from .errors import RewriterError
+
+app = typer.Typer(
+    name="rewriter",
+    help="Declarative, minimal and verified rewrites of Caffe prototxt files.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rewriter {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Declarative, minimal and verified rewrites of Caffe prototxt files."""
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Directories stand for every ``*.prototxt`` below them (sorted, for stable output)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*.prototxt") if q.is_file())
+            if not found:
+                _fail(f"{p}: no *.prototxt files in this directory")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def _schema(proto: Path | None) -> Any:
+    if proto is None:
+        return None
+    from .schema import schema_from_proto
+
+    return schema_from_proto(proto)
+
+
+_ROOTS = {"net": "caffe.NetParameter", "solver": "caffe.SolverParameter"}
+
+ProtoOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--proto", help="A fork's caffe.proto to use instead of BVLC's (needs grpcio-tools)."
+    ),
+]
+LenientOpt = Annotated[
+    bool,
+    typer.Option(
+        "--lenient", help="Keep unknown (fork) fields verbatim and report them as warnings."
+    ),
+]
+KindOpt = Annotated[
+    str | None,
+    typer.Option("--kind", help="net or solver (detected from the top-level fields by default)."),
+]
+
+
+def _root_for(kind: str | None) -> str | None:
+    if kind is None:
+        return None
+    if kind not in _ROOTS:
+        _fail(f"--kind must be 'net' or 'solver', not {kind!r}")
+    return _ROOTS[kind]
+
+
+@app.command()
+def check(
+    files: Annotated[list[Path], typer.Argument(help="Files or directories (*.prototxt).")],
+    fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    lenient: LenientOpt = False,
+    kind: KindOpt = None,
+    proto: ProtoOpt = None,
+) -> None:
+    """Parse and validate files against the Caffe schema (exit 0 valid, 2 invalid)."""
+    from .bind import diagnose
+    from .errors import Diagnostic
+    from .fileio import read_text
+
+    schema = _schema(proto)
+    root = _root_for(kind)
+    results: list[dict[str, Any]] = []
+    bad = False
+    for path in _expand(files):
+        diags: list[Diagnostic]
+        detected = None
+        try:
+            bound, diags = diagnose(read_text(path), str(path), schema, root, lenient)
+            if bound is not None:
+                detected = "solver" if bound.root.endswith("SolverParameter") else "net"
+        except RewriterError as e:
+            diags = [Diagnostic("error", str(e), None, None, "input")]
+        errors = [d for d in diags if d.severity == "error"]
+        bad = bad or bool(errors)
+        results.append(
+            {
+                "path": str(path),
+                "kind": detected,
+                "ok": not errors,
+                "diagnostics": [d.as_dict() for d in diags],
+            }
+        )
+        if fmt == "text":
+            for d in diags:
+                typer.echo(d.render(), err=d.severity == "error")
+            if not errors:
+                extra = f" ({len(diags)} warning(s))" if diags else ""
+                typer.echo(f"{path}: ok, {detected}{extra}")
+    if fmt == "json":
+        typer.echo(json.dumps({"files": results}, indent=2))
+    elif fmt != "text":
+        _fail(f"--format must be text or json, not {fmt!r}")
+    raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
+
+
+@app.command()
+def explain(
+    net: Annotated[Path, typer.Argument(help="A net prototxt (V0, V1 or current format).")],
+    phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST")] = "TRAIN",
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="A stage (repeatable).")
+    ] = None,
+    level: Annotated[int, typer.Option("--level", help="The net state's level.")] = 0,
+    layer: Annotated[
+        str | None, typer.Option("--layer", help="Show the full reason chain for one layer.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text, json or log")] = "text",
+    param_count: Annotated[
+        list[str] | None,
+        typer.Option("--param-count", help="TYPE=N: parameter blobs of an unknown layer type."),
+    ] = None,
+    lenient: LenientOpt = False,
+    proto: ProtoOpt = None,
+) -> None:
+    """Which layers Caffe runs backward for, and why (Caffe's own Net::Init rules)."""
+    from .model import load
+
+    phase = phase.upper()
+    if phase not in ("TRAIN", "TEST"):
+        _fail(f"--phase must be TRAIN or TEST, not {phase!r}")
+    if fmt not in ("text", "json", "log"):
+        _fail(f"--format must be text, json or log, not {fmt!r}")
+    counts: dict[str, int] = {}
+    for item in param_count or []:
+        name, _, num = item.partition("=")
+        if not name or not num.isdigit():
+            _fail(f"--param-count takes TYPE=N, not {item!r}")
+        counts[name] = int(num)
+    f = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"])
+    graph = f.graph(phase, stage or (), level, counts or None)
+    result = graph.backward()
+    if fmt == "log":
+        for line in result.log_lines():
+            typer.echo(line)
+        if graph.force_backward:
+            typer.echo("# force_backward: true is applied after these lines; final verdicts:")
+            for v in reversed(result.layers):
+                if v.verdict_differs:
+                    typer.echo(f"# {v.name} needs backward computation (forced).")
+        for out in graph.outputs:
+            typer.echo(f"This network produces output {out}")
+        return
+    if fmt == "json":
+        data = result.to_json()
+        if layer is not None:
+            data["layers"] = [d for d in data["layers"] if d["name"] == layer]
+            if not data["layers"]:
+                _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from .explain_text import render_layer, render_table
+
+    if layer is not None:
+        try:
+            typer.echo(render_layer(result, layer))
+        except KeyError:
+            _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+        return
+    typer.echo(render_table(result, color=sys.stdout.isatty()))
+
+
+def main() -> None:
+    """Console entry point: map our errors to exit code 2 with a clear message."""
+    from .commands import load_all
+
+    load_all()
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except RewriterError as e:
+        typer.echo(str(e), err=True)
+        sys.exit(getattr(e, "exit_code", EXIT_ERROR))
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        show = getattr(e, "show", None)
+        if callable(show) and hasattr(e, "exit_code"):
+            show()
+            sys.exit(EXIT_ERROR)
+        raise
+
+
+if __name__ == "__main__":
+    main()

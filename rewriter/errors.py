@@ -1,0 +1,121 @@
+"""Errors the project raises on purpose.
+
+Every error a user can meet carries enough to act on without a traceback: where (``path:line:col``),
+an excerpt with a caret under the spot, and what was expected. The CLI prints ``str(error)`` and
+exits 2; anything else escaping the CLI is a bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RewriterError(Exception):
+    """Base of every error the project raises deliberately."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Location:
+    """A point in a source text, 1-based line and column (columns count characters)."""
+
+    path: str
+    line: int
+    col: int
+    line_text: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+    def excerpt(self) -> str:
+        if not self.line_text and self.col <= 1:
+            return ""
+        text = self.line_text.replace("\t", " ")
+        return f"  {text}\n  {' ' * (self.col - 1)}^"
+
+
+def locate(source: str, offset: int, path: str = "<string>") -> Location:
+    """Turn a character offset into a Location (only used on error paths, so O(n) is fine)."""
+    offset = max(0, min(offset, len(source)))
+    line = source.count("\n", 0, offset) + 1
+    line_start = source.rfind("\n", 0, offset) + 1
+    line_end = source.find("\n", offset)
+    if line_end < 0:
+        line_end = len(source)
+    line_text = source[line_start:line_end].rstrip("\r")
+    if len(line_text) > 200:
+        lo = max(0, offset - line_start - 100)
+        line_text = line_text[lo : lo + 200]
+        col = offset - line_start - lo + 1
+    else:
+        col = offset - line_start + 1
+    printable = "".join(c if c.isprintable() or c == "\t" else "?" for c in line_text)
+    return Location(path, line, col, printable)
+
+
+@dataclass
+class Diagnostic:
+    """One finding about an input: an error (the file is refused) or a warning (it is kept)."""
+
+    severity: str  # "error" | "warning"
+    message: str
+    location: Location | None = None
+    expected: str | None = None
+    code: str = ""
+
+    def render(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        text = f"{where}{self.severity}: {self.message}"
+        if self.expected:
+            text += f" (expected {self.expected})"
+        if self.location:
+            excerpt = self.location.excerpt()
+            if excerpt:
+                text += "\n" + excerpt
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        loc = self.location
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "expected": self.expected,
+            "path": loc.path if loc else None,
+            "line": loc.line if loc else None,
+            "col": loc.col if loc else None,
+        }
+
+
+class ParseError(RewriterError):
+    """The text is not protobuf text format; raised by the lossless parser."""
+
+    def __init__(self, message: str, location: Location, expected: str | None = None) -> None:
+        self.diagnostic = Diagnostic("error", message, location, expected, code="syntax")
+        #: the part of the document parsed before the error (a cst.Document), when known
+        self.partial: Any = None
+        super().__init__(self.diagnostic.render())
+
+    @property
+    def location(self) -> Location:
+        assert self.diagnostic.location is not None
+        return self.diagnostic.location
+
+
+@dataclass
+class SchemaErrors(RewriterError):
+    """The text parsed but does not bind to the schema; carries every error found."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+    def __str__(self) -> str:
+        return "\n".join(d.render() for d in self.diagnostics)
+
+
+class UsageError(RewriterError):
+    """The command line or the API was called wrongly."""

@@ -1,0 +1,67 @@
+"""Reading and writing files without losing a byte, and without half-written results.
+
+Files are decoded as UTF-8 with ``surrogateescape`` so that stray non-UTF-8 bytes (old comments in
+Latin-1, say) survive a round trip unchanged. Writes go to a temporary file in the target's own
+directory and are renamed over it, so a crash leaves either the old file or the new one; the
+file mode is kept and a symlink keeps pointing at its (rewritten) target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from .errors import RewriterError
+
+__all__ = ["read_text", "write_text_atomic", "FileError"]
+
+
+class FileError(RewriterError):
+    """A file could not be read or written; the message names the file and the reason."""
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise FileError(f"{p}: is a directory (expected a prototxt file)")
+        data = p.read_bytes()
+    except FileError:
+        raise
+    except OSError as e:
+        raise FileError(f"{p}: cannot read: {e.strerror or e}") from None
+    return data.decode("utf-8", "surrogateescape")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (surrogate-escaped bytes restored) to ``path`` atomically."""
+    target = Path(os.path.realpath(path))
+    data = text.encode("utf-8", "surrogateescape")
+    directory = target.parent
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
+    except OSError:
+        mode = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise FileError(f"{path}: cannot write: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise FileError(f"{path}: cannot write: {e.strerror or e}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,99 @@
+"""One Caffe text file as the rest of the project sees it: tree, binding and graph together.
+
+``load(path)`` is the front door of the Python API: it keeps the lossless tree (for edits and
+printing), binds it to the schema once (for the protobuf message and diagnostics) and builds
+Caffe's graph per phase on request.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .cst import Document, parse
+from .fileio import read_text, write_text_atomic
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from .bind import Bound
+    from .graph import Graph
+    from .schema import Schema
+
+__all__ = ["CaffeFile", "load", "read", "write"]
+
+
+def read(path: str | os.PathLike[str]) -> Document:
+    """Parse a file into a lossless Document (exact bytes kept, even non-UTF-8 ones)."""
+    return parse(read_text(path), str(path))
+
+
+def write(doc: Document, path: str | os.PathLike[str]) -> None:
+    """Write a Document's text atomically (temp file + rename)."""
+    write_text_atomic(path, doc.code)
+
+
+@dataclass
+class CaffeFile:
+    """A parsed net or solver plus what we learn from it, computed once."""
+
+    document: Document
+    lenient: bool = False
+    root: str | None = None
+    schema: Schema | None = None
+    _bound: Bound | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str:
+        return self.document.path
+
+    @property
+    def code(self) -> str:
+        return self.document.code
+
+    @property
+    def bound(self) -> Bound:
+        if self._bound is None:
+            from .bind import bind
+
+            self._bound = bind(self.document, self.schema, self.root, self.lenient)
+        return self._bound
+
+    @property
+    def kind(self) -> str:
+        """ "net" or "solver"."""
+        return "solver" if self.bound.root.endswith("SolverParameter") else "net"
+
+    @property
+    def message(self) -> Any:
+        """The protobuf message (raises SchemaErrors when the file does not bind)."""
+        self.bound.raise_for_errors()
+        return self.bound.message
+
+    def graph(
+        self,
+        phase: str = "TRAIN",
+        stages: Sequence[str] = (),
+        level: int = 0,
+        param_counts: Mapping[str, int] | None = None,
+    ) -> Graph:
+        from .graph import build_graph
+
+        return build_graph(
+            self.message, phase=phase, stages=tuple(stages), level=level, param_counts=param_counts
+        )
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        write(self.document, path)
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    lenient: bool = False,
+    root: str | None = None,
+    schema: Schema | None = None,
+) -> CaffeFile:
+    """Read and parse ``path``; binding and graphs are computed when first asked for."""
+    return CaffeFile(read(path), lenient=lenient, root=root, schema=schema)
