@@ -1,0 +1,258 @@
+"""Edits on the lossless tree that leave every other byte untouched.
+
+An :class:`Editor` collects edits addressed by *paths* (tuples of field indices from the top of
+the document, as :meth:`Document.walk` yields them) and :meth:`Editor.apply` builds a new
+document in one pass, copying only the nodes on the way to an edit. Untouched subtrees are
+shared with the old document and still print as slices of the original text.
+
+Style rules, so an inserted field looks as if the author had written it:
+
+* indentation, line ending (LF or CRLF) and the indent unit are copied from the surroundings;
+  a file with no indentation at all gets none;
+* a one-line block such as ``param { lr_mult: 1 }`` stays on one line;
+* a deleted field takes its own comments and trailing comment with it, but a blank line that
+  separated it from the field before is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .cst import ComposedField, Document, Field, MessageBody, encode_string, parse
+
+__all__ = ["Editor", "FieldSpec", "render_value", "make_field"]
+
+Path = tuple[int, ...]
+# A value for a new field: a scalar's text (already formatted: '0', '"name"', 'TRAIN') or a
+# list of (name, value) pairs for a nested message.
+Value = str | Sequence[tuple[str, "Value"]]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    value: Value
+
+
+def render_value(value: object) -> str:
+    """Text for a Python scalar: bools as true/false, strings quoted, numbers as written."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return encode_string(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def make_field(text: str) -> Field:
+    """One field parsed from its own small text (prefix and all)."""
+    doc = parse(text)
+    if len(doc.fields) != 1 or doc.tail_start != len(text):
+        raise ValueError(f"not exactly one field: {text!r}")
+    return doc.fields[0]
+
+
+class _Style:
+    """How fields are laid out inside one body."""
+
+    def __init__(self, one_line: bool, indent: str, unit: str, newline: str) -> None:
+        self.one_line = one_line
+        self.indent = indent
+        self.unit = unit
+        self.newline = newline
+
+    def render(self, name: str, value: Value, indent: str | None = None) -> str:
+        ind = self.indent if indent is None else indent
+        if isinstance(value, str):
+            return f"{name}: {value}"
+        if self.one_line or not value:
+            inner = " ".join(self.render(k, v, "") for k, v in value)
+            return f"{name} {{ {inner} }}" if inner else f"{name} {{}}"
+        child = ind + self.unit
+        nl = self.newline
+        lines = [f"{name} {{"]
+        for k, v in value:
+            lines.append(f"{child}{self.render(k, v, child)}")
+        lines.append(f"{ind}}}")
+        return nl.join(lines)
+
+
+def _style(doc: Document, body: MessageBody, parent_indent: str) -> _Style:
+    nl = doc.newline
+    if body is not doc.body and "\n" not in body.code:
+        return _Style(True, "", "", nl)
+    indent = None
+    for f in body.fields:
+        if "\n" in f.prefix:
+            indent = f.indent
+            break
+    if indent is None:
+        indent = parent_indent + _unit(doc)
+    unit = indent[len(parent_indent) :] if indent.startswith(parent_indent) else ""
+    if not unit and indent == parent_indent and body is not doc.body:
+        unit = ""
+    return _Style(False, indent, unit or _unit(doc), nl)
+
+
+def _unit(doc: Document) -> str:
+    """The file's indent step: the indentation of the first indented line inside a block."""
+    for _, f in doc.walk():
+        ind = f.indent
+        if ind and "\n" in f.prefix:
+            return ind if ind.strip() == "" else "  "
+    return ""
+
+
+@dataclass
+class _Op:
+    kind: str  # "set" | "rename" | "remove" | "insert" | "replace"
+    index: int
+    text: str = ""
+    order: int = 0
+    spec: FieldSpec | None = None
+
+
+class Editor:
+    """Collects edits on one document; ``apply()`` returns the edited document."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self._ops: dict[Path, list[_Op]] = {}  # parent path -> ops on its children
+        self._count = 0
+
+    # --- recording -----------------------------------------------------------------------------
+    def _add(self, parent: Path, op: _Op) -> None:
+        self._count += 1
+        op.order = self._count
+        self._ops.setdefault(parent, []).append(op)
+
+    def set_value(self, path: Path, value_text: str) -> None:
+        """Replace a scalar's value text (``'0'``, ``'"x"'``, ``'true'``), keeping the rest."""
+        self._add(path[:-1], _Op("set", path[-1], value_text))
+
+    def rename(self, path: Path, new_name: str) -> None:
+        self._add(path[:-1], _Op("rename", path[-1], new_name))
+
+    def remove(self, path: Path) -> None:
+        self._add(path[:-1], _Op("remove", path[-1]))
+
+    def insert(self, parent: Path, index: int, name: str, value: Value) -> None:
+        """Insert a field before the child ``index`` of ``parent`` (``len`` appends)."""
+        self._add(parent, _Op("insert", index, spec=FieldSpec(name, value)))
+
+    def replace(self, path: Path, field_text: str) -> None:
+        """Replace a whole field (without its prefix, which is kept) by new text."""
+        self._add(path[:-1], _Op("replace", path[-1], field_text))
+
+    @property
+    def empty(self) -> bool:
+        return not self._ops
+
+    # --- applying ------------------------------------------------------------------------------
+    def apply(self) -> Document:
+        if not self._ops:
+            return self.doc
+        doc = self.doc
+        # Which children of each parent lie on a path to an edit.
+        through: dict[Path, set[int]] = {}
+        for parent in self._ops:
+            for depth in range(len(parent)):
+                through.setdefault(parent[:depth], set()).add(parent[depth])
+        fields = self._rebuild((), doc.body, "", through)
+        return Document(doc.src, fields, doc.tail_start, False, doc.path)
+
+    def _rebuild(
+        self, path: Path, body: MessageBody, indent: str, through: dict[Path, set[int]]
+    ) -> list[Field]:
+        fields = list(body.fields)
+        for i in sorted(through.get(path, ())):
+            if i >= len(fields):
+                raise IndexError(f"no field at path {path + (i,)}")
+            f = fields[i]
+            if not isinstance(f.body, MessageBody):
+                raise TypeError(f"path {path + (i,)} goes through a scalar field")
+            new_children = self._rebuild(path + (i,), f.body, f.indent, through)
+            b = f.body
+            nb = MessageBody(b.src, b.start, b.open_end, new_children, b.close_start, b.end, False)
+            fields[i] = ComposedField(
+                f.src, f.start, f.name_start, f.name_end, f.value_start, f.value_end, f.end, nb
+            )
+        ops = self._ops.get(path)
+        if not ops:
+            return fields
+        return self._apply_ops(body, fields, ops, indent)
+
+    def _apply_ops(
+        self, body: MessageBody, fields: list[Field], ops: list[_Op], indent: str
+    ) -> list[Field]:
+        style = _style(self.doc, body, indent)
+        inserts: dict[int, list[_Op]] = {}
+        removed: set[int] = set()
+        for op in sorted(ops, key=lambda o: o.order):
+            if op.kind == "insert":
+                inserts.setdefault(op.index, []).append(op)
+                continue
+            f = fields[op.index]
+            if op.kind == "set":
+                fields[op.index] = make_field(
+                    f.src[f.start : f.value_start] + op.text + f.src[f.value_end : f.end]
+                )
+            elif op.kind == "rename":
+                fields[op.index] = make_field(
+                    f.prefix + op.text + f.src[f.name_end : f.value_start] + f.value_text + f.suffix
+                )
+            elif op.kind == "replace":
+                fields[op.index] = make_field(f.prefix + op.text)
+            elif op.kind == "remove":
+                removed.add(op.index)
+        out: list[Field] = []
+        carry = ""  # prefix text a removed field leaves behind (a separating blank line)
+        n = len(fields)
+        for i in range(n + 1):
+            for op in inserts.get(i, ()):
+                assert op.spec is not None
+                following = fields[i].code if i < n else body.close_text
+                out.append(self._new_field(op.spec, style, body, out, following))
+            if i == n:
+                break
+            f = fields[i]
+            if i in removed:
+                carry += _detached_prefix(f.prefix)
+                continue
+            if carry:
+                f = make_field(carry + f.code)
+                carry = ""
+            out.append(f)
+        if carry.startswith("\ufeff") and out:
+            # The file's BOM travelled with a deleted first field: keep it in front.
+            out[0] = make_field("\ufeff" + out[0].code)
+        return out
+
+    def _new_field(
+        self, spec: FieldSpec, style: _Style, body: MessageBody, before: list[Field], following: str
+    ) -> Field:
+        text = style.render(spec.name, spec.value)
+        if style.one_line:
+            preceding = before[-1].code if before else body.open_text
+            ws_before = preceding.endswith((" ", "\t"))
+            prefix = "" if ws_before else " "
+            suffix = " " if ws_before or following.startswith(("}", ">")) else ""
+            return make_field(prefix + text + suffix)
+        return make_field(style.newline + style.indent + text)
+
+
+def _detached_prefix(prefix: str) -> str:
+    """What stays when a field with this prefix is deleted: blank lines not attached to it."""
+    bom = "\ufeff" if prefix.startswith("\ufeff") else ""
+    lines = prefix.split("\n")
+    # lines[0] ends the previous line; lines[-1] is the field's own indentation.
+    j = len(lines) - 1
+    while j > 1 and lines[j - 1].strip().startswith("#"):
+        j -= 1
+    # lines[j-1] is now the last line before the field's attached comments.
+    if j > 1 and lines[j - 1].strip() == "":
+        # Keep the end of the previous line and the blank line (CR of CRLF included).
+        return bom + "\n".join(lines[: j - 1]).lstrip("\ufeff") + "\n"
+    return bom
