@@ -80,6 +80,7 @@ _FALSE = {"false", "f", "0", "False"}
 _INF_RE = re.compile(r"-?inf(?:inity)?f?", re.I)
 _NAN_RE = re.compile(r"-?nanf?", re.I)
 _INT_RE = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_HAS_TRIVIA = re.compile(r"[ \t\n\r\f\v#]").search
 _FLOAT_RE = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?")
 
 
@@ -202,7 +203,7 @@ class _Binder:
         while stack:
             fields, desc, table, msg = stack.pop()
             for f in fields:
-                name = f.name
+                name = f.src[f.name_start : f.name_end]
                 info = table.get(name)
                 if info is None:
                     self.unknown(f, desc, table)
@@ -307,6 +308,16 @@ class _Binder:
 
     def value(self, f: Field, info: FieldInfo, span: list[tuple[str, int, int]] | None) -> Any:
         if span is None:
+            # Fast path: the value is one plain token (what the parser's fast path produced).
+            text = f.src[f.value_start : f.value_end]
+            c = text[0]
+            t = info.type
+            if c == '"' or c == "'":
+                plain = "\\" not in text and text.count(c) == 2 and text[-1] == c
+                if plain and t in (_STRING, _BYTES):
+                    return text[1:-1]
+            elif not _HAS_TRIVIA(text):
+                return self.word(text, f.value_start, info)
             toks = scalar_tokens(f.src, f.value_start, f.value_end)
         else:
             toks = [(k, f.src[s:e], s) for k, s, e in span]
@@ -325,7 +336,13 @@ class _Binder:
             raise _ValueError(toks[1][2], "unexpected second value", "one value")
         if first_kind != "w":
             raise _ValueError(off, f"field '{info.name}' takes a {info.full_type}, not a string")
-        text = first_text
+        return self.word(first_text, off, info)
+
+    def word(self, text: str, off: int, info: FieldInfo) -> Any:
+        """The value of one unquoted token for a non-string field."""
+        t = info.type
+        if t in (_STRING, _BYTES):
+            raise _ValueError(off, f"field '{info.name}' takes a string", "a quoted string")
         if t == _BOOL:
             if text in _TRUE:
                 return True
@@ -394,7 +411,10 @@ def bind(
     desc = schema.descriptor(root)
     msg = schema.message_class(root)()
     binder = _Binder(doc, lenient)
-    binder.bind_fields(doc.fields, desc, msg)
+    from .graph import gc_paused
+
+    with gc_paused():
+        binder.bind_fields(doc.fields, desc, msg)
     binder.diags.sort(key=lambda d: (d.location.line, d.location.col) if d.location else (0, 0))
     return Bound(doc, root, msg, binder.diags)
 

@@ -20,7 +20,9 @@ new nodes along the path to the change (see :mod:`rewriter.edit`) and only those
 
 from __future__ import annotations
 
+import bisect
 import gc
+import os
 import re
 from collections.abc import Iterator, Sequence
 from typing import Union
@@ -58,6 +60,7 @@ _TOKEN_RE = re.compile(
 )
 
 _CLOSE_FOR = {"{": "}", "<": ">"}
+_LINE_STARTS: dict[int, tuple[str, list[int]]] = {}
 
 # Kinds of field value: a scalar string, a number or other word (identifier, enum, bool, inf),
 # a nested message, or a bracketed list.
@@ -330,6 +333,37 @@ class Document:
 
     def location(self, offset: int) -> Location:
         return locate(self.src, offset, self.path)
+
+    def line_col(self, offset: int) -> tuple[int, int]:
+        """1-based (line, column) of an offset in this document's source, in O(log n)."""
+        starts = self._line_starts()
+        line = bisect.bisect_right(starts, offset)
+        return line, offset - starts[line - 1] + 1
+
+    def _line_starts(self) -> list[int]:
+        cached = _LINE_STARTS.get(id(self.src))
+        if cached is None or cached[0] is not self.src:
+            starts = [0]
+            find = self.src.find
+            pos = find("\n")
+            while pos >= 0:
+                starts.append(pos + 1)
+                pos = find("\n", pos + 1)
+            cached = (self.src, starts)
+            _LINE_STARTS.clear()  # keep one source's table: positions are asked in bursts
+            _LINE_STARTS[id(self.src)] = cached
+        return cached[1]
+
+    def position(self, f: Field) -> tuple[int, int, int]:
+        """(line, column, offset) of a field's name, for fields parsed from this document."""
+        line, col = self.line_col(f.name_start)
+        return line, col, f.name_start
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write the exact text (non-UTF-8 bytes restored) atomically: temp file + rename."""
+        from .fileio import write_text_atomic
+
+        write_text_atomic(path, self.code)
 
     def walk(self) -> Iterator[tuple[tuple[int, ...], Field]]:
         """Every field with its path (indices from the top), depth first, in file order."""
