@@ -223,7 +223,9 @@ def main() -> None:
 
     load_all()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a raised Exit instead of exiting.
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else EXIT_OK)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except RewriterError as e:
