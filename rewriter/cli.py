@@ -167,6 +167,13 @@ def explain(
         list[str] | None,
         typer.Option("--param-count", help="TYPE=N: parameter blobs of an unknown layer type."),
     ] = None,
+    shapes: Annotated[
+        bool, typer.Option("--shapes", help="Also print blob and parameter shapes.")
+    ] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="A .caffemodel to check (exit 1 if Caffe would refuse it)."),
+    ] = None,
     lenient: LenientOpt = False,
     proto: ProtoOpt = None,
 ) -> None:
@@ -187,34 +194,60 @@ def explain(
     f = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"])
     graph = f.graph(phase, stage or (), level, counts or None)
     result = graph.backward()
-    if fmt == "log":
-        for line in result.log_lines():
-            typer.echo(line)
-        if graph.force_backward:
-            typer.echo("# force_backward: true is applied after these lines; final verdicts:")
-            for v in reversed(result.layers):
-                if v.verdict_differs:
-                    typer.echo(f"# {v.name} needs backward computation (forced).")
-        for out in graph.outputs:
-            typer.echo(f"This network produces output {out}")
-        return
+    shape_res: Any = None
+    weight_rep: Any = None
+    if shapes:
+        from .shapes import infer_shapes
+
+        shape_res = infer_shapes(graph, phase, message=f.message, param_counts=counts or None)
+    if weights is not None:
+        from .weights import check_weights
+
+        weight_rep = check_weights(
+            graph, weights, message=f.message, net_label=str(net), param_counts=counts or None
+        )
     if fmt == "json":
         data = result.to_json()
         if layer is not None:
             data["layers"] = [d for d in data["layers"] if d["name"] == layer]
             if not data["layers"]:
                 _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+        if shape_res is not None:
+            data["shapes"] = shape_res.to_json()
+        if weight_rep is not None:
+            data["weights"] = weight_rep.to_json()
         typer.echo(json.dumps(data, indent=2))
-        return
-    from .explain_text import render_layer, render_table
+    else:
+        if fmt == "log":
+            for line in result.log_lines():
+                typer.echo(line)
+            if graph.force_backward:
+                typer.echo("# force_backward: true is applied after these lines; final verdicts:")
+                for v in reversed(result.layers):
+                    if v.verdict_differs:
+                        typer.echo(f"# {v.name} needs backward computation (forced).")
+            for out in graph.outputs:
+                typer.echo(f"This network produces output {out}")
+        else:
+            from .explain_text import render_layer, render_table
 
-    if layer is not None:
-        try:
-            typer.echo(render_layer(result, layer))
-        except KeyError:
-            _fail(f"{net}: no layer named {layer!r} in phase {phase}")
-        return
-    typer.echo(render_table(result, color=sys.stdout.isatty()))
+            if layer is not None:
+                try:
+                    typer.echo(render_layer(result, layer))
+                except KeyError:
+                    _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+            else:
+                typer.echo(render_table(result, color=sys.stdout.isatty()))
+        if shape_res is not None:
+            from .shapes import render_text
+
+            for line in render_text(shape_res):
+                typer.echo(line)
+        if weight_rep is not None:
+            for line in weight_rep.render():
+                typer.echo(line)
+    if weight_rep is not None and not weight_rep.ok:
+        raise typer.Exit(EXIT_FOUND)
 
 
 def main() -> None:
@@ -243,4 +276,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the imported module so commands registered on *its* app are found
+    # (``python -m rewriter.cli`` would otherwise have two copies of this module).
+    from rewriter.cli import main as _main
+
+    _main()

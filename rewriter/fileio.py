@@ -54,8 +54,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        if mode is None:
+            # mkstemp creates 0600; a new file gets the usual permissions instead.
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except OSError as e:
         with contextlib.suppress(OSError):

@@ -1,0 +1,102 @@
+"""``rewriter shapes`` and ``rewriter weights``: blob/parameter shapes and pretrained weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rewriter.cli import EXIT_ERROR, EXIT_FOUND, EXIT_OK, app
+
+_SHAPE_KEYS = ("batch", "channels", "height", "width", "input_shapes")
+_SET_HELP = "KEY=VALUE (repeatable): batch, channels, height, width, shape.BLOB=D,D,..."
+
+
+def _phase(phase: str) -> str:
+    phase = phase.upper()
+    if phase not in ("TRAIN", "TEST"):
+        typer.echo(f"--phase must be TRAIN or TEST, not {phase!r}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    return phase
+
+
+def _fmt(fmt: str) -> str:
+    if fmt not in ("text", "json"):
+        typer.echo(f"--format must be text or json, not {fmt!r}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    return fmt
+
+
+def _options(settings: list[str] | None) -> dict[str, Any]:
+    from rewriter.deploy import parse_settings
+
+    return parse_settings(settings or [], _SHAPE_KEYS)
+
+
+@app.command()
+def shapes(
+    net: Annotated[Path, typer.Argument(help="A net prototxt (V0, V1 or current format).")],
+    phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST")] = "TEST",
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="A stage (repeatable).")
+    ] = None,
+    level: Annotated[int, typer.Option("--level", help="The net state's level.")] = 0,
+    settings: Annotated[list[str] | None, typer.Option("--set", help=_SET_HELP)] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    splits: Annotated[
+        bool, typer.Option("--splits", help="Also list the Split layers Caffe inserts.")
+    ] = False,
+    lenient: Annotated[
+        bool, typer.Option("--lenient", help="Read fork files (unknown fields ignored).")
+    ] = False,
+) -> None:
+    """Every blob's shape and every layer's parameter shapes and counts, as Caffe sizes them."""
+    from rewriter.model import load
+    from rewriter.shapes import infer_shapes, render_text
+
+    phase = _phase(phase)
+    fmt = _fmt(fmt)
+    options = _options(settings)
+    f = load(net, lenient=lenient, root="caffe.NetParameter")
+    result = infer_shapes(f.message, phase, stages=tuple(stage or ()), level=level, **options)
+    if fmt == "json":
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        for line in render_text(result, show_splits=splits):
+            typer.echo(line)
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def weights(
+    net: Annotated[Path, typer.Argument(help="The net prototxt the weights are loaded into.")],
+    model: Annotated[Path, typer.Argument(help="A .caffemodel (binary NetParameter).")],
+    phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST")] = "TRAIN",
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="A stage (repeatable).")
+    ] = None,
+    level: Annotated[int, typer.Option("--level", help="The net state's level.")] = 0,
+    settings: Annotated[list[str] | None, typer.Option("--set", help=_SET_HELP)] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    lenient: Annotated[
+        bool, typer.Option("--lenient", help="Read fork files (unknown fields ignored).")
+    ] = False,
+) -> None:
+    """Which layers get pretrained weights, which start from fillers, which file layers go
+    unused, and the error Caffe stops with (exit 1) when a blob count or shape differs."""
+    from rewriter.model import load
+    from rewriter.weights import check_weights
+
+    phase = _phase(phase)
+    fmt = _fmt(fmt)
+    options = _options(settings)
+    f = load(net, lenient=lenient, root="caffe.NetParameter")
+    report = check_weights(f, model, phase=phase, stages=tuple(stage or ()), level=level, **options)
+    if fmt == "json":
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.render():
+            typer.echo(line)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FOUND)
