@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTOMATIC_TOP",
+    "MIXED_LAYER_FORMATS",
+    "V0_LAYER_TYPES",
+    "V1_LAYER_TYPES",
     "Blob",
     "CaffeError",
     "Graph",
@@ -566,6 +569,14 @@ def _upgrade_inputs(net: Any) -> Any:
     return out
 
 
+MIXED_LAYER_FORMATS = (
+    "Refusing to upgrade inconsistent NetParameter input; the definition includes both 'layer' "
+    "and 'layers' fields. The current format defines 'layer' fields with string type like "
+    "layer { type: 'Layer' ... } and not layers { type: LAYER ... }. Manually switch the "
+    "definition to 'layer' format to continue."
+)
+
+
 def upgrade_net_message(net: Any) -> Any:
     """``UpgradeNetAsNeeded`` in memory: returns the V2 view Caffe would initialise.
 
@@ -573,6 +584,9 @@ def upgrade_net_message(net: Any) -> Any:
     (exactly three param blocks -> lr_mult 0 / decay_mult 0). The argument is not modified;
     when nothing needs upgrading it is returned as is.
     """
+    if len(net.layers) > 0 and len(net.layer) > 0:
+        # Caffe refuses such a file rather than dropping one of the two lists.
+        raise CaffeError(MIXED_LAYER_FORMATS, "upgrade_proto.cpp")
     if any(layer.HasField("layer") for layer in net.layers):
         net = v0_to_v1_message(net)
     if len(net.layers) > 0:
@@ -1043,3 +1057,9 @@ def _params_of(ld: _LayerDef, owners: list[_Owner], layers: list[_LayerDef]) -> 
             )
         )
     return tuple(out)
+
+
+#: V1 ``LayerType`` enum name -> Caffe's V2 type string (``UpgradeV1LayerType``).
+V1_LAYER_TYPES = _V1_TYPES
+#: V0 layer type string -> V1 ``LayerType`` enum name (``UpgradeV0LayerParameter``).
+V0_LAYER_TYPES = _V0_TYPES

@@ -1,0 +1,280 @@
+"""Benchmark: `rewriter upgrade` on a >= 300 MB V1 .caffemodel, and on a large V1 prototxt.
+
+Target (issue 5): the binary upgrade streams, so its peak memory stays under 1.5x the file size
+(ideally far less). Every measurement runs in a fresh child process and reads that child's own
+``ru_maxrss`` after the imports (baseline) and after the work (peak):
+
+* ``stream``: :func:`rewriter.caffemodel.upgrade_caffemodel` (what ``rewriter upgrade`` runs);
+* ``stream_tracemalloc``: the same with tracemalloc on (peak Python-heap allocations);
+* ``in_memory``: what Caffe's ``upgrade_net_proto_binary`` does - parse the whole file, upgrade
+  the message, serialise it - for comparison; its output must be byte-identical to ours;
+* ``text``: the comment-preserving text upgrade of a synthetic V1 net (``--text-layers``).
+
+    python bench/bench_upgrade.py [--mb 320] [--text-layers 2000] [--dir DIR] [--keep]
+
+Prints one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+_CHILD_PRELUDE = """
+import json, resource, sys, time
+import rewriter.caffemodel, rewriter.upgrade, rewriter.graph
+from rewriter.schema import default_schema
+default_schema()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+
+_STREAM = (
+    _CHILD_PRELUDE
+    + """
+t0 = time.perf_counter()
+r = rewriter.caffemodel.upgrade_caffemodel(sys.argv[1], sys.argv[2])
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": dt, "base_kb": base, "peak_kb": peak, "blobs": r.blobs,
+                  "layers": r.layers_out, "bytes_out": r.bytes_out}))
+"""
+)
+
+_TRACED = (
+    _CHILD_PRELUDE
+    + """
+import tracemalloc
+tracemalloc.start()
+rewriter.caffemodel.upgrade_caffemodel(sys.argv[1], sys.argv[2])
+print(json.dumps({"traced_peak_bytes": tracemalloc.get_traced_memory()[1]}))
+"""
+)
+
+_IN_MEMORY = (
+    _CHILD_PRELUDE
+    + """
+from rewriter.graph import upgrade_net_message
+t0 = time.perf_counter()
+with open(sys.argv[1], "rb") as fh:
+    data = fh.read()
+net = default_schema().message_class("caffe.NetParameter").FromString(data)
+del data
+out = upgrade_net_message(net).SerializeToString(deterministic=True)
+with open(sys.argv[2], "wb") as fh:
+    fh.write(out)
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": dt, "base_kb": base, "peak_kb": peak}))
+"""
+)
+
+_GENERATE = """
+import struct, sys
+from rewriter.schema import default_schema
+net_cls = default_schema().message_class("caffe.NetParameter")
+path, layers, floats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def packed(values):
+    raw = values
+    n = len(raw)
+    out = bytearray()
+    key = (5 << 3) | 2
+    out.append(key)
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            break
+    return bytes(out) + raw
+
+with open(path, "wb") as fh:
+    head = net_cls()
+    head.name = "big_v1"
+    head.input.append("data")  # old Net::ToProto kept input names without dims
+    fh.write(head.SerializeToString())
+    bottom = "data"
+    weights = struct.pack("<f", 0.5) * floats
+    for i in range(layers):
+        one = net_cls()
+        layer = one.layers.add()
+        layer.name = f"fc{i}"
+        layer.type = 14  # INNER_PRODUCT
+        layer.bottom.append(bottom)
+        layer.top.append(f"fc{i}")
+        layer.blobs_lr.extend([1.0, 2.0])
+        layer.weight_decay.extend([1.0, 0.0])
+        layer.inner_product_param.num_output = 4096
+        w = layer.blobs.add()
+        w.num, w.channels, w.height, w.width = 1, 1, 4096, floats // 4096
+        w.MergeFromString(packed(weights))
+        b = layer.blobs.add()
+        b.num, b.channels, b.height, b.width = 1, 1, 1, 4096
+        b.MergeFromString(packed(struct.pack("<f", 0.1) * 4096))
+        fh.write(one.SerializeToString(deterministic=True))
+        bottom = f"fc{i}"
+"""
+
+
+def _child(script: str, *args: str) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    result: dict[str, float] = json.loads(proc.stdout)
+    return result
+
+
+def _removed(old: str, new: str) -> int:
+    """Lines of ``old`` not kept verbatim, diffing layer by layer (difflib misaligns long
+    repetitive files as a whole, and an exact whole-file alignment is quadratic)."""
+    import difflib
+
+    a = re.split(r"(?m)^(?=layers? \{)", old)
+    b = re.split(r"(?m)^(?=layers? \{)", new)
+    extra = len(b) - len(a)  # the Input layer made from the legacy input fields
+    pairs = [(a[0], "".join(b[: 1 + extra]))] + list(zip(a[1:], b[1 + extra :], strict=True))
+    removed = 0
+    for x, y in pairs:
+        diff = difflib.unified_diff(x.splitlines(), y.splitlines(), lineterm="", n=0)
+        removed += sum(1 for ln in diff if ln.startswith("-") and not ln.startswith("---"))
+    return removed
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_V1_NAMES = {
+    "Convolution": "CONVOLUTION",
+    "ReLU": "RELU",
+    "Eltwise": "ELTWISE",
+    "InnerProduct": "INNER_PRODUCT",
+    "SoftmaxWithLoss": "SOFTMAX_LOSS",
+}
+
+
+_LEGACY = re.compile(r"^(layers \{|  type: [A-Z]|  blobs_lr|  weight_decay|input)")
+
+
+def v1_text(n_layers: int) -> str:
+    """bench.gen's resnet net written the V1 way (legacy inputs, enum types, blobs_lr)."""
+    from bench.gen import resnet
+
+    text = resnet(n_layers)
+    start = text.index('layer {\n  name: "data"')
+    end = text.index("}\n}\n", start) + 4
+    legacy = (
+        'input: "data"  # images\ninput_dim: 1\ninput_dim: 3\ninput_dim: 32\ninput_dim: 32\n'
+        'input: "label"\ninput_dim: 1\ninput_dim: 1\ninput_dim: 1\ninput_dim: 1\n'
+    )
+    text = text[:start] + legacy + text[end:]
+    text = text.replace("layer {\n", "layers {\n")
+    text = re.sub(
+        r'^  type: "(\w+)"$', lambda m: f"  type: {_V1_NAMES[m.group(1)]}", text, flags=re.M
+    )
+    return re.sub(
+        r"  param \{\n    lr_mult: (\S+)\n    decay_mult: (\S+)\n  \}\n",
+        r"  blobs_lr: \1  # lr\n  weight_decay: \2\n",
+        text,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mb", type=int, default=320, help="size of the generated model (MB)")
+    ap.add_argument("--text-layers", type=int, default=2000)
+    ap.add_argument("--dir", type=Path, default=None, help="scratch directory")
+    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--no-compare", action="store_true", help="skip the in-memory comparison")
+    args = ap.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench_upgrade_", dir=args.dir))
+    figures: dict[str, object] = {}
+    try:
+        model = scratch / "big_v1.caffemodel"
+        floats = 4096 * 2048  # 32 MiB of weights per layer
+        layers = max(1, -(-args.mb * 2**20 // (4 * floats)))
+        t0 = time.perf_counter()
+        _child(_GENERATE + "\nprint('{}')", str(model), str(layers), str(floats))
+        size = model.stat().st_size
+        figures["model"] = {
+            "bytes": size,
+            "mb": round(size / 2**20, 1),
+            "layers": layers,
+            "generate_seconds": round(time.perf_counter() - t0, 2),
+        }
+
+        out = scratch / "stream.caffemodel"
+        s = _child(_STREAM, str(model), str(out))
+        grown = (s["peak_kb"] - s["base_kb"]) * 1024
+        figures["stream"] = {
+            "seconds": round(s["seconds"], 2),
+            "mb_per_second": round(size / 2**20 / s["seconds"], 1),
+            "peak_rss_mb": round(s["peak_kb"] / 1024, 1),
+            "baseline_rss_mb": round(s["base_kb"] / 1024, 1),
+            "peak_over_baseline_mb": round(grown / 2**20, 2),
+            "peak_rss_over_file_size": round(s["peak_kb"] * 1024 / size, 3),
+            "blobs_copied": s["blobs"],
+        }
+        t = _child(_TRACED, str(model), str(scratch / "traced.caffemodel"))
+        figures["stream_tracemalloc_peak_kb"] = round(t["traced_peak_bytes"] / 1024, 1)
+        if not args.no_compare:
+            mem_out = scratch / "in_memory.caffemodel"
+            m = _child(_IN_MEMORY, str(model), str(mem_out))
+            figures["in_memory_like_caffe"] = {
+                "seconds": round(m["seconds"], 2),
+                "peak_rss_mb": round(m["peak_kb"] / 1024, 1),
+                "peak_rss_over_file_size": round(m["peak_kb"] * 1024 / size, 3),
+                "output_identical_to_stream": _sha(mem_out) == _sha(out),
+            }
+            mem_out.unlink()
+
+        from rewriter.upgrade import upgrade_text
+
+        text = v1_text(args.text_layers)
+        t0 = time.perf_counter()
+        result = upgrade_text(text, "synthetic_v1.prototxt")
+        dt = time.perf_counter() - t0
+        figures["text"] = {
+            "layers": args.text_layers,
+            "bytes": len(text),
+            "seconds": round(dt, 3),
+            "lines": text.count("\n"),
+            "lines_removed_or_rewritten": _removed(text, result.document.code),
+            "lines_with_a_legacy_construct": sum(
+                1 for ln in text.splitlines() if _LEGACY.search(ln)
+            ),
+            "comments_kept": result.document.code.count("# lr") == text.count("# lr"),
+        }
+    finally:
+        if args.keep:
+            figures["kept_in"] = str(scratch)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1632 @@
+"""Upgrade legacy Caffe nets and solvers the way Caffe does, without losing a comment.
+
+Caffe's ``upgrade_net_proto_text`` parses a file, runs ``UpgradeNetAsNeeded`` on the message and
+re-prints the whole thing: every comment, blank line and the author's field order are gone. This
+module makes the *same* upgrade as a set of minimal edits on the lossless tree
+(:mod:`rewriter.cst`), step by step in Caffe's order (``src/caffe/util/upgrade_proto.cpp``),
+re-parsing between steps:
+
+1. ``UpgradeV0Net``: V0 ``layers { layer { ... } bottom top }`` -> flat V1 ``layers``; "padding"
+   layers are folded into the convolution / pooling layer that reads them; the flat V0 fields
+   (``kernelsize``, ``num_output``, ``meanfile``...) move into the typed ``*_param`` messages;
+2. ``UpgradeNetDataTransformation``: ``scale``, ``mean_file``, ``crop_size``, ``mirror`` of V1
+   DATA / IMAGE_DATA / WINDOW_DATA layers move into ``transform_param``;
+3. ``UpgradeV1Net``: ``layers`` -> ``layer``, enum types -> type strings, ``param: "w"``,
+   ``blob_share_mode``, ``blobs_lr`` and ``weight_decay`` -> ``param { name share_mode lr_mult
+   decay_mult }`` blocks;
+4. ``UpgradeNetInput``: legacy ``input`` / ``input_dim`` / ``input_shape`` -> an ``Input`` layer
+   named "input" in front of the net;
+5. ``UpgradeNetBatchNorm``: BatchNorm layers with exactly three ``param`` blocks get
+   ``lr_mult: 0`` and ``decay_mult: 0`` in each (names and other fields kept);
+6. solvers, ``UpgradeSolverType``: ``solver_type: NESTEROV`` -> ``type: "Nesterov"``.
+
+The same steps also exist on protobuf messages (:func:`upgrade_net_message_caffe`,
+:func:`upgrade_solver_message_caffe`); they are the reference the text edits are checked against
+and what the streaming ``.caffemodel`` upgrade (:mod:`rewriter.caffemodel`) runs on its
+blob-less layer views. Every upgraded document is verified before it is returned: it must bind to
+exactly the message Caffe's upgrade produces (deliberate differences aside), and Caffe's
+``Net::Init`` graph of the result must equal the original's for TRAIN and TEST.
+
+Deliberate differences from Caffe are documented in ``docs/upgrade.md`` and reported per file in
+:attr:`UpgradeResult.deliberate_differences`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .cst import Document, Field, ListBody, MessageBody, encode_string, parse
+from .errors import Diagnostic, Location, RewriterError
+
+if TYPE_CHECKING:
+    from .schema import Schema
+
+__all__ = [
+    "MessageUpgrade",
+    "Refusal",
+    "UpgradeError",
+    "UpgradeResult",
+    "check_same_graph",
+    "needs_upgrade",
+    "parse_for_upgrade",
+    "upgrade_document",
+    "upgrade_net_message_caffe",
+    "upgrade_solver_message_caffe",
+    "upgrade_text",
+]
+
+NET = "caffe.NetParameter"
+SOLVER = "caffe.SolverParameter"
+
+
+class UpgradeError(RewriterError):
+    """Caffe would refuse this upgrade (or the result failed verification): where and why."""
+
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        self.diagnostic = Diagnostic("error", message, location, None, "upgrade")
+        self.message = message
+        super().__init__(self.diagnostic.render())
+
+
+@dataclass
+class UpgradeResult:
+    """What :func:`upgrade_document` did.
+
+    ``messages`` are Caffe's own log lines for the steps taken (``upgrade_proto.cpp``, in order,
+    with ``param_file`` = the document's path); ``deliberate_differences`` lists, for this file,
+    every way the result knowingly differs from what Caffe's tool would have written (beyond
+    comments and layout, which are always kept).
+    """
+
+    document: Document
+    changed: bool
+    messages: list[str] = field(default_factory=list)
+    deliberate_differences: list[str] = field(default_factory=list)
+    kind: str = "net"
+
+
+# ============================================================================ Caffe's tables
+
+#: SolverParameter.SolverType -> type string (upgrade_proto.cpp: UpgradeSolverType)
+SOLVER_TYPES: dict[str, str] = {
+    "SGD": "SGD",
+    "NESTEROV": "Nesterov",
+    "ADAGRAD": "AdaGrad",
+    "RMSPROP": "RMSProp",
+    "ADADELTA": "AdaDelta",
+    "ADAM": "Adam",
+}
+
+# UpgradeV0LayerParameter, in Caffe's order: V0 field -> {V0 type: (V1 sub-message, field)}.
+# "*" applies to every type; an empty sub-message means a field of the V1 layer itself. The
+# third element is the name Caffe uses in "Unknown parameter <name> for layer type <type>".
+_V0_FIELDS: tuple[tuple[str, dict[str, tuple[str, str]], str], ...] = (
+    ("num_output", {"conv": ("convolution_param", "num_output"),
+                    "innerproduct": ("inner_product_param", "num_output")}, "num_output"),
+    ("biasterm", {"conv": ("convolution_param", "bias_term"),
+                  "innerproduct": ("inner_product_param", "bias_term")}, "biasterm"),
+    ("weight_filler", {"conv": ("convolution_param", "weight_filler"),
+                       "innerproduct": ("inner_product_param", "weight_filler")}, "weight_filler"),
+    ("bias_filler", {"conv": ("convolution_param", "bias_filler"),
+                     "innerproduct": ("inner_product_param", "bias_filler")}, "bias_filler"),
+    ("pad", {"conv": ("convolution_param", "pad"), "pool": ("pooling_param", "pad")}, "pad"),
+    ("kernelsize", {"conv": ("convolution_param", "kernel_size"),
+                    "pool": ("pooling_param", "kernel_size")}, "kernelsize"),
+    ("group", {"conv": ("convolution_param", "group")}, "group"),
+    ("stride", {"conv": ("convolution_param", "stride"),
+                "pool": ("pooling_param", "stride")}, "stride"),
+    ("pool", {"pool": ("pooling_param", "pool")}, "pool"),
+    ("dropout_ratio", {"dropout": ("dropout_param", "dropout_ratio")}, "dropout_ratio"),
+    ("local_size", {"lrn": ("lrn_param", "local_size")}, "local_size"),
+    ("alpha", {"lrn": ("lrn_param", "alpha")}, "alpha"),
+    ("beta", {"lrn": ("lrn_param", "beta")}, "beta"),
+    ("k", {"lrn": ("lrn_param", "k")}, "k"),
+    ("source", {"data": ("data_param", "source"), "hdf5_data": ("hdf5_data_param", "source"),
+                "images": ("image_data_param", "source"),
+                "window_data": ("window_data_param", "source"),
+                "infogain_loss": ("infogain_loss_param", "source")}, "source"),
+    ("scale", {"*": ("transform_param", "scale")}, "scale"),
+    ("meanfile", {"*": ("transform_param", "mean_file")}, "meanfile"),
+    ("batchsize", {"data": ("data_param", "batch_size"),
+                   "hdf5_data": ("hdf5_data_param", "batch_size"),
+                   "images": ("image_data_param", "batch_size"),
+                   "window_data": ("window_data_param", "batch_size")}, "batchsize"),
+    ("cropsize", {"*": ("transform_param", "crop_size")}, "cropsize"),
+    ("mirror", {"*": ("transform_param", "mirror")}, "mirror"),
+    ("rand_skip", {"data": ("data_param", "rand_skip"),
+                   "images": ("image_data_param", "rand_skip")}, "rand_skip"),
+    ("shuffle_images", {"images": ("image_data_param", "shuffle")}, "shuffle"),
+    ("new_height", {"images": ("image_data_param", "new_height")}, "new_height"),
+    ("new_width", {"images": ("image_data_param", "new_width")}, "new_width"),
+    ("concat_dim", {"concat": ("concat_param", "concat_dim")}, "concat_dim"),
+    ("det_fg_threshold", {"window_data": ("window_data_param", "fg_threshold")},
+     "det_fg_threshold"),
+    ("det_bg_threshold", {"window_data": ("window_data_param", "bg_threshold")},
+     "det_bg_threshold"),
+    ("det_fg_fraction", {"window_data": ("window_data_param", "fg_fraction")},
+     "det_fg_fraction"),
+    ("det_context_pad", {"window_data": ("window_data_param", "context_pad")},
+     "det_context_pad"),
+    ("det_crop_mode", {"window_data": ("window_data_param", "crop_mode")}, "det_crop_mode"),
+    ("hdf5_output_param", {"hdf5_output": ("", "hdf5_output_param")}, "hdf5_output_param"),
+)  # fmt: skip
+_V0_BY_FIELD = {name: (targets, log) for name, targets, log in _V0_FIELDS}
+#: V0 fields copied to the V1 layer whatever the type
+_V0_DIRECT = ("name", "blobs", "blobs_lr", "weight_decay")
+#: V0 fields Caffe's upgrade ignores without a word (nothing in V1 takes them)
+_V0_IGNORED = ("new_num", "new_channels")
+#: NetParameter fields UpgradeV0Net carries over; it drops every other one
+_V0_NET_KEEPS = ("name", "layers", "input", "input_dim", "force_backward")
+
+#: V1 data layer types whose parameters had transformation fields (UpgradeNetDataTransformation)
+_DATA_PARAMS = {
+    "DATA": "data_param",
+    "IMAGE_DATA": "image_data_param",
+    "WINDOW_DATA": "window_data_param",
+}
+_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
+
+#: V1LayerParameter fields that become ParamSpec fields, in ParamSpec's field order
+_PARAM_SPEC = {
+    "param": "name",
+    "blob_share_mode": "share_mode",
+    "blobs_lr": "lr_mult",
+    "weight_decay": "decay_mult",
+}
+_SPEC_ORDER = ("name", "share_mode", "lr_mult", "decay_mult")
+
+_MIXED = (
+    "Refusing to upgrade inconsistent NetParameter input; the definition includes both 'layer' "
+    "and 'layers' fields. The current format defines 'layer' fields with string type like "
+    "layer { type: 'Layer' ... } and not layers { type: LAYER ... }. Manually switch the "
+    "definition to 'layer' format to continue."
+)
+_SOLVER_BOTH = (
+    "Check failed: !solver_param->has_solver_type() || !solver_param->has_type() Failed to "
+    "upgrade solver: old solver_type field (enum) and new type field (string) cannot be both "
+    "specified in solver proto text."
+)
+_V0_NOTE = (
+    "Note that future Caffe releases will not support V0NetParameter; use "
+    "./build/tools/upgrade_net_proto_text for prototxt and ./build/tools/upgrade_net_proto_binary "
+    "for model weights upgrade this and any other net protos to the new format."
+)
+
+
+def _v1_types() -> dict[str, str]:
+    from .graph import V1_LAYER_TYPES as _V1_TYPES
+
+    return _V1_TYPES
+
+
+def _v0_types() -> dict[str, str]:
+    from .graph import V0_LAYER_TYPES as _V0_TYPES
+
+    return _V0_TYPES
+
+
+# ============================================================================ message level
+
+
+class Refusal(RewriterError):
+    """Caffe stops (FATAL / CHECK) or we refuse; ``where`` says which field, for locating it."""
+
+    def __init__(self, message: str, where: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+
+@dataclass
+class MessageUpgrade:
+    """The result of Caffe's upgrade on a message.
+
+    ``sources[i]`` is, for layer ``i`` of the upgraded net, the index of the layer it came from
+    in the original's ``layers`` (V0/V1) or ``layer`` list; None for the generated Input layer.
+    ``notes`` are our own remarks (fields Caffe drops, kept as comments by the text upgrade).
+    """
+
+    message: Any
+    log: list[str]
+    sources: list[int | None]
+    changed: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _copy(msg: Any) -> Any:
+    out = type(msg)()
+    out.CopyFrom(msg)
+    return out
+
+
+def _enum_name(msg: Any, name: str) -> str:
+    fd = msg.DESCRIPTOR.fields_by_name[name]
+    value = int(getattr(msg, name))
+    ev = fd.enum_type.values_by_number.get(value)
+    return str(ev.name) if ev is not None else str(value)
+
+
+def _is_repeated(fd: Any) -> bool:
+    rep = getattr(fd, "is_repeated", None)
+    if rep is not None:
+        return bool(rep)
+    return bool(getattr(fd, "label", 0) == 3)
+
+
+@dataclass
+class _PaddingPlan:
+    """UpgradeV0PaddingLayers: which connections survive, and the pads / bottoms they take."""
+
+    kept: list[int]
+    pad_from: dict[int, int]  # conn index -> padding conn index whose pad it takes
+    rewire: dict[int, dict[int, str]]  # conn index -> {bottom index: new blob}
+
+
+def v0_padding_plan(net: Any) -> _PaddingPlan:
+    """Simulate ``UpgradeV0PaddingLayers`` (Caffe's CHECKs raise :class:`Refusal`)."""
+    last_top: dict[str, int] = {name: -1 for name in net.input}
+    plan = _PaddingPlan([], {}, {})
+    for i, conn in enumerate(net.layers):
+        if not conn.HasField("layer"):
+            raise Refusal(
+                "this V0 net has a 'layers' entry without a nested 'layer' (a V1-style layer): "
+                "Caffe's V0 upgrade would keep only its bottoms and tops and drop everything "
+                "else; write it as a V0 'layers { layer { ... } }' entry or upgrade the net to "
+                "one format first",
+                ("layers", i),
+            )
+        kind = conn.layer.type
+        if kind != "padding":
+            plan.kept.append(i)
+        for j, blob in enumerate(conn.bottom):
+            if blob not in last_top:
+                raise Refusal(f"Unknown blob input {blob} to layer {j}", ("layers", i, "bottom", j))
+            src = last_top[blob]
+            if src == -1:
+                continue
+            source = net.layers[src]
+            if source.layer.type != "padding":
+                continue
+            if kind not in ("conv", "pool"):
+                raise Refusal(
+                    'Check failed: (layer_param.type() == "conv") || (layer_param.type() == '
+                    '"pool") Padding layer input to non-convolutional / non-pooling layer type '
+                    f"{kind}",
+                    ("layers", i),
+                )
+            checks = (
+                (len(conn.bottom), "layer_connection.bottom_size()",
+                 "Conv Layer takes a single blob as input."),
+                (len(source.bottom), "source_layer.bottom_size()",
+                 "Padding Layer takes a single blob as input."),
+                (len(source.top), "source_layer.top_size()",
+                 "Padding Layer produces a single blob as output."),
+            )  # fmt: skip
+            for n, what, text in checks:
+                if n != 1:
+                    raise Refusal(f"Check failed: {what} == 1 ({n} vs. 1) {text}", ("layers", i))
+            plan.pad_from[i] = src
+            plan.rewire.setdefault(i, {})[j] = source.bottom[0]
+        for blob in conn.top:
+            last_top[blob] = i
+    return plan
+
+
+def v0_target(field_name: str, v0_type: str) -> tuple[str, str] | None:
+    """Where UpgradeV0LayerParameter puts a V0 field for a layer of that V0 type.
+
+    Returns (sub-message, field) with sub-message "" for a field of the V1 layer itself, or None
+    when Caffe logs "Unknown parameter ..." (or silently ignores it) and drops the value.
+    """
+    if field_name in _V0_DIRECT:
+        return ("", field_name)
+    entry = _V0_BY_FIELD.get(field_name)
+    if entry is None:
+        return None
+    targets = entry[0]
+    return targets.get(v0_type) or targets.get("*")
+
+
+def _v0_unknown(field_name: str, v0_type: str) -> str:
+    entry = _V0_BY_FIELD.get(field_name)
+    name = entry[1] if entry is not None else field_name
+    return f"Unknown parameter {name} for layer type {v0_type}"
+
+
+def _v0_layer_to_v1(
+    conn: Any, pad: int | None, rewire: dict[int, str], v1_cls: type[Any], log: list[str]
+) -> tuple[Any, bool]:
+    """UpgradeV0LayerParameter on one connection (padding already folded in)."""
+    new = v1_cls()
+    for j, blob in enumerate(conn.bottom):
+        new.bottom.append(rewire.get(j, blob))
+    new.top.extend(conn.top)
+    v0 = conn.layer
+    kind = str(v0.type)
+    ok = True
+    if v0.HasField("name"):
+        new.name = v0.name
+    if v0.HasField("type"):
+        v1_name = _v0_types().get(kind)
+        if v1_name is None:
+            raise Refusal(f"Unknown layer name: {kind}", ("v0type",))
+        new.type = new.DESCRIPTOR.fields_by_name["type"].enum_type.values_by_name[v1_name].number
+    for b in v0.blobs:
+        new.blobs.add().CopyFrom(b)
+    new.blobs_lr.extend(v0.blobs_lr)
+    new.weight_decay.extend(v0.weight_decay)
+    for name, _targets, _log in _V0_FIELDS:
+        present = v0.HasField(name) or (name == "pad" and pad is not None)
+        if not present:
+            continue
+        target = v0_target(name, kind)
+        if target is None:
+            log.append(_v0_unknown(name, kind))
+            ok = False
+            continue
+        value = pad if (name == "pad" and pad is not None) else getattr(v0, name)
+        sub, fname = target
+        container = getattr(new, sub) if sub else new
+        fd = container.DESCRIPTOR.fields_by_name[fname]
+        if fd.message_type is not None:
+            getattr(container, fname).SetInParent()
+            getattr(container, fname).CopyFrom(value)
+        elif _is_repeated(fd):
+            getattr(container, fname).append(value)
+        else:
+            setattr(container, fname, value)
+    return new, ok
+
+
+def _needs_data_upgrade(net: Any) -> bool:
+    for layer in net.layers:
+        pname = _DATA_PARAMS.get(_enum_name(layer, "type"))
+        if pname is None:
+            continue
+        sub = getattr(layer, pname)
+        if any(sub.HasField(f) for f in _TRANSFORM_FIELDS):
+            return True
+    return False
+
+
+def _data_upgrade(net: Any) -> None:
+    """UpgradeNetDataTransformation, in place (it gives every data layer both sub-messages)."""
+    for layer in net.layers:
+        pname = _DATA_PARAMS.get(_enum_name(layer, "type"))
+        if pname is None:
+            continue
+        sub = getattr(layer, pname)
+        sub.SetInParent()
+        layer.transform_param.SetInParent()
+        for f in _TRANSFORM_FIELDS:
+            if sub.HasField(f):
+                setattr(layer.transform_param, f, getattr(sub, f))
+                sub.ClearField(f)
+
+
+def input_upgrade_needed(net: Any) -> bool:
+    return len(net.input) > 0
+
+
+def check_inputs(net: Any) -> None:
+    """Refuse legacy inputs Caffe's UpgradeNetInput would read out of range."""
+    n = len(net.input)
+    if len(net.input_shape) > 0:
+        if len(net.input_shape) < n:
+            raise Refusal(
+                f"Exactly one input_shape must be specified per input ({n} inputs, "
+                f"{len(net.input_shape)} input_shape): Caffe's upgrade would read past the end",
+                ("input_shape",),
+            )
+    elif len(net.input_dim) > 0 and len(net.input_dim) < 4 * n:
+        raise Refusal(
+            f"Incorrect input blob dimension specifications ({n} inputs need {4 * n} input_dim, "
+            f"found {len(net.input_dim)}): Caffe's upgrade would read past the end",
+            ("input_dim",),
+        )
+
+
+def _input_layer(net: Any, layer_cls: type[Any]) -> Any | None:
+    """The Input layer UpgradeNetInput makes, or None (inputs without shapes are just dropped)."""
+    has_shape = len(net.input_shape) > 0
+    if not has_shape and len(net.input_dim) == 0:
+        return None
+    layer = layer_cls()
+    layer.name = "input"
+    layer.type = "Input"
+    for i, blob in enumerate(net.input):
+        layer.top.append(blob)
+        shape = layer.input_param.shape.add()
+        if has_shape:
+            shape.CopyFrom(net.input_shape[i])
+        else:
+            shape.dim.extend(net.input_dim[4 * i : 4 * i + 4])
+    return layer
+
+
+def bn_upgrade_needed(layer: Any) -> bool:
+    return bool(layer.type == "BatchNorm" and len(layer.param) == 3)
+
+
+def bn_upgrade_layer(layer: Any) -> None:
+    for p in layer.param:
+        p.lr_mult = 0.0
+        p.decay_mult = 0.0
+
+
+def upgrade_net_message_caffe(net: Any, param_file: str = "") -> MessageUpgrade:
+    """``UpgradeNetAsNeeded`` (BVLC master) on a NetParameter message; ``net`` is not modified.
+
+    Raises :class:`Refusal` where Caffe stops with a FATAL error, and also (deliberately) for
+    inputs Caffe would silently mangle: a net mixing V0 ``layers`` with ``layer``, a V0 net with
+    V1-style entries, and legacy inputs with too few shapes or dims.
+    """
+    log: list[str] = []
+    notes: list[str] = []
+    changed = False
+    n_src = len(net.layers) if len(net.layers) else len(net.layer)
+    sources: list[int | None] = list(range(n_src))
+    if len(net.layers) and len(net.layer):
+        raise Refusal(_MIXED, ("mixed",))
+    if any(conn.HasField("layer") for conn in net.layers):
+        changed = True
+        log.append(
+            f"Attempting to upgrade input file specified using deprecated V0LayerParameter: "
+            f"{param_file}"
+        )
+        plan = v0_padding_plan(net)
+        out = type(net)()
+        if net.HasField("name"):
+            out.name = net.name
+        ok = True
+        v1_cls = type(net.layers[0])
+        for i in plan.kept:
+            conn = net.layers[i]
+            src = plan.pad_from.get(i)
+            pad = int(net.layers[src].layer.pad) if src is not None else None
+            try:
+                new, layer_ok = _v0_layer_to_v1(conn, pad, plan.rewire.get(i, {}), v1_cls, log)
+            except Refusal as r:
+                raise Refusal(r.message, ("layers", i, "type")) from None
+            ok = ok and layer_ok
+            out.layers.add().CopyFrom(new)
+        out.input.extend(net.input)
+        out.input_dim.extend(net.input_dim)
+        if net.HasField("force_backward"):
+            out.force_backward = net.force_backward
+        for fd, _value in net.ListFields():
+            if fd.name not in _V0_NET_KEEPS:
+                notes.append(f"net-level field '{fd.name}' (UpgradeV0Net drops it)")
+        if ok:
+            log.append("Successfully upgraded file specified using deprecated V0LayerParameter")
+        else:
+            log.append(
+                "Warning: had one or more problems upgrading V0NetParameter to NetParameter "
+                "(see above); continuing anyway."
+            )
+        log.append(_V0_NOTE)
+        net = out
+        sources = [sources[i] for i in plan.kept]
+    if _needs_data_upgrade(net):
+        changed = True
+        log.append(
+            "Attempting to upgrade input file specified using deprecated transformation "
+            f"parameters: {param_file}"
+        )
+        net = _copy(net)
+        _data_upgrade(net)
+        log.append(
+            "Successfully upgraded file specified using deprecated data transformation parameters."
+        )
+        log.append(
+            "Note that future Caffe releases will only support transform_param messages for "
+            "transformation fields."
+        )
+    if len(net.layers):
+        changed = True
+        from .graph import CaffeError, v1_to_v2_message
+
+        log.append(
+            "Attempting to upgrade input file specified using deprecated V1LayerParameter: "
+            f"{param_file}"
+        )
+        try:
+            net = v1_to_v2_message(net)
+        except CaffeError as e:
+            raise Refusal(e.message, ("v1type",)) from None
+        log.append("Successfully upgraded file specified using deprecated V1LayerParameter")
+    if input_upgrade_needed(net):
+        changed = True
+        check_inputs(net)
+        log.append(
+            f"Attempting to upgrade input file specified using deprecated input fields: "
+            f"{param_file}"
+        )
+        out = _copy(net)
+        layer = _input_layer(net, type(out.layer.add()))
+        del out.layer[-1]
+        out.ClearField("input")
+        out.ClearField("input_shape")
+        out.ClearField("input_dim")
+        if layer is not None:
+            out.ClearField("layer")
+            out.layer.add().CopyFrom(layer)
+            for old in net.layer:
+                out.layer.add().CopyFrom(old)
+            sources = [None, *sources]
+        net = out
+        log.append("Successfully upgraded file specified using deprecated input fields.")
+        log.append(
+            "Note that future Caffe releases will only support input layers and not input fields."
+        )
+    if any(bn_upgrade_needed(layer) for layer in net.layer):
+        # Caffe runs (and logs) this step for every such layer, even one already at zero.
+        changed = changed or any(
+            not (p.HasField(k) and getattr(p, k) == 0)
+            for layer in net.layer
+            if bn_upgrade_needed(layer)
+            for p in layer.param
+            for k in ("lr_mult", "decay_mult")
+        )
+        log.append(f"Attempting to upgrade batch norm layers using deprecated params: {param_file}")
+        net = _copy(net)
+        for layer in net.layer:
+            if bn_upgrade_needed(layer):
+                bn_upgrade_layer(layer)
+        log.append("Successfully upgraded batch norm layers using deprecated params.")
+    return MessageUpgrade(net, log, sources, changed, notes)
+
+
+def upgrade_solver_message_caffe(solver: Any, param_file: str = "") -> MessageUpgrade:
+    """``UpgradeSolverAsNeeded`` on a SolverParameter (embedded nets are not touched here)."""
+    if not solver.HasField("solver_type"):
+        return MessageUpgrade(solver, [], [], False)
+    log = [
+        "Attempting to upgrade input file specified using deprecated 'solver_type' field "
+        f"(enum)': {param_file}"
+    ]
+    if solver.HasField("type"):
+        raise Refusal(_SOLVER_BOTH, ("solver_type",))
+    name = _enum_name(solver, "solver_type")
+    if name not in SOLVER_TYPES:
+        raise Refusal(f"Unknown SolverParameter solver_type: {name}", ("solver_type",))
+    out = _copy(solver)
+    out.type = SOLVER_TYPES[name]
+    out.ClearField("solver_type")
+    log.append(
+        "Successfully upgraded file specified using deprecated 'solver_type' field (enum) to "
+        "'type' field (string)."
+    )
+    log.append("Note that future Caffe releases will only support 'type' field (string) for a "
+               "solver's type.")  # fmt: skip
+    return MessageUpgrade(out, log, [], True)
+
+
+#: SolverParameter fields holding a whole NetParameter
+EMBEDDED_NETS = ("net_param", "train_net_param", "test_net_param")
+
+
+# ============================================================================ text: helpers
+
+
+class _Splices:
+    """Replacements of ``[start, end)`` spans of one source text, applied in one go."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.items: list[tuple[int, int, int, str]] = []
+
+    def add(self, start: int, end: int, text: str) -> None:
+        self.items.append((start, end, len(self.items), text))
+
+    def apply(self) -> str:
+        out: list[str] = []
+        pos = 0
+        for start, end, _, text in sorted(self.items):
+            if start < pos:
+                raise UpgradeError(f"internal error: overlapping upgrade edits at offset {start}")
+            out.append(self.src[pos:start])
+            out.append(text)
+            pos = end
+        out.append(self.src[pos:])
+        return "".join(out)
+
+
+@dataclass
+class _Line:
+    """A field to print: a scalar (``name: value``), a message (``value`` is a list) or verbatim
+    text (``raw``, already indented for its place); with comment lines before it ("" is a blank
+    line) and a trailing comment (with its leading spaces). No name and no raw: comments only."""
+
+    name: str = ""
+    value: str | list[_Line] | None = None
+    raw: str | None = None
+    comments: list[str] = field(default_factory=list)
+    trailing: str = ""
+
+    def has_comments(self) -> bool:
+        if self.comments or self.trailing or (self.raw is not None and "#" in self.raw):
+            return True
+        return isinstance(self.value, list) and any(c.has_comments() for c in self.value)
+
+
+def _render_one(line: _Line, indent: str, unit: str, multiline: bool) -> str:
+    """One field's text from its name on (later lines indented absolutely)."""
+    if line.raw is not None:
+        return line.raw
+    if isinstance(line.value, list):
+        if not line.value:
+            return f"{line.name} {{}}"
+        if not multiline:
+            inner = " ".join(_render_one(c, "", unit, False) for c in line.value)
+            return f"{line.name} {{ {inner} }}"
+        body = _render_lines(line.value, indent + unit, unit, lead=True)
+        return f"{line.name} {{{body}\n{indent}}}"
+    return f"{line.name}: {line.value}"
+
+
+def _render_lines(
+    lines: Sequence[_Line], indent: str, unit: str, lead: bool, multiline: bool = True
+) -> str:
+    """Fields one per line at ``indent`` (each starting with a newline when ``lead``; otherwise
+    the first is written where the cursor already is), or all on one line."""
+    if not multiline:
+        text = " ".join(_render_one(x, indent, unit, False) for x in lines if x.name or x.raw)
+        return (" " + text) if lead and text else text
+    out: list[str] = []
+    first = not lead
+    for x in lines:
+        rows = list(x.comments)
+        if x.name or x.raw is not None:
+            rows.append(_render_one(x, indent, unit, True) + x.trailing)
+        for row in rows:
+            if first:
+                if row:
+                    out.append(row)
+                    first = False
+                continue
+            out.append("\n" + (indent + row if row else ""))
+    return "".join(out)
+
+
+def _line_start(f: Field) -> int:
+    return f.src.rfind("\n", 0, f.name_start) + 1
+
+
+def _line_indent(f: Field) -> str:
+    """The whitespace that starts the line the field's name is on."""
+    src = f.src
+    ls = _line_start(f)
+    m = re.match(r"[ \t\ufeff]*", src[ls : f.name_start])
+    return m.group().replace("\ufeff", "") if m else ""
+
+
+def _starts_line(f: Field) -> bool:
+    return f.src[_line_start(f) : f.name_start].strip(" \t\ufeff") == ""
+
+
+def _child_indent(body: MessageBody, parent_indent: str, unit: str) -> str:
+    for f in body.fields:
+        if "\n" in f.prefix:
+            return f.indent
+    return parent_indent + unit
+
+
+def _trailing(f: Field) -> str:
+    """The field's same-line comment with the spaces before it ("" when none)."""
+    s = f.suffix
+    h = s.find("#")
+    if h < 0:
+        return ""
+    before = s[:h]
+    ws = before[len(before.rstrip(" \t")) :]
+    return (ws or " ") + s[h:].rstrip("\r")
+
+
+def _prefix_lines(f: Field) -> list[str]:
+    """Comment and blank lines of the field's prefix, stripped ("" for a blank line)."""
+    lines = f.prefix.split("\n")
+    full = lines[:-1] if f.start == 0 else lines[1:-1]
+    return [ln.strip(" \t\r\ufeff") for ln in full]
+
+
+def _split_prefix(f: Field) -> tuple[str, list[str]]:
+    """What stays of the prefix when the field is deleted, and its attached comment lines."""
+    prefix = f.prefix
+    bom = "\ufeff" if prefix.startswith("\ufeff") else ""
+    lines = prefix.split("\n")
+    if len(lines) == 1:
+        return bom, []
+    first = 0 if f.start == 0 else 1
+    j = len(lines) - 1
+    while j > first and lines[j - 1].strip(" \t\r\ufeff").startswith("#"):
+        j -= 1
+    attached = [ln.strip(" \t\r\ufeff") for ln in lines[j:-1]]
+    if j > first and lines[j - 1].strip(" \t\r\ufeff") == "":
+        return "\n".join(lines[: j - 1]) + "\n", attached
+    return bom, attached
+
+
+def _value_texts(f: Field) -> list[str]:
+    if isinstance(f.body, ListBody):
+        return [f.src[it[1] : it[2]] for it in f.body.items if isinstance(it, tuple)]
+    return [f.value_text]
+
+
+def _field_text(f: Field, name: str | None = None) -> str:
+    """``name: value`` (or ``name { ... }``) without prefix and suffix, optionally renamed."""
+    return (name if name is not None else f.name) + f.src[f.name_end : f.value_end]
+
+
+def _reindent(text: str, old: str, new: str) -> str:
+    if old == new or "\n" not in text:
+        return text
+    lines = text.split("\n")
+    return "\n".join(
+        [lines[0]] + [new + ln[len(old) :] if ln.startswith(old) else ln for ln in lines[1:]]
+    )
+
+
+def _body_comments(b: MessageBody) -> list[str]:
+    """Every comment inside a block (not the block field's own prefix)."""
+    out: list[str] = []
+    h = b.open_text.find("#")
+    if h >= 0:
+        out.append(b.open_text[h:].strip())
+    for g in b.fields:
+        out.extend(c for c in _prefix_lines(g) if c)
+        out.extend(_inner_comments(g))
+    tail = b.src[(b.fields[-1].end if b.fields else b.open_end) : b.close_start]
+    out.extend(ln.strip() for ln in tail.split("\n") if ln.strip().startswith("#"))
+    return out
+
+
+def _inner_comments(f: Field) -> list[str]:
+    out = _body_comments(f.body) if isinstance(f.body, MessageBody) else []
+    t = _trailing(f)
+    if t:
+        out.append(t.strip())
+    return out
+
+
+def _close_comments(b: MessageBody) -> list[str]:
+    tail = b.src[(b.fields[-1].end if b.fields else b.open_end) : b.close_start]
+    return [ln.strip() for ln in tail.split("\n") if ln.strip().startswith("#")]
+
+
+def _open_comments(b: MessageBody) -> list[str]:
+    h = b.open_text.find("#")
+    return [b.open_text[h:].strip()] if h >= 0 else []
+
+
+def _commented_out(f: Field, reason: str) -> list[str]:
+    """The field as comment lines, after a line saying why it is not in the upgraded net."""
+    old = _line_indent(f)
+    lines = f.src[f.name_start : f.value_end].split("\n")
+    out = [f"# [rewriter upgrade] not upgraded ({reason}):"]
+    for n, ln in enumerate(lines):
+        ln = ln.rstrip("\r")
+        if n and ln.startswith(old):
+            ln = ln[len(old) :]
+        out.append("# " + ln)
+    t = _trailing(f)
+    if t:
+        out[-1] += t
+    return out
+
+
+_Action = str | tuple[str, str]  # "drop" | "keep" | ("replace", text)
+
+
+def _edit_siblings(sp: _Splices, fields: Sequence[Field], actions: dict[int, _Action]) -> None:
+    """Remove or replace some children of one block, keeping the lines of the others intact.
+
+    "drop" deletes a field with its attached comments (the caller re-homes them); "keep" deletes
+    it but leaves its comments where they were; ("replace", text) swaps the field's text (its
+    prefix, i.e. its own comments and indentation, stays). A surviving field that shared a line
+    with deleted ones moves to the start of that line.
+    """
+    n = len(fields)
+    i = 0
+    while i < n:
+        act = actions.get(i)
+        if act is None:
+            i += 1
+            continue
+        f = fields[i]
+        if isinstance(act, tuple):
+            sp.add(f.name_start, f.end, act[1])
+            i += 1
+            continue
+        own_line = "\n" in f.prefix or f.start == 0
+        if not own_line:
+            sp.add(f.start, f.end, _trailing(f) if act == "keep" else "")
+            i += 1
+            continue
+        j = i + 1
+        while j < n and "\n" not in fields[j].prefix and actions.get(j) in ("drop", "keep"):
+            j += 1
+        last = fields[j - 1]
+        kept, attached = _split_prefix(f)
+        if act == "drop" and i > 0 and i - 1 in actions and not kept.strip(" \t\r\n\ufeff"):
+            # A blank line between two fields that both go separates nothing any more.
+            kept = kept[:1] if kept.startswith("\ufeff") else ""
+        keep = any(actions.get(k) == "keep" for k in range(i, j))
+        if j < n and "\n" not in fields[j].prefix:
+            # A surviving field continues the line: it takes the deleted field's place.
+            if keep:
+                text = f.prefix
+            elif "\n" in f.prefix:
+                text = kept + "\n" + f.indent
+            else:
+                text = kept
+            sp.add(f.start, fields[j].name_start, text)
+            i = j
+            continue
+        end = last.end
+        if keep and _trailing(last):
+            text = f.prefix + _trailing(last).lstrip()
+        elif keep and attached:
+            text = f.prefix[: f.prefix.rfind("\n")]
+        else:
+            text = kept
+            if f.start == 0 and j < n and actions.get(j) not in ("drop", "keep"):
+                nxt = fields[j].prefix
+                end += 2 if nxt.startswith("\r\n") else 1 if nxt.startswith("\n") else 0
+        sp.add(f.start, end, text)
+        i = j
+
+
+def _insert_before(sp: _Splices, anchor: Field, text: str, multiline: bool) -> None:
+    """Put a new field (``text``, from its name on) just before ``anchor``."""
+    if multiline and _starts_line(anchor):
+        pos = _line_start(anchor)
+        sp.add(pos, pos, _line_indent(anchor) + text + "\n")
+    else:
+        sp.add(anchor.name_start, anchor.name_start, text + " ")
+
+
+def _append_to_body(
+    sp: _Splices, body: MessageBody, lines: Sequence[_Line], indent: str, unit: str
+) -> None:
+    """Add fields at the end of a block, one per line or on the block's single line."""
+    multiline = "\n" in body.code or any(x.has_comments() for x in lines)
+    if multiline:
+        pos = body.fields[-1].end if body.fields else body.open_end
+        sp.add(pos, pos, _render_lines(lines, indent, unit, lead=True))
+        return
+    text = _render_lines(lines, indent, unit, lead=False, multiline=False)
+    if body.fields:
+        pos = body.fields[-1].end
+        sp.add(pos, pos, " " + text)
+    else:
+        sp.add(body.start + 1, body.close_start, f" {text} ")
+
+
+def _insert_comment_lines(sp: _Splices, chain: Sequence[Field], comments: list[str]) -> None:
+    """Comment lines just above the first field of ``chain`` that starts its own line."""
+    for f in chain:
+        if _starts_line(f):
+            pos = _line_start(f)
+            ind = _line_indent(f)
+            sp.add(pos, pos, "".join(f"{ind}{c}\n" for c in comments))
+            return
+
+
+# ============================================================================ text: the steps
+
+
+@dataclass
+class _Ctx:
+    path: str
+    unit: str
+    crlf: bool
+    differences: list[str] = field(default_factory=list)
+
+    def finish(self, text: str) -> str:
+        return re.sub(r"(?<!\r)\n", "\r\n", text) if self.crlf else text
+
+
+def _file_unit(doc: Document) -> str:
+    """The file's indent step (what a nested field is indented by), "  " when unknown."""
+    for path, f in doc.walk():
+        if len(path) >= 2 and "\n" in f.prefix:
+            return f.indent
+    return "  "
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The net being upgraded: the document itself, or a solver's embedded net field."""
+
+    index: int | None = None
+
+    def locate(self, doc: Document, msg: Any) -> tuple[MessageBody, Any, tuple[int, ...], str]:
+        if self.index is None:
+            return doc.body, msg, (), ""
+        f = doc.fields[self.index]
+        assert isinstance(f.body, MessageBody)
+        occurrence = sum(1 for g in doc.fields[: self.index] if g.name == f.name)
+        sub = getattr(msg, f.name)
+        if f.name == "test_net_param":
+            sub = sub[occurrence]
+        return f.body, sub, (self.index,), _line_indent(f)
+
+
+_Step = Callable[[_Ctx, Document, MessageBody, Any, tuple[int, ...], str], "str | None"]
+
+
+def _step_v0(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    if not any(conn.HasField("layer") for conn in msg.layers):
+        return None
+    plan = v0_padding_plan(msg)
+    kept = set(plan.kept)
+    conns = [f for f in body.fields if f.name == "layers"]
+    sp = _Splices(doc.src)
+    actions: dict[int, _Action] = {}
+    index = {id(f): i for i, f in enumerate(body.fields)}
+    for k, f in enumerate(conns):
+        assert isinstance(f.body, MessageBody)
+        if k not in kept:
+            # A padding layer: Caffe folds it into its reader; only its comments stay.
+            inner = _inner_comments(f)
+            ind = _line_indent(f)
+            actions[index[id(f)]] = ("replace", f"\n{ind}".join(inner)) if inner else "keep"
+            continue
+        pad_text = None
+        if k in plan.pad_from:
+            pconn = conns[plan.pad_from[k]]
+            assert isinstance(pconn.body, MessageBody)
+            player = pconn.body.get("layer")
+            pfield = (
+                player.body.get("pad") if player and isinstance(player.body, MessageBody) else None
+            )
+            pad_text = pfield.value_text if pfield is not None else "0"
+        text = _render_v0_conn(ctx, f, msg.layers[k], plan.rewire.get(k, {}), pad_text)
+        last = f.body.fields[-1]
+        if "#" not in last.suffix:  # keep the spacing before a one-line block's '}'
+            text += last.suffix[len(last.suffix.rstrip(" \t")) :]
+        sp.add(f.body.fields[0].name_start, last.end, text)
+    for i, f in enumerate(body.fields):
+        if f.name not in _V0_NET_KEEPS:
+            reason = "Caffe's V0 upgrade drops net-level field " + repr(f.name)
+            actions[i] = ("replace", f"\n{_line_indent(f)}".join(_commented_out(f, reason)))
+            ctx.differences.append(
+                f"net-level field '{f.name}' is kept as a comment; Caffe's UpgradeV0Net drops it"
+            )
+    _edit_siblings(sp, body.fields, actions)
+    return sp.apply()
+
+
+def _render_v0_conn(
+    ctx: _Ctx, f: Field, conn: Any, rewire: dict[int, str], pad_text: str | None
+) -> str:
+    """The children of one V0 ``layers`` entry, written as a flat V1 layer."""
+    b = f.body
+    assert isinstance(b, MessageBody)
+    one_line = "\n" not in b.code
+    ci = _child_indent(b, _line_indent(f), ctx.unit)
+    items: list[_Line] = []
+    pending: list[str] = []
+    n_bottom = 0
+    for idx, g in enumerate(b.fields):
+        pre = _prefix_lines(g) if idx > 0 else []
+        if g.name == "layer" and isinstance(g.body, MessageBody):
+            pending += pre + _open_comments(g.body)
+            produced = _v0_items(ctx, g, conn.layer, ci, pad_text)
+            flat = not any(x.has_comments() for x in produced)
+            if "\n" not in g.body.code and not one_line and flat:
+                items.append(
+                    _Line(
+                        raw=_render_lines(produced, ci, ctx.unit, lead=False, multiline=False),
+                        comments=pending,
+                    )
+                )
+                pending = []
+            else:
+                if produced:
+                    produced[0].comments = pending + produced[0].comments
+                    pending = []
+                items.extend(produced)
+            pending += _close_comments(g.body)
+            if _trailing(g):
+                pending.append(_trailing(g).strip())
+        elif g.name in ("bottom", "top"):
+            text = _field_text(g)
+            if g.name == "bottom":
+                values = _value_texts(g)
+                hits = [rewire[n_bottom + m] for m in range(len(values)) if n_bottom + m in rewire]
+                if hits:
+                    text = "bottom: " + encode_string(hits[0])
+                n_bottom += len(values)
+            items.append(_Line(raw=text, comments=pending + pre, trailing=_trailing(g)))
+            pending = []
+        else:
+            reason = f"Caffe's V0 upgrade drops field {g.name!r} of a V0 'layers' entry"
+            items.append(_Line(comments=pending + pre + _commented_out(g, reason)))
+            pending = []
+            ctx.differences.append(
+                f"layer {conn.layer.name!r}: field '{g.name}' beside the V0 'layer' is kept as "
+                "a comment; Caffe's V0 upgrade drops it"
+            )
+    if pending:
+        items.append(_Line(comments=pending))
+    multiline = not one_line or any(x.has_comments() for x in items)
+    return _render_lines(items, ci, ctx.unit, lead=False, multiline=multiline)
+
+
+def _v0_items(ctx: _Ctx, g: Field, v0: Any, ci: str, pad_text: str | None) -> list[_Line]:
+    """The fields of a V0 ``layer { ... }`` as V1 layer fields (typed params grouped)."""
+    assert isinstance(g.body, MessageBody)
+    kind = str(v0.type)
+    items: list[_Line] = []
+    groups: dict[str, _Line] = {}
+    member = ci + ctx.unit
+    pad_done = False
+
+    def group(sub: str) -> list[_Line]:
+        grp = groups.get(sub)
+        if grp is None:
+            grp = groups[sub] = _Line(name=sub, value=[])
+            items.append(grp)
+        assert isinstance(grp.value, list)
+        return grp.value
+
+    for h in g.body.fields:
+        pre = _prefix_lines(h)
+        tr = _trailing(h)
+        if h.name == "type":
+            text = "type" + h.separator + _v0_types()[kind]
+            items.append(_Line(raw=text, comments=pre, trailing=tr))
+            continue
+        target = None if h.name in _V0_IGNORED else v0_target(h.name, kind)
+        if target is None:
+            if h.name in _V0_IGNORED:
+                reason = f"Caffe's V0 upgrade ignores {h.name!r}"
+            else:
+                reason = f"Caffe: {_v0_unknown(h.name, kind)}"
+            items.append(_Line(comments=pre + _commented_out(h, reason)))
+            ctx.differences.append(
+                f"layer {v0.name!r}: V0 field '{h.name}' has no V1 equivalent for type "
+                f"{kind!r} and is kept as a comment; Caffe drops it"
+            )
+            continue
+        sub, fname = target
+        text = _field_text(h, fname)
+        if h.name == "pad" and pad_text is not None:
+            text = fname + h.separator + pad_text
+            pad_done = True
+        if sub:
+            group(sub).append(
+                _Line(raw=_reindent(text, _line_indent(h), member), comments=pre, trailing=tr)
+            )
+        else:
+            items.append(_Line(raw=_reindent(text, _line_indent(h), ci), comments=pre, trailing=tr))
+    if pad_text is not None and not pad_done:
+        group("convolution_param" if kind == "conv" else "pooling_param").append(
+            _Line(raw="pad: " + pad_text)
+        )
+    return items
+
+
+def _step_data(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    if not _needs_data_upgrade(msg):
+        return None
+    sp = _Splices(doc.src)
+    conns = [f for f in body.fields if f.name == "layers"]
+    for k, f in enumerate(conns):
+        pname = _DATA_PARAMS.get(_enum_name(msg.layers[k], "type"))
+        lb = f.body
+        if pname is None or not isinstance(lb, MessageBody):
+            continue
+        ci = _child_indent(lb, _line_indent(f), ctx.unit)
+        pfield = lb.get(pname)
+        tfield = lb.get("transform_param")
+        moved: list[tuple[int, Field]] = []
+        if pfield is not None and isinstance(pfield.body, MessageBody):
+            moved = [
+                (j, g) for j, g in enumerate(pfield.body.fields) if g.name in _TRANSFORM_FIELDS
+            ]
+            _edit_siblings(sp, pfield.body.fields, {j: "drop" for j, _ in moved})
+        members = [
+            _Line(raw=_field_text(g), comments=_split_prefix(g)[1], trailing=_trailing(g))
+            for _, g in moved
+        ]
+        if tfield is None or not isinstance(tfield.body, MessageBody):
+            block = _Line(name="transform_param", value=members)
+            multiline = "\n" in lb.code and (
+                pfield is None or "\n" in pfield.value_text or block.has_comments()
+            )
+            text = _render_one(block, ci, ctx.unit, multiline)
+            if pfield is not None:
+                _insert_before(sp, pfield, text, "\n" in lb.code)
+            else:
+                _append_to_body(sp, lb, [block], ci, ctx.unit)
+        else:
+            tb = tfield.body
+            appended: list[_Line] = []
+            for line, (_, g) in zip(members, moved, strict=True):
+                existing = tb.get(g.name)
+                if existing is None:
+                    appended.append(line)
+                    continue
+                # The moved value wins over the one already in transform_param (as in Caffe);
+                # the line it replaces keeps its comment above it.
+                one_line = "\n" not in tb.code
+                notes = ([_trailing(existing).strip()] if _trailing(existing) else []) + list(
+                    line.comments
+                )
+                if one_line:
+                    notes += [line.trailing.strip()] if line.trailing else []
+                    sp.add(existing.name_start, existing.value_end, _field_text(g))
+                else:
+                    sp.add(existing.name_start, existing.end, _field_text(g) + line.trailing)
+                if notes:
+                    _insert_comment_lines(sp, [existing, tfield, f], notes)
+            if appended:
+                tind = _child_indent(tb, _line_indent(tfield), ctx.unit)
+                _append_to_body(sp, tb, appended, tind, ctx.unit)
+        if pfield is None:
+            # Caffe's mutable_<x>_param() leaves the layer an empty <x>_param.
+            _append_to_body(sp, lb, [_Line(name=pname, value=[])], ci, ctx.unit)
+    return sp.apply()
+
+
+def _step_v1(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    conns = [f for f in body.fields if f.name == "layers"]
+    if not conns:
+        return None
+    types = _v1_types()
+    sp = _Splices(doc.src)
+    for k, f in enumerate(conns):
+        layer = msg.layers[k]
+        sp.add(f.name_start, f.name_end, "layer")
+        lb = f.body
+        assert isinstance(lb, MessageBody)
+        if layer.HasField("type"):
+            new_type = encode_string(types[_enum_name(layer, "type")])
+            for g in lb.get_all("type"):
+                sp.add(g.value_start, g.value_end, new_type)
+        _merge_params(ctx, sp, f, lb)
+    return sp.apply()
+
+
+def _merge_params(ctx: _Ctx, sp: _Splices, f: Field, lb: MessageBody) -> None:
+    """``param: "w"``, ``blob_share_mode``, ``blobs_lr``, ``weight_decay`` -> ``param`` blocks,
+    written where the first of them was; their comments go to the matching new lines."""
+    contrib = [(j, g) for j, g in enumerate(lb.fields) if g.name in _PARAM_SPEC]
+    if not contrib:
+        return
+    first_j = contrib[0][0]
+    entries: list[dict[str, _Line]] = []
+    counters = dict.fromkeys(_PARAM_SPEC, 0)
+    for j, g in contrib:
+        values = _value_texts(g)
+        pre = [] if j == first_j else _split_prefix(g)[1]
+        tr = _trailing(g)
+        for m, v in enumerate(values):
+            idx = counters[g.name]
+            counters[g.name] += 1
+            while len(entries) <= idx:
+                entries.append({})
+            key = _PARAM_SPEC[g.name]
+            entries[idx][key] = _Line(
+                name=key,
+                value=v,
+                comments=pre if m == 0 else [],
+                trailing=tr if m == len(values) - 1 else "",
+            )
+    blocks = [_Line(name="param", value=[e[k] for k in _SPEC_ORDER if k in e]) for e in entries]
+    js = [j for j, _ in contrib]
+    first, last = contrib[0][1], contrib[-1][1]
+    contiguous = js == list(range(js[0], js[-1] + 1))
+    same_line = "\n" not in f.src[first.name_start : last.value_end]
+    if "\n" not in lb.code or (same_line and contiguous):
+        joined = " ".join(_render_one(b, "", ctx.unit, False) for b in blocks)
+        if contiguous:
+            sp.add(first.name_start, last.value_end, joined)
+        else:
+            sp.add(first.name_start, first.value_end, joined)
+            _edit_siblings(sp, lb.fields, dict.fromkeys(js[1:], "keep"))
+        return
+    if _starts_line(first):
+        ind = _line_indent(first)
+    else:
+        ind = _child_indent(lb, _line_indent(f), ctx.unit)
+    sp.add(first.name_start, first.end, _render_lines(blocks, ind, ctx.unit, lead=False))
+    _edit_siblings(sp, lb.fields, dict.fromkeys(js[1:], "drop"))
+
+
+def _step_input(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    if not input_upgrade_needed(msg):
+        return None
+    sp = _Splices(doc.src)
+    fields = body.fields
+    legacy = [
+        (j, g) for j, g in enumerate(fields) if g.name in ("input", "input_dim", "input_shape")
+    ]
+    has_shape = len(msg.input_shape) > 0
+    if not has_shape and len(msg.input_dim) == 0:
+        # Only names: Caffe drops them (a legacy caffemodel's inputs); their comments stay.
+        _edit_siblings(sp, fields, {j: "keep" for j, _ in legacy})
+        return sp.apply()
+    n = len(msg.input)
+    unit = ctx.unit
+    contributes: set[int] = set()
+    tops: list[_Line] = []
+    dims: list[_Line] = []
+    shape_fields: list[tuple[_Line, Field]] = []
+    heads: list[tuple[int, _Line]] = []  # (field index, the line carrying its attached comments)
+    for j, g in legacy:
+        values = [""] if g.name == "input_shape" else _value_texts(g)
+        pre = _split_prefix(g)[1]
+        tr = _trailing(g)
+        for m, v in enumerate(values):
+            line = _Line(
+                comments=pre if m == 0 else [], trailing=tr if m == len(values) - 1 else ""
+            )
+            if m == 0:
+                heads.append((j, line))
+            if g.name == "input":
+                line.name, line.value = "top", v
+                tops.append(line)
+                contributes.add(j)
+            elif g.name == "input_dim" and not has_shape:
+                line.name, line.value = "dim", v
+                if len(dims) < 4 * n:
+                    contributes.add(j)
+                dims.append(line)
+            elif g.name == "input_shape":
+                line.name = "shape"
+                if len(shape_fields) < n:
+                    contributes.add(j)
+                shape_fields.append((line, g))
+    anchor_j = min(contributes)
+    first_layer = next((j for j, g in enumerate(fields) if g.name == "layer"), None)
+    before_layer = first_layer is not None and first_layer < anchor_j
+    if before_layer:
+        assert first_layer is not None
+        ind = _line_indent(fields[first_layer])
+    elif _starts_line(fields[anchor_j]):
+        ind = _line_indent(fields[anchor_j])
+    else:
+        ind = _child_indent(body, indent, unit)
+        # the anchor's own comments stay in front of the new layer
+    if not before_layer:
+        for j, line in heads:
+            if j == anchor_j:
+                line.comments = []
+    for line, g in shape_fields:
+        line.raw = _reindent(_field_text(g, "shape"), _line_indent(g), ind + unit + unit)
+    if has_shape:
+        shapes = [line for line, _ in shape_fields[:n]]
+    else:
+        shapes = [_Line(name="shape", value=dims[4 * i : 4 * i + 4]) for i in range(n)]
+    layer = _Line(
+        name="layer",
+        value=[
+            _Line(name="name", value='"input"'),
+            _Line(name="type", value='"Input"'),
+            *tops,
+            _Line(name="input_param", value=shapes),
+        ],
+    )
+    existing = [g for g in fields if g.name == "layer"]
+    multiline = not existing or "\n" in existing[0].code or layer.has_comments()
+    text = _render_one(layer, ind, unit, multiline)
+    actions: dict[int, _Action] = {j: "drop" if j in contributes else "keep" for j, _ in legacy}
+    if before_layer:
+        assert first_layer is not None
+        _insert_before(sp, fields[first_layer], text, multiline)
+    else:
+        actions[anchor_j] = ("replace", text)
+    _edit_siblings(sp, fields, actions)
+    return sp.apply()
+
+
+def _step_bn(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    if not any(bn_upgrade_needed(layer) for layer in msg.layer):
+        return None
+    from .edit import Editor
+
+    ed = Editor(doc)
+    layers = [(j, g) for j, g in enumerate(body.fields) if g.name == "layer"]
+    for k, (j, g) in enumerate(layers):
+        if not bn_upgrade_needed(msg.layer[k]):
+            continue
+        assert isinstance(g.body, MessageBody)
+        for m, h in enumerate(g.body.fields):
+            if h.name != "param":
+                continue
+            if not isinstance(h.body, MessageBody):
+                raise UpgradeError(
+                    "cannot upgrade a BatchNorm 'param' written as a list; write one "
+                    "'param { ... }' block per blob",
+                    doc.location(h.name_start),
+                )
+            spec = msg.layer[k].param[sum(1 for x in g.body.fields[:m] if x.name == "param")]
+            for key in ("lr_mult", "decay_mult"):
+                hits = [q for q, x in enumerate(h.body.fields) if x.name == key]
+                for q in hits:
+                    if getattr(spec, key) != 0:
+                        ed.set_value((*base, j, m, q), "0")
+                if not hits:
+                    ed.insert((*base, j, m), len(h.body.fields), key, "0")
+    return ed.apply().code
+
+
+_NET_STEPS: tuple[_Step, ...] = (_step_v0, _step_data, _step_v1, _step_input, _step_bn)
+
+
+# ============================================================================ driver
+
+
+def _bind(doc: Document, schema: Schema, root: str, internal: bool) -> Any:
+    from .bind import bind
+
+    bound = bind(doc, schema, root)
+    if bound.errors:
+        if internal:
+            detail = bound.errors[0].render()
+            raise UpgradeError(f"internal error: the upgraded text does not bind: {detail}")
+        bound.raise_for_errors()
+    return bound.message
+
+
+def _locate(doc: Document, body: MessageBody, r: Refusal) -> Location | None:
+    """The field a refusal is about, in the document."""
+    where = r.where
+    fields = list(body.fields)
+    conns = [f for f in fields if f.name == "layers"]
+    target: Field | None = None
+    if where and where[0] in ("mixed", "v1type"):
+        target = conns[0] if conns else None
+    elif where and where[0] == "layers" and len(where) >= 2 and where[1] < len(conns):
+        conn = conns[where[1]]
+        target = conn
+        cb = conn.body
+        if isinstance(cb, MessageBody) and len(where) >= 4 and where[2] == "bottom":
+            bottoms = [(g, v) for g in cb.get_all("bottom") for v in _value_texts(g)]
+            if where[3] < len(bottoms):
+                target = bottoms[where[3]][0]
+        elif isinstance(cb, MessageBody) and len(where) >= 3 and where[2] == "type":
+            layer = cb.get("layer")
+            if layer is not None and isinstance(layer.body, MessageBody):
+                target = layer.body.get("type") or layer
+    elif where:
+        target = next((f for f in fields if f.name == where[0]), None)
+    if target is None:
+        target = fields[0] if fields else None
+    return doc.location(target.name_start) if target is not None else None
+
+
+def _check_syntax(doc: Document, body: MessageBody) -> None:
+    for f in body.fields:
+        if f.name in ("layers", "layer") and not isinstance(f.body, MessageBody):
+            raise UpgradeError(
+                f"cannot upgrade '{f.name}' written as a list or scalar; write one "
+                f"'{f.name} {{ ... }}' block per layer",
+                doc.location(f.name_start),
+            )
+
+
+def _graph_runs(msg: Any) -> list[tuple[str, tuple[str, ...]]]:
+    stages: list[str] = []
+    for layer in list(msg.layer) + list(msg.layers):
+        for rule in list(layer.include) + list(layer.exclude):
+            for s in list(rule.stage) + list(rule.not_stage):
+                if s not in stages:
+                    stages.append(s)
+    runs: list[tuple[str, tuple[str, ...]]] = [("TRAIN", ()), ("TEST", ())]
+    for s in stages[:8]:
+        runs += [("TRAIN", (s,)), ("TEST", (s,))]
+    return runs
+
+
+def _graph_signature(msg: Any, phase: str, stages: tuple[str, ...]) -> Any:
+    from .graph import build_graph
+
+    try:
+        g = build_graph(msg, phase, stages)
+    except Exception as e:  # Caffe's refusal (CaffeError), or anything else: same on both sides
+        return ("refused", f"{type(e).__name__}: {e}")
+    return (g.net_name, g.force_backward, g.layers, g.blob_list, g.inputs, g.outputs)
+
+
+def check_same_graph(original: Any, upgraded: Any, what: str = "net") -> None:
+    """Caffe's ``Net::Init`` view of ``upgraded`` must equal that of ``original`` (read the old
+    way: ``build_graph`` upgrades V0/V1 and legacy inputs in memory, as Caffe does)."""
+    for phase, stages in _graph_runs(upgraded):
+        before = _graph_signature(original, phase, stages)
+        after = _graph_signature(upgraded, phase, stages)
+        if before == after:
+            continue
+        detail = "the nets differ"
+        if before[0] == "refused" or after[0] == "refused":
+            detail = f"before: {before}, after: {after}"
+        else:
+            for a, b in zip(before[2], after[2], strict=False):
+                if a != b:
+                    detail = f"layer {a.name!r} differs: {a} != {b}"
+                    break
+        run = phase + (f" stage={','.join(stages)}" if stages else "")
+        raise UpgradeError(
+            f"internal error: upgrading {what} changed Caffe's net in phase {run}: {detail}"
+        )
+
+
+def _first_difference(a: Any, b: Any) -> str:
+    for name in ("layer", "layers"):
+        la, lb = getattr(a, name, []), getattr(b, name, [])
+        for i, (x, y) in enumerate(zip(la, lb, strict=False)):
+            if x != y:
+                return f"{name}[{i}] ({x.name!r}): {x} != {y}"
+        if len(la) != len(lb):
+            return f"{len(la)} != {len(lb)} '{name}' entries"
+    return "net-level fields differ"
+
+
+def _upgrade_net_body(
+    ctx: _Ctx, doc: Document, schema: Schema, root: str, target: _Target, label: str
+) -> tuple[Document, MessageUpgrade, Any]:
+    """Run every net step on one net (the document or an embedded one); returns the new
+    document, Caffe's message-level upgrade of the original net and the original message."""
+    top = _bind(doc, schema, root, internal=False)
+    body, msg, _, _ = target.locate(doc, top)
+    _check_syntax(doc, body)
+    try:
+        expected = upgrade_net_message_caffe(msg, label)
+    except Refusal as r:
+        raise UpgradeError(r.message, _locate(doc, body, r)) from None
+    original = _copy(msg)
+    if not expected.changed:
+        return doc, expected, original
+    stale = False  # ``top`` is the binding of ``doc`` until a step changes the text
+    for step in _NET_STEPS:
+        if stale:
+            top = _bind(doc, schema, root, internal=True)
+            stale = False
+        body, msg, base, indent = target.locate(doc, top)
+        text = step(ctx, doc, body, msg, base, indent)
+        if text is not None and text != doc.code:
+            try:
+                doc = parse(ctx.finish(text), doc.path)
+            except RewriterError as e:
+                raise UpgradeError(f"internal error: the upgraded text does not parse: {e}") from e
+            stale = True
+    return doc, expected, original
+
+
+def upgrade_document(
+    doc: Document, *, kind: str | None = None, schema: Schema | None = None
+) -> UpgradeResult:
+    """Upgrade a legacy net or solver with minimal edits (see the module docstring).
+
+    ``kind`` is "net", "solver" or None (detected from the top-level fields). A document that
+    needs nothing comes back unchanged (``changed`` False, the very same ``Document``).
+
+    Raises :class:`UpgradeError` (a :class:`~rewriter.errors.RewriterError`) where Caffe refuses
+    the upgrade, with ``path:line:col`` and Caffe's own message, and ``SchemaErrors`` when the
+    file does not bind to the schema (Caffe fails to parse it too).
+    """
+    if schema is None:
+        from .schema import default_schema
+
+        schema = default_schema()
+    roots = {"net": NET, "solver": SOLVER}
+    if kind is not None and kind not in roots:
+        raise UpgradeError(f"kind must be 'net' or 'solver', not {kind!r}")
+    from .bind import detect_kind
+
+    given = doc
+    if not doc.pristine:  # an Editor result: its nodes point into the text before the edit
+        doc = parse(doc.code, doc.path)
+    root = roots[kind] if kind is not None else detect_kind(doc, schema)
+    newline = doc.newline
+    crlf = newline == "\r\n" and "\n" not in doc.src.replace("\r\n", "")
+    ctx = _Ctx(doc.path, _file_unit(doc), crlf)
+    if root == SOLVER:
+        result = _upgrade_solver(ctx, doc, schema)
+        if not result.changed:
+            result.document = given
+        return result
+    new_doc, expected, original = _upgrade_net_body(ctx, doc, schema, NET, _Target(), doc.path)
+    if not expected.changed or new_doc.code == doc.code:
+        return UpgradeResult(given, False, [], [], "net")
+    final = _bind(new_doc, schema, NET, internal=True)
+    if final != expected.message:
+        raise UpgradeError(
+            "internal error: the upgraded text differs from Caffe's upgrade: "
+            + _first_difference(final, expected.message)
+        )
+    check_same_graph(original, final, doc.path)
+    return UpgradeResult(new_doc, True, expected.log, ctx.differences, "net")
+
+
+def _upgrade_solver(ctx: _Ctx, doc: Document, schema: Schema) -> UpgradeResult:
+    solver = _bind(doc, schema, SOLVER, internal=False)
+    try:
+        expected = upgrade_solver_message_caffe(solver, doc.path)
+    except Refusal as r:
+        raise UpgradeError(r.message, _locate(doc, doc.body, r)) from None
+    messages = list(expected.log)
+    want = _copy(expected.message)
+    changed = expected.changed
+    originals: list[tuple[str, int, str, Any]] = []
+    for i, f in enumerate(doc.fields):
+        if f.name not in EMBEDDED_NETS or not isinstance(f.body, MessageBody):
+            continue
+        label = f"{doc.path} ({f.name})"
+        doc, net_up, original = _upgrade_net_body(ctx, doc, schema, SOLVER, _Target(i), label)
+        if not net_up.changed:
+            continue
+        changed = True
+        messages.extend(net_up.log)
+        occurrence = sum(1 for g in doc.fields[:i] if g.name == f.name)
+        if f.name == "test_net_param":
+            want.test_net_param[occurrence].CopyFrom(net_up.message)
+        else:
+            getattr(want, f.name).CopyFrom(net_up.message)
+        originals.append((f.name, occurrence, label, original))
+        which = f"{f.name}[{occurrence}]" if f.name == "test_net_param" else f.name
+        ctx.differences.append(
+            f"{which}: the embedded net was upgraded too; Caffe's upgrade_solver_proto_text "
+            "leaves it as it is (and current Caffe then builds that net with no layers)"
+        )
+    if not changed:
+        return UpgradeResult(doc, False, [], [], "solver")
+    if expected.changed:
+        from .edit import Editor
+
+        ed = Editor(doc)
+        new_type = encode_string(str(expected.message.type))
+        for j, f in enumerate(doc.fields):
+            if f.name == "solver_type":
+                ed.rename((j,), "type")
+                ed.set_value((j,), new_type)
+        doc = parse(ctx.finish(ed.apply().code), doc.path)
+    final = _bind(doc, schema, SOLVER, internal=True)
+    if final != want:
+        raise UpgradeError("internal error: the upgraded solver differs from Caffe's upgrade")
+    for name, occurrence, label, original in originals:
+        net = getattr(final, name)
+        check_same_graph(original, net[occurrence] if name == "test_net_param" else net, label)
+    return UpgradeResult(doc, True, messages, ctx.differences, "solver")
+
+
+def parse_for_upgrade(text: str, path: str = "<string>", *, kind: str | None = None) -> Document:
+    """Parse text for :func:`upgrade_document`. On a syntax error, the schema errors of the part
+    before it are reported first, in file order, as protobuf (and so Caffe) would."""
+    from .errors import ParseError, SchemaErrors
+
+    try:
+        return parse(text, path)
+    except ParseError:
+        from .bind import diagnose
+
+        root = {"net": NET, "solver": SOLVER}.get(kind or "")
+        _, diags = diagnose(text, path, None, root, False)
+        raise SchemaErrors([d for d in diags if d.severity == "error"]) from None
+
+
+def upgrade_text(text: str, path: str = "<string>", *, kind: str | None = None) -> UpgradeResult:
+    """:func:`upgrade_document` on text (``result.document.code`` is the upgraded text)."""
+    return upgrade_document(parse_for_upgrade(text, path, kind=kind), kind=kind)
+
+
+def needs_upgrade(doc: Document, *, kind: str | None = None) -> bool:
+    """True when :func:`upgrade_document` would change the document."""
+    return upgrade_document(doc, kind=kind).changed
