@@ -588,7 +588,14 @@ def upgrade_net_message(net: Any) -> Any:
         # Caffe refuses such a file rather than dropping one of the two lists.
         raise CaffeError(MIXED_LAYER_FORMATS, "upgrade_proto.cpp")
     if any(layer.HasField("layer") for layer in net.layers):
-        net = v0_to_v1_message(net)
+        # V0 data layers carry source/batchsize/cropsize... that only the full upgrade (the port
+        # of upgrade_proto.cpp) moves into data_param/transform_param; shapes need them.
+        from .upgrade import Refusal, upgrade_net_message_caffe
+
+        try:
+            return upgrade_net_message_caffe(net).message
+        except Refusal:
+            net = v0_to_v1_message(net)
     if len(net.layers) > 0:
         net = v1_to_v2_message(net)
     if len(net.input) > 0:

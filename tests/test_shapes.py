@@ -137,19 +137,12 @@ def _oracle_inputs(path: str, net: Any, phase: str, notes: list[str]) -> dict[st
     return {"channels": channels, "height": size, "width": size, "input_shapes": inputs}
 
 
-# graph.v0_to_v1_message does not carry V0 ``cropsize`` into the upgraded WindowData layer, so
-# the shapes module sees crop_size 0 where Caffe's own upgrade gives 227.
-_V0_WINDOW = "V0 WindowData: rewriter.graph's in-memory V0 upgrade drops 'cropsize'"
-
-
 @pytest.mark.parametrize(("row", "run", "notes"), _oracle_runs())
 def test_corpus_nets_caffe_initialised_pass_every_shape_check(
     row: Any, run: Any, notes: list[str]
 ) -> None:
     need_shared()
     assert row is not None
-    if "pascal-finetuning" in row["path"]:
-        pytest.xfail(_V0_WINDOW)
     net = load(CORPUS / row["path"]).message
     opts = _oracle_inputs(row["path"], net, run["phase"], notes)
     shapes = infer_shapes(net, run["phase"], stages=run["stages"], level=run["level"], **opts)
