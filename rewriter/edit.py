@@ -79,8 +79,7 @@ class _Style:
         return nl.join(lines)
 
 
-def _style(doc: Document, body: MessageBody, parent_indent: str) -> _Style:
-    nl = doc.newline
+def _style(doc: Document, body: MessageBody, parent_indent: str, unit: str, nl: str) -> _Style:
     if body is not doc.body and "\n" not in body.code:
         return _Style(True, "", "", nl)
     indent = None
@@ -89,15 +88,16 @@ def _style(doc: Document, body: MessageBody, parent_indent: str) -> _Style:
             indent = f.indent
             break
     if indent is None:
-        indent = parent_indent + _unit(doc)
-    unit = indent[len(parent_indent) :] if indent.startswith(parent_indent) else ""
-    if not unit and indent == parent_indent and body is not doc.body:
-        unit = ""
-    return _Style(False, indent, unit or _unit(doc), nl)
+        indent = parent_indent + unit
+    own = indent[len(parent_indent) :] if indent.startswith(parent_indent) else ""
+    return _Style(False, indent, own or unit, nl)
 
 
 def _unit(doc: Document) -> str:
-    """The file's indent step: the indentation of the first indented line inside a block."""
+    """The file's indent step: the indentation of the first indented line inside a block.
+
+    Computed once per Editor: on a file with no indentation at all it walks the whole tree.
+    """
     for _, f in doc.walk():
         ind = f.indent
         if ind and "\n" in f.prefix:
@@ -121,6 +121,8 @@ class Editor:
         self.doc = doc
         self._ops: dict[Path, list[_Op]] = {}  # parent path -> ops on its children
         self._count = 0
+        self._unit: str | None = None
+        self._newline: str | None = None
 
     # --- recording -----------------------------------------------------------------------------
     def _add(self, parent: Path, op: _Op) -> None:
@@ -187,7 +189,11 @@ class Editor:
     def _apply_ops(
         self, body: MessageBody, fields: list[Field], ops: list[_Op], indent: str
     ) -> list[Field]:
-        style = _style(self.doc, body, indent)
+        if self._unit is None:
+            self._unit = _unit(self.doc)
+            self._newline = self.doc.newline
+        assert self._newline is not None
+        style = _style(self.doc, body, indent, self._unit, self._newline)
         inserts: dict[int, list[_Op]] = {}
         removed: set[int] = set()
         for op in sorted(ops, key=lambda o: o.order):

@@ -87,6 +87,12 @@ class CaffeFile:
     def write(self, path: str | os.PathLike[str]) -> None:
         write(self.document, path)
 
+    def apply(self, recipe: Any, **options: Any) -> Any:
+        """Run a recipe on this file (docs/recipes.md); returns a ``rewriter.apply.Result``."""
+        from .apply import apply
+
+        return apply(self, recipe, **options)
+
 
 def load(
     path: str | os.PathLike[str],

@@ -1,0 +1,706 @@
+"""The engine: run a recipe on a net, check the result, produce a minimal diff.
+
+``apply(path_or_file_or_doc, recipe, **options) -> Result``:
+
+1. parse and bind the input (once); check the recipe's preconditions;
+2. run the steps in order, each planning its edits on the document the previous one produced
+   (edits go through :class:`rewriter.edit.Editor`, so every untouched byte survives); after
+   each step only the changed fields are re-read (:func:`rewriter.checks.rebind`) and the
+   step's promise is checked with Caffe's backward analysis;
+3. run the round-trip checks (:mod:`rewriter.checks`) on the final document; if any fails,
+   :class:`~rewriter.checks.CheckFailed` is raised and nothing can be written;
+4. return a :class:`Result` with the new text, the semantic changes, the check results, the
+   warnings and (lazily) a unified diff.
+
+The diff is computed from the edit itself, not by diffing two whole files: untouched top-level
+fields are the same objects in both documents, so only the changed stretches are compared
+(with :mod:`difflib`, line by line) and the output equals ``difflib.unified_diff`` of the two
+texts in the usual case, in time proportional to the change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .checks import Change, CheckFailed, CheckResult
+from .errors import RewriterError
+
+if TYPE_CHECKING:
+    from .cst import Document
+    from .model import CaffeFile
+    from .recipe import Recipe, Step
+    from .schema import Schema
+    from .select import NetView
+
+__all__ = ["Result", "apply", "apply_text", "unified_diff", "as_recipe"]
+
+NET = "caffe.NetParameter"
+
+
+@dataclass
+class Result:
+    """What a recipe did to one file. ``code`` is the new text; nothing is written until
+    :meth:`write` is called."""
+
+    path: str
+    recipe: str
+    original: Document
+    document: Document
+    changes: list[Change] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: steps run, in order (kind and a short note when a step did nothing)
+    steps: list[str] = field(default_factory=list)
+    #: set when a precondition with on_fail = "skip" was not met
+    skipped: str | None = None
+    #: the rewritten net (document, message, Caffe's graphs): ``result.net.graph("TRAIN")``,
+    #: ``result.net.backward("TRAIN")``; ``net_before`` is the input
+    net: NetView | None = field(default=None, repr=False)
+    net_before: NetView | None = field(default=None, repr=False)
+    _diff: str | None = field(default=None, repr=False)
+    _code: str | None = field(default=None, repr=False)
+    _offsets: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def code(self) -> str:
+        if self._code is None:
+            with bulk():
+                self._code, self._offsets = doc_text(self.document)
+        return self._code
+
+    @property
+    def changed(self) -> bool:
+        return self.document is not self.original and self.code != self.original.code
+
+    @property
+    def diff(self) -> str:
+        """Unified diff of the original and the new text ('' when nothing changed)."""
+        if self._diff is None:
+            with bulk():
+                self._diff = (
+                    unified_diff(
+                        self.original,
+                        self.document,
+                        self.path,
+                        self.path,
+                        a_text=self.original.code,
+                        b_text=self.code,
+                        b_offsets=self._offsets,
+                    )
+                    if self.changed
+                    else ""
+                )
+        return self._diff
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def write(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Write the new text atomically (to ``path``, default the input file)."""
+        from .fileio import write_text_atomic
+
+        target = path if path is not None else self.path
+        if target is None or str(target).startswith("<"):
+            raise RewriterError("Result.write: no path to write to (pass one)")
+        write_text_atomic(target, self.code)
+
+    def to_json(self, with_diff: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "path": self.path,
+            "recipe": self.recipe,
+            "changed": self.changed,
+            "skipped": self.skipped,
+            "steps": list(self.steps),
+            "changes": [c.as_dict() for c in self.changes],
+            "checks": [c.as_dict() for c in self.checks],
+            "warnings": list(self.warnings),
+        }
+        if with_diff:
+            data["diff"] = self.diff
+        return data
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+@contextmanager
+def bulk() -> Iterator[None]:
+    """Pause the cyclic GC for bulk work, then file the survivors as old objects.
+
+    A 3.5 MB net makes millions of small acyclic objects (tree nodes, graph records). With the
+    collector running, young-generation passes rescan them again and again; merely pausing it
+    (:func:`rewriter.graph.gc_paused`) defers one full pass over all of them to the first
+    allocation after. Here the survivors are moved straight to the oldest generation instead
+    (``gc.freeze()`` + ``gc.unfreeze()``: two list splices, no scan), where they wait for the
+    next regular full collection. Skipped when the process uses ``gc.freeze`` itself.
+    """
+    was_enabled = gc.isenabled()
+    frozen_before = gc.get_freeze_count()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            if frozen_before == 0:
+                gc.freeze()
+                gc.unfreeze()
+            gc.enable()
+
+
+def as_recipe(recipe: Recipe | Step | Sequence[Step] | str | os.PathLike[str]) -> Recipe:
+    from .recipe import Recipe, Step, recipe_from_steps
+
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, Step):
+        return recipe_from_steps([recipe])
+    if isinstance(recipe, str | os.PathLike):
+        return Recipe.find(recipe if isinstance(recipe, str) else Path(recipe))
+    steps = list(recipe)
+    if not all(isinstance(s, Step) for s in steps):
+        raise RewriterError("apply: recipe must be a Recipe, a Step, steps, a name or a path")
+    return recipe_from_steps(steps)
+
+
+def apply(
+    target: str | os.PathLike[str] | CaffeFile | Document,
+    recipe: Recipe | Step | Sequence[Step] | str | os.PathLike[str],
+    *,
+    options: Mapping[str, Any] | None = None,
+    phase: str = "TRAIN",
+    lenient: bool | None = None,
+    schema: Schema | None = None,
+    param_counts: Mapping[str, int] | None = None,
+    **option_values: Any,
+) -> Result:
+    """Apply ``recipe`` to a net (a path, a :class:`~rewriter.model.CaffeFile` or a parsed
+    :class:`~rewriter.cst.Document`) and check the result; raise
+    :class:`~rewriter.checks.CheckFailed` if a check fails. Recipe options come as keyword
+    arguments (``upto="pool2"``) or as ``options={...}``; ``phase`` is the default phase of
+    the steps' selectors."""
+    from .cst import Document
+    from .model import CaffeFile, read
+
+    values = dict(options or {})
+    values.update(option_values)
+    if isinstance(target, CaffeFile):
+        doc = target.document
+        if lenient is None:
+            lenient = target.lenient
+        schema = schema or target.schema
+    elif isinstance(target, Document):
+        doc = target
+    else:
+        doc = read(target)
+    return _run(doc, as_recipe(recipe), values, phase.upper(), bool(lenient), schema, param_counts)
+
+
+def apply_text(text: str, recipe: Recipe | Step | Sequence[Step] | str, **kw: Any) -> Result:
+    """Convenience: apply to a text (path shown as ``<string>``)."""
+    from .cst import parse
+
+    return apply(parse(text), recipe, **kw)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _run(
+    doc0: Document,
+    recipe: Recipe,
+    values: Mapping[str, Any],
+    phase: str,
+    lenient: bool,
+    schema: Schema | None,
+    param_counts: Mapping[str, int] | None,
+) -> Result:
+    from .bind import bind
+    from .checks import rebind, semantic_diff, structure_check
+    from .select import NetView
+    from .steps import STEPS, StructChange, fast_doc, plan_step
+
+    if phase not in ("TRAIN", "TEST"):
+        raise RewriterError(f"phase must be TRAIN or TEST, not {phase!r}")
+    path = doc0.path
+    steps = recipe.resolve(values)
+    preconditions = recipe.resolve_preconditions(values)
+    counts = dict(param_counts) if param_counts else None
+
+    with bulk():
+        doc = fast_doc(doc0)
+        newline = doc.newline
+        bound = bind(doc, schema, NET, lenient)
+        bound.raise_for_errors()
+        # Check the output as strictly as the input allows: lenient only if the input needed it.
+        out_lenient = lenient and bool(bound.warnings)
+
+        def view_of(d: Document, msg: Any) -> NetView:
+            return NetView(d, msg, path=path, param_counts=counts)
+
+        orig = view_of(doc, bound.message)
+        result = Result(path, recipe.name, doc0, doc0)
+        skipped = _preconditions(orig, preconditions)
+        if skipped is not None:
+            result.skipped = skipped
+            result.checks.append(CheckResult("preconditions", True, f"skipped: {skipped}"))
+            return result
+
+        view = orig
+        origin = list(range(len(orig)))
+        effects: dict[int, set[tuple[str, ...]]] = {}
+        step_of: dict[int, dict[tuple[str, ...], str]] = {}
+        net_effects: set[tuple[str, ...]] = set()
+        structural: list[StructChange] = []
+        removed_orig: list[int] = []
+        promise_failures: list[CheckResult] = []
+        promised = 0
+        touched: set[str] = set()
+        for n, step in enumerate(steps, 1):
+            plan = plan_step(view, step, phase)
+            label = f"{n}:{step.kind}"
+            for k, paths in plan.effects.items():
+                ko = origin[k]
+                effects.setdefault(ko, set()).update(paths)
+                for p in paths:
+                    step_of.setdefault(ko, {}).setdefault(p, label)
+            net_effects |= plan.net_effects
+            structural.extend(plan.structural)
+            if STEPS[step.kind].analysis_warnings:
+                touched.update(view.names[k] for k in plan.selected)
+            if plan.editor.empty:
+                after = view
+                result.steps.append(f"{label} (no change{': ' + plan.note if plan.note else ''})")
+            else:
+                new_doc = fast_doc(plan.editor.apply(), newline)
+                msg = rebind(view, new_doc, lenient=out_lenient, schema=schema)
+                after = view_of(new_doc, msg)
+                if plan.removed:
+                    gone = set(plan.removed)
+                    removed_orig.extend(origin[k] for k in plan.removed)
+                    origin = [o for i, o in enumerate(origin) if i not in gone]
+                result.steps.append(label)
+            if plan.promise is not None:
+                promised += 1
+                for layer, why in plan.promise(after):
+                    promise_failures.append(
+                        CheckResult("promises", False, f"step {label}: {why}", layer)
+                    )
+            result.warnings.extend(plan.warnings)
+            view = after
+
+        final = view
+        result.document = final.doc
+        result.net, result.net_before = final, orig
+        checks = result.checks
+        checks.append(CheckResult("parse-bind", True, _bind_detail(orig, final, out_lenient)))
+        changes, failures = semantic_diff(
+            orig, final, origin, effects, net_effects, removed_orig, step_of
+        )
+        result.changes = changes
+        if failures:
+            checks.extend(failures)
+        else:
+            n_layers = len({c.layer for c in changes if c.layer is not None})
+            checks.append(
+                CheckResult(
+                    "semantic-diff",
+                    True,
+                    f"{len(changes)} change(s) in {n_layers} layer(s), all declared",
+                )
+            )
+        checks.extend(structure_check(orig, final, structural))
+        if promise_failures:
+            checks.extend(promise_failures)
+        else:
+            checks.append(CheckResult("promises", True, f"{promised} step promise(s) hold"))
+        checks.append(_idempotence(final, steps, phase, newline, out_lenient, schema, view_of))
+        result.warnings.extend(_analysis_warnings(final, phase, touched))
+        result.warnings = list(dict.fromkeys(result.warnings))
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise CheckFailed(path, bad)
+    return result
+
+
+def _bind_detail(orig: NetView, final: NetView, lenient: bool) -> str:
+    mode = "lenient (as the input needed)" if lenient else "strict"
+    n = sum(1 for a, b in zip(orig.doc.fields, final.doc.fields, strict=False) if a is not b)
+    n += abs(len(orig.doc.fields) - len(final.doc.fields))
+    return f"{n} changed top-level field(s) re-read and bound ({mode})"
+
+
+def _preconditions(view: NetView, preconditions: Sequence[Any]) -> str | None:
+    for pre in preconditions:
+        problems: list[str] = []
+        if pre.format not in ("any",):
+            want = "V2" if pre.format == "current" else pre.format
+            if view.format != want:
+                problems.append(f"format is {view.format}, the recipe needs {pre.format}")
+        for name in pre.has_layer:
+            if name not in view.by_name:
+                problems.append(f"no layer named '{name}'")
+        if problems:
+            text = "; ".join(problems)
+            if pre.on_fail == "skip":
+                return text
+            raise RewriterError(f"{view.path}: precondition not met: {text}")
+    return None
+
+
+def _idempotence(
+    final: NetView,
+    steps: Sequence[Step],
+    phase: str,
+    newline: str,
+    lenient: bool,
+    schema: Schema | None,
+    view_of: Any,
+) -> CheckResult:
+    """Check (e): the recipe run again on its own output changes nothing."""
+    from .checks import rebind
+    from .steps import fast_doc, is_idempotent, plan_step
+
+    scaling = [f"{n}:{s.kind}" for n, s in enumerate(steps, 1) if not is_idempotent(s)]
+    if scaling:
+        return CheckResult(
+            "idempotence",
+            True,
+            f"not applicable: step(s) {', '.join(scaling)} multiply values (scale), so a "
+            "second run multiplies again",
+        )
+
+    view = final
+    changed_by: list[str] = []
+    try:
+        for n, step in enumerate(steps, 1):
+            plan = plan_step(view, step, phase, rerun=True)
+            if plan.editor.empty:
+                continue
+            changed_by.append(f"{n}:{step.kind}")
+            new_doc = fast_doc(plan.editor.apply(), newline)
+            view = view_of(new_doc, rebind(view, new_doc, lenient=lenient, schema=schema))
+    except RewriterError as e:
+        return CheckResult("idempotence", False, f"running the recipe again fails: {e}")
+    if view is final or view.doc.code == final.doc.code:
+        return CheckResult("idempotence", True, "running the recipe again changes nothing")
+    return CheckResult(
+        "idempotence",
+        False,
+        f"running the recipe again changes the result (steps {', '.join(changed_by)}); "
+        "a later step leaves work for an earlier one: reorder the steps",
+    )
+
+
+def _analysis_warnings(view: NetView, phase: str, touched: set[str]) -> list[str]:
+    """Caffe-analysis warnings (decay without gradient, moving BatchNorm statistics) about the
+    layers the recipe touched, in the final net."""
+    if not touched:
+        return []
+    try:
+        backward = view.backward(phase)
+    except RewriterError:
+        return []
+    return [
+        f"{w.layer}: {w.message}"
+        for w in backward.warnings
+        if w.layer in touched and w.kind != "unknown-layer-type"
+    ]
+
+
+# --------------------------------------------------------------------------- unified diff
+
+
+def _opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]]:
+    """Line opcodes for one changed stretch. Most edits replace values in place: the same
+    number of lines on both sides, and no changed line reappears elsewhere; those are paired
+    line by line (what difflib would find too), anything else goes to difflib."""
+    if len(a) != len(b) or _crossing(a, b):
+        sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        return [(str(op), i1, i2, j1, j2) for op, i1, i2, j1, j2 in sm.get_opcodes()]
+    out: list[tuple[str, int, int, int, int]] = []
+    i = 0
+    n = len(a)
+    while i < n:
+        same = a[i] == b[i]
+        j = i + 1
+        while j < n and (a[j] == b[j]) == same:
+            j += 1
+        out.append(("equal" if same else "replace", i, j, i, j))
+        i = j
+    return out
+
+
+def _crossing(a: list[str], b: list[str]) -> bool:
+    """Could a changed line be matched with a line elsewhere on the other side?"""
+    changed = [i for i in range(len(a)) if a[i] != b[i]]
+    if not changed:
+        return False
+    sa, sb = set(a), set(b)
+    return any(a[i] in sb or b[i] in sa for i in changed)
+
+
+_OTHER_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines with their endings, split at "\\n" only (a lone "\\r" is no line break here)."""
+    if _OTHER_BREAKS.search(text) is None:
+        return text.splitlines(keepends=True)
+    parts = text.split("\n")
+    last = parts.pop()
+    lines = [p + "\n" for p in parts]
+    if last:
+        lines.append(last)
+    return lines
+
+
+def unified_diff(
+    old: Document,
+    new: Document,
+    fromfile: str,
+    tofile: str,
+    n: int = 3,
+    *,
+    a_text: str | None = None,
+    b_text: str | None = None,
+    b_offsets: list[int] | None = None,
+) -> str:
+    """``difflib.unified_diff`` of two documents, in time proportional to what changed.
+
+    Unchanged top-level fields are the same objects in both documents, so the changed
+    stretches are known without comparing the texts. Stretches at most ``2 * n`` lines apart
+    form one cluster (difflib would put them in one hunk); each cluster, with ``n`` lines of
+    context around it, is split into lines and aligned on its own (the same number of lines on
+    both sides: pairwise, else difflib). The unchanged text between clusters is only counted.
+    """
+    if a_text is None:
+        a_text = old.code
+    if b_text is None:
+        b_text = new.code
+    if a_text == b_text:
+        return ""
+    regions = _changed_regions(old, new, len(a_text), len(b_text), b_offsets)
+    # Widen every changed character range to whole lines, by the same amount on both sides
+    # (the text around a change is the same on both sides); merge ranges that then touch.
+    spans: list[list[int]] = []
+    for a0, a1, b0, b1 in regions:
+        back = 0
+        if not (_at_line_start(a_text, a0) and _at_line_start(b_text, b0)):
+            back = a0 - (a_text.rfind("\n", 0, a0) + 1)
+        fwd = 0
+        if not (_at_line_start(a_text, a1) and _at_line_start(b_text, b1)):
+            nl = a_text.find("\n", a1)
+            fwd = (nl + 1 if nl >= 0 else len(a_text)) - a1
+        lo_a, hi_a, lo_b, hi_b = a0 - back, a1 + fwd, b0 - back, b1 + fwd
+        if spans and lo_a <= spans[-1][1]:
+            spans[-1][1], spans[-1][3] = max(spans[-1][1], hi_a), max(spans[-1][3], hi_b)
+        else:
+            spans.append([lo_a, hi_a, lo_b, hi_b])
+    out = [f"--- {fromfile}\n", f"+++ {tofile}\n"]
+    a_line = b_line = 0  # lines before a_pos / b_pos
+    a_pos = b_pos = 0
+    k = 0
+    while k < len(spans):
+        end = k
+        while end + 1 < len(spans) and (
+            a_text.count("\n", spans[end][1], spans[end + 1][0]) <= 2 * n
+        ):
+            end += 1
+        first, last = spans[k], spans[end]
+        ctx_a0 = _back_lines(a_text, first[0], n)
+        ctx_a1 = _fwd_lines(a_text, last[1], n)
+        ctx_b0 = first[2] - (first[0] - ctx_a0)
+        ctx_b1 = last[3] + (ctx_a1 - last[1])
+        a_line += a_text.count("\n", a_pos, ctx_a0)
+        b_line += b_text.count("\n", b_pos, ctx_b0)
+        a_lines = _split_lines(a_text[ctx_a0:ctx_a1])
+        b_lines = _split_lines(b_text[ctx_b0:ctx_b1])
+        _hunks(out, a_lines, b_lines, a_line, b_line, n)
+        a_line += a_text.count("\n", ctx_a0, ctx_a1)
+        b_line += b_text.count("\n", ctx_b0, ctx_b1)
+        a_pos, b_pos = ctx_a1, ctx_b1
+        k = end + 1
+    return "".join(out)
+
+
+def _back_lines(text: str, pos: int, n: int) -> int:
+    """Start of the line ``n`` lines before the line starting at ``pos``."""
+    for _ in range(n):
+        if pos <= 0:
+            return 0
+        pos = text.rfind("\n", 0, pos - 1) + 1
+    return pos
+
+
+def _fwd_lines(text: str, pos: int, n: int) -> int:
+    """Position after ``n`` more whole lines from ``pos`` (a line start)."""
+    for _ in range(n):
+        if pos >= len(text):
+            return len(text)
+        nl = text.find("\n", pos)
+        pos = len(text) if nl < 0 else nl + 1
+    return pos
+
+
+def _hunks(out: list[str], a: list[str], b: list[str], a_base: int, b_base: int, n: int) -> None:
+    """Append the hunks of one cluster (context included), grouped as difflib groups."""
+    codes = _opcodes(a, b)
+    if codes[0][0] == "equal":
+        tag, i1, i2, j1, j2 = codes[0]
+        codes[0] = tag, max(i1, i2 - n), i2, max(j1, j2 - n), j2
+    if codes[-1][0] == "equal":
+        tag, i1, i2, j1, j2 = codes[-1]
+        codes[-1] = tag, i1, min(i2, i1 + n), j1, min(j2, j1 + n)
+    groups: list[list[tuple[str, int, int, int, int]]] = []
+    group: list[tuple[str, int, int, int, int]] = []
+    for tag, i1, i2, j1, j2 in codes:
+        if tag == "equal" and i2 - i1 > 2 * n:
+            group.append((tag, i1, min(i2, i1 + n), j1, min(j2, j1 + n)))
+            groups.append(group)
+            group = []
+            i1, j1 = max(i1, i2 - n), max(j1, j2 - n)
+        group.append((tag, i1, i2, j1, j2))
+    if group and not (len(group) == 1 and group[0][0] == "equal"):
+        groups.append(group)
+    for grp in groups:
+        if all(g[0] == "equal" for g in grp):
+            continue
+        f, la = grp[0], grp[-1]
+        out.append(
+            f"@@ -{_range(a_base + f[1], a_base + la[2])} "
+            f"+{_range(b_base + f[3], b_base + la[4])} @@\n"
+        )
+        for tag, i1, i2, j1, j2 in grp:
+            if tag == "equal":
+                out.extend(_lines(" ", a[i1:i2]))
+                continue
+            if tag in ("replace", "delete"):
+                out.extend(_lines("-", a[i1:i2]))
+            if tag in ("replace", "insert"):
+                out.extend(_lines("+", b[j1:j2]))
+
+
+def _at_line_start(text: str, pos: int) -> bool:
+    return pos == 0 or pos >= len(text) or text[pos - 1] == "\n"
+
+
+def _lines(mark: str, lines: list[str]) -> list[str]:
+    out = [mark + line for line in lines]
+    if out and not out[-1].endswith("\n"):  # only the file's last line can lack it
+        out[-1] += "\n\\ No newline at end of file\n"
+    return out
+
+
+def _range(start: int, stop: int) -> str:
+    beginning = start + 1
+    length = stop - start
+    if length == 1:
+        return f"{beginning}"
+    if not length:
+        beginning -= 1
+    return f"{beginning},{length}"
+
+
+def doc_text(doc: Document) -> tuple[str, list[int]]:
+    """``doc.code`` and where each top-level field starts in it (relative to the first field;
+    the last entry is the end of the last field)."""
+    from itertools import accumulate
+
+    if doc.pristine:
+        return doc.code, offsets_of(doc)
+    pieces = [f.code for f in doc.fields]
+    return "".join(pieces) + doc.src[doc.tail_start :], [0, *accumulate(map(len, pieces))]
+
+
+def offsets_of(doc: Document) -> list[int]:
+    from itertools import accumulate
+
+    return [0, *accumulate(f.end - f.start if f.pristine else len(f.code) for f in doc.fields)]
+
+
+def _changed_regions(
+    old: Document,
+    new: Document,
+    a_len: int,
+    b_len: int,
+    b_off: list[int] | None = None,
+) -> list[tuple[int, int, int, int]]:
+    """Character ranges (old lo, old hi, new lo, new hi) where the two documents differ,
+    found by matching the top-level fields they share (same objects)."""
+    of, nf = old.fields, new.fields
+    pos_of = {id(f): i for i, f in enumerate(of)}
+    a_tail = old.src[old.tail_start :]
+    b_tail = new.src[new.tail_start :]
+
+    a_off = offsets_of(old)
+    if b_off is None:
+        b_off = offsets_of(new)
+    # text before the first field that no field owns (a byte-order mark)
+    a_base = a_len - a_off[-1] - len(a_tail)
+    b_base = b_len - b_off[-1] - len(b_tail)
+    regions: list[tuple[int, int, int, int]] = []
+    i = j = 0
+    while i < len(of) or j < len(nf):
+        if i < len(of) and j < len(nf) and of[i] is nf[j]:
+            i += 1
+            j += 1
+            continue
+        jj = j
+        while jj < len(nf) and (id(nf[jj]) not in pos_of or pos_of[id(nf[jj])] < i):
+            jj += 1
+        ii = pos_of[id(nf[jj])] if jj < len(nf) else len(of)
+        regions.append(
+            (a_base + a_off[i], a_base + a_off[ii], b_base + b_off[j], b_base + b_off[jj])
+        )
+        i, j = ii, jj
+    if a_tail != b_tail or a_base != b_base:
+        if a_base != b_base:
+            regions.insert(0, (0, a_base, 0, b_base))
+        if a_tail != b_tail:
+            regions.append((a_len - len(a_tail), a_len, b_len - len(b_tail), b_len))
+    return regions
+
+
+# --------------------------------------------------------------------------- batch worker
+
+
+def run_file(
+    path: str,
+    recipe: Recipe,
+    values: Mapping[str, Any],
+    phase: str = "TRAIN",
+    lenient: bool = False,
+) -> dict[str, Any]:
+    """Apply to one file and return plain data (for the CLI and its worker processes).
+
+    Never raises for an expected error: ``{"ok": False, "error": message}`` instead.
+    A NetSpec script (``*.py``) is rewritten by the libcst codemod, with the same checks.
+    """
+    if str(path).endswith(".py"):
+        from .netspec.codemod import run_file as run_script_file
+
+        return run_script_file(path, recipe, values, phase, lenient)
+    try:
+        result = apply(path, recipe, options=values, phase=phase, lenient=lenient)
+    except CheckFailed as e:
+        return {
+            "path": path,
+            "ok": False,
+            "error": str(e),
+            "checks": [c.as_dict() for c in e.failures],
+        }
+    except RewriterError as e:
+        return {"path": path, "ok": False, "error": str(e)}
+    data = result.to_json()
+    data["ok"] = True
+    data["code"] = result.code if result.changed else None
+    return data

@@ -1,0 +1,521 @@
+"""Round-trip checks: nothing is written unless the rewrite provably did what it declared.
+
+Run on every apply (:func:`rewriter.apply.apply`), in this order:
+
+``parse-bind``
+    The edited text re-parses and binds to the schema (strictly, or leniently when the input
+    itself needed ``--lenient``). Only what changed is re-read: the top-level fields an edit did
+    not touch are the very same text, so they bind to the very same messages. Within an edited
+    layer only its edited fields are re-parsed and re-bound (all fields of the same name
+    together, so a duplicated singular field is still caught) and spliced into a copy of the
+    layer's message.
+``semantic-diff``
+    Per changed layer, the protobuf values before and after are compared with DeepDiff; every
+    path that differs must lie inside a field path a step declared (``param``,
+    ``batch_norm_param.use_global_stats``...). Identical (before, after) pairs, common when one
+    step touches hundreds of similar layers, are diffed once.
+``structure``
+    Caffe's net for TRAIN and for TEST (layers after include/exclude filtering, with their
+    types, bottoms and tops; Split layers folded back) equals the original one, transformed by
+    the structural changes steps declared (renames, removed layers) and nothing else.
+``promises``
+    Each step's promise, checked with Caffe's backward analysis on the document it produced.
+``idempotence``
+    Running the recipe again on its own output changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .cst import Document, Field, MessageBody
+from .errors import RewriterError
+
+if TYPE_CHECKING:
+    from .schema import Schema
+    from .select import NetView
+    from .steps import StructChange
+
+__all__ = [
+    "CheckFailed",
+    "CheckResult",
+    "Change",
+    "changed_names",
+    "rebind",
+    "semantic_diff",
+    "structure_check",
+    "to_py",
+]
+
+NET = "caffe.NetParameter"
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str = ""
+    layer: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.name, "ok": self.ok, "detail": self.detail, "layer": self.layer}
+
+    def render(self) -> str:
+        where = f" (layer '{self.layer}')" if self.layer else ""
+        return f"check '{self.name}' {'passed' if self.ok else 'FAILED'}{where}: {self.detail}"
+
+
+class CheckFailed(RewriterError):
+    """A round-trip check failed: the rewrite is refused and nothing is written."""
+
+    def __init__(self, path: str, failures: Sequence[CheckResult]) -> None:
+        self.path = path
+        self.failures = list(failures)
+        lines = [f"{path}: rewrite refused, nothing written:"]
+        lines += ["  " + f.render() for f in failures]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Change:
+    """One semantic change of one layer (or of the net, ``layer`` None)."""
+
+    layer: str | None
+    index: int | None
+    path: str
+    old: Any
+    new: Any
+    kind: str = "changed"  # changed | added | removed
+    step: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "index": self.index,
+            "path": self.path,
+            "kind": self.kind,
+            "old": self.old,
+            "new": self.new,
+            "step": self.step,
+        }
+
+    def render(self) -> str:
+        who = f"{self.layer}: " if self.layer is not None else ""
+        if self.kind == "added":
+            return f"{who}+ {self.path} = {self.new!r}"
+        if self.kind == "removed":
+            return f"{who}- {self.path} (was {self.old!r})"
+        return f"{who}{self.path}: {self.old!r} -> {self.new!r}"
+
+
+# --------------------------------------------------------------------------- protobuf -> data
+
+
+def _repeated(fd: Any) -> bool:
+    rep = getattr(fd, "is_repeated", None)
+    if rep is not None:
+        return bool(rep)
+    return bool(getattr(fd, "label", 0) == 3)
+
+
+def _scalar(fd: Any, value: Any) -> Any:
+    if fd.type == 14:  # enum: by name, as written in prototxt
+        ev = fd.enum_type.values_by_number.get(int(value))
+        return ev.name if ev is not None else int(value)
+    if fd.type == 12:  # bytes
+        return bytes(value).decode("utf-8", "surrogateescape")
+    if fd.type in (1, 2):
+        return float(value)
+    return value
+
+
+def message_to_py(msg: Any) -> dict[str, Any]:
+    """A message as plain data: set fields only, enums by name (like MessageToDict, but with
+    the prototxt field names and presence kept exactly)."""
+    out: dict[str, Any] = {}
+    for fd, value in msg.ListFields():
+        out[fd.name] = _value_to_py(fd, value)
+    return out
+
+
+def _value_to_py(fd: Any, value: Any) -> Any:
+    is_msg = fd.message_type is not None
+    if _repeated(fd):
+        return [message_to_py(v) if is_msg else _scalar(fd, v) for v in value]
+    return message_to_py(value) if is_msg else _scalar(fd, value)
+
+
+def to_py(msg: Any, names: Iterable[str]) -> dict[str, Any]:
+    """The given fields of a message as plain data (unset and unknown names left out)."""
+    fields = msg.DESCRIPTOR.fields_by_name
+    out: dict[str, Any] = {}
+    for name in names:
+        fd = fields.get(name)
+        if fd is None:
+            continue
+        if _repeated(fd):
+            value = getattr(msg, name)
+            if len(value):
+                out[name] = _value_to_py(fd, value)
+        elif msg.HasField(name):
+            out[name] = _value_to_py(fd, getattr(msg, name))
+    return out
+
+
+# --------------------------------------------------------------------------- what text changed
+
+
+def changed_names(old: Field, new: Field) -> set[str] | None:
+    """Names of the child fields an edit added, removed or rewrote inside one block.
+
+    Edits share untouched children with the old tree (same objects), so identity tells what
+    changed. None when the block was rewritten as a whole (compare every field then).
+    """
+    ob, nb = old.body, new.body
+    if not isinstance(ob, MessageBody) or not isinstance(nb, MessageBody) or new.pristine:
+        return None
+    if old.name != new.name:
+        return None
+    old_ids = {id(c) for c in ob.fields}
+    new_ids = {id(c) for c in nb.fields}
+    names = {c.name for c in nb.fields if id(c) not in old_ids}
+    names.update(c.name for c in ob.fields if id(c) not in new_ids)
+    return names
+
+
+def _fail(name: str, detail: str, layer: str | None = None) -> CheckResult:
+    return CheckResult(name, False, detail, layer)
+
+
+def _full_bind(doc: Document, lenient: bool, schema: Schema | None, path: str) -> Any:
+    """Parse and bind the whole text (the slow, exact path); raise CheckFailed on errors."""
+    from .bind import bind
+    from .cst import parse
+    from .errors import ParseError
+
+    try:
+        fresh = parse(doc.code, path)
+    except ParseError as e:
+        raise CheckFailed(path, [_fail("parse-bind", f"the output does not parse: {e}")]) from None
+    bound = bind(fresh, schema, NET, lenient)
+    if bound.errors:
+        raise CheckFailed(
+            path,
+            [_fail("parse-bind", "the output does not bind to the schema:\n" + str(d.render()))
+             for d in bound.errors[:5]],
+        )  # fmt: skip
+    return bound.message
+
+
+def rebind(
+    old: NetView,
+    new_doc: Document,
+    *,
+    lenient: bool,
+    schema: Schema | None,
+) -> Any:
+    """The message of ``new_doc``, re-reading only what changed since ``old`` (check a).
+
+    Each edited layer contributes the text of its edited fields (every field of an edited
+    name); identical texts -- one step making the same edit in hundreds of similar layers --
+    are parsed and bound once, as the same text always binds to the same values.
+    """
+    from .bind import bind
+    from .cst import parse
+    from .errors import ParseError
+
+    path = old.path
+    of, nf = old.doc.fields, new_doc.fields
+    if len(of) != len(nf):
+        return _full_bind(new_doc, lenient, schema, path)
+    layer_of: dict[int, int] = {i: k for k, i in enumerate(old.layer_fields)}
+    unique: dict[tuple[tuple[str, ...] | None, str], int] = {}
+    parts: list[str] = []
+    targets: list[tuple[int, set[str] | None, int]] = []
+    for i, (a, b) in enumerate(zip(of, nf, strict=True)):
+        if a is b:
+            continue
+        if a.name != "layer" or b.name != "layer" or i not in layer_of:
+            return _full_bind(new_doc, lenient, schema, path)
+        names = changed_names(a, b)
+        if names is None:
+            text = "\n" + b.code + "\n"
+            key: tuple[tuple[str, ...] | None, str] = (None, text)
+        else:
+            if not names:
+                continue
+            assert isinstance(b.body, MessageBody)
+            kids = "".join(c.code for c in b.body.fields if c.name in names)
+            text = "layer {\n" + kids + "\n}\n"
+            key = (tuple(sorted(names)), text)
+        slot = unique.get(key)
+        if slot is None:
+            slot = unique[key] = len(parts)
+            parts.append(text)
+        targets.append((layer_of[i], names, slot))
+    if not targets:
+        return old.message
+    try:
+        part_doc = parse("".join(parts), path)
+    except ParseError:
+        return _full_bind(new_doc, lenient, schema, path)
+    bound = bind(part_doc, schema, NET, lenient)
+    parts_msg: Any = bound.message
+    if bound.errors or len(parts_msg.layer) != len(parts):
+        return _full_bind(new_doc, lenient, schema, path)
+    msg = type(old.message)()
+    msg.CopyFrom(old.message)
+    bound_parts = list(parts_msg.layer)
+    for k, names, slot in targets:
+        layer = msg.layer[k]
+        part = bound_parts[slot]
+        if names is None:
+            layer.CopyFrom(part)
+            continue
+        known = layer.DESCRIPTOR.fields_by_name
+        for name in names:
+            if name in known:
+                layer.ClearField(name)
+        layer.MergeFrom(part)
+    return msg
+
+
+# --------------------------------------------------------------------------- semantic diff
+
+
+def _covered(path: Sequence[str | int], value: Any, effects: set[tuple[str, ...]]) -> bool:
+    if ("*",) in effects:
+        return True
+    names = tuple(p for p in path if isinstance(p, str))
+    for e in effects:
+        if names[: len(e)] == e:
+            return True
+    # An added/removed block that holds only declared fields (batch_norm_param { use_global_stats })
+    if any(e[: len(names)] == names and len(e) > len(names) for e in effects):
+        return all(_covered(tuple(path) + sub, None, effects) for sub in _leaves(value))
+    return False
+
+
+def _leaves(value: Any) -> list[tuple[str | int, ...]]:
+    if isinstance(value, dict):
+        if not value:
+            return [()]
+        return [(k,) + rest for k, v in value.items() for rest in _leaves(v)]
+    if isinstance(value, list):
+        if not value:
+            return [()]
+        return [(i,) + rest for i, v in enumerate(value) for rest in _leaves(v)]
+    return [()]
+
+
+def _path_text(path: Sequence[str | int]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+_KIND = {
+    "values_changed": "changed",
+    "type_changes": "changed",
+    "dictionary_item_added": "added",
+    "dictionary_item_removed": "removed",
+    "iterable_item_added": "added",
+    "iterable_item_removed": "removed",
+}
+
+
+def _deepdiff(
+    old: dict[str, Any], new: dict[str, Any]
+) -> list[tuple[tuple[str | int, ...], str, Any, Any]]:
+    from deepdiff import DeepDiff
+    from deepdiff.helper import NotPresent
+
+    tree = DeepDiff(old, new, view="tree", verbose_level=2)
+    out: list[tuple[tuple[str | int, ...], str, Any, Any]] = []
+    for report, items in tree.items():
+        for item in items:
+            p = tuple(item.path(output_format="list"))
+            t1 = None if isinstance(item.t1, NotPresent) else item.t1
+            t2 = None if isinstance(item.t2, NotPresent) else item.t2
+            out.append((p, _KIND.get(report, "changed"), t1, t2))
+    out.sort(key=lambda x: [str(p) for p in x[0]])
+    return out
+
+
+def semantic_diff(
+    orig: NetView,
+    final: NetView,
+    origin: Sequence[int],
+    effects: Mapping[int, set[tuple[str, ...]]],
+    net_effects: set[tuple[str, ...]],
+    removed: Iterable[int],
+    step_of: Mapping[int, Mapping[tuple[str, ...], str]] | None = None,
+) -> tuple[list[Change], list[CheckResult]]:
+    """Changes between the original and final messages, and any outside declared effects."""
+    # Layers whose edited fields read the same before and after (the same text binds to the
+    # same values) share one DeepDiff: keyed by the texts.
+    memo: dict[tuple[Any, ...], list[tuple[tuple[str | int, ...], str, str, Any, Any]]] = {}
+    verdicts: dict[tuple[Any, ...], list[tuple[bool, str]]] = {}
+    changes: list[Change] = []
+    failures: list[CheckResult] = []
+    for kf, ko in enumerate(origin):
+        fo, ff = orig.field(ko), final.field(kf)
+        if fo is ff:
+            continue
+        om, nm = orig.layer(ko), final.layer(kf)
+        names = changed_names(fo, ff)
+        if names is None:
+            names = {fd.name for fd, _ in om.ListFields()} | {fd.name for fd, _ in nm.ListFields()}
+            key: tuple[Any, ...] = (ko, kf)
+        else:
+            order = tuple(sorted(names))
+            key = (order, _kids_text(fo, order), _kids_text(ff, order))
+        diffs = memo.get(key)
+        if diffs is None:
+            a, b = to_py(om, names), to_py(nm, names)
+            diffs = [(p, _path_text(p), kind, t1, t2) for p, kind, t1, t2 in
+                     (_deepdiff(a, b) if a != b else [])]  # fmt: skip
+            memo[key] = diffs
+        if not diffs:
+            continue
+        # the verdict for these diffs under this layer's declarations, computed once per
+        # (diffs, declarations, declaring steps) combination
+        declared = effects.get(ko, set())
+        steps_here = step_of.get(ko) if step_of else None
+        vkey = (id(diffs), frozenset(declared), tuple(steps_here.items()) if steps_here else ())
+        verdict = verdicts.get(vkey)
+        if verdict is None:
+            verdict = [
+                (
+                    _covered(p, t2 if kind == "added" else t1, declared),
+                    _step_for(step_of, ko, p),
+                )
+                for p, _, kind, t1, t2 in diffs
+            ]
+            verdicts[vkey] = verdict
+        name = final.names[kf]
+        for (_, text, kind, t1, t2), (ok, label) in zip(diffs, verdict, strict=True):
+            if not ok:
+                failures.append(
+                    _fail(
+                        "semantic-diff",
+                        f"{text} changed ({t1!r} -> {t2!r}) but no step declared it",
+                        name,
+                    )
+                )
+            changes.append(Change(name, kf, text, t1, t2, kind, label))
+    for ko in removed:
+        name = orig.names[ko]
+        if ("*",) not in effects.get(ko, set()):
+            failures.append(_fail("semantic-diff", "layer removed but no step declared it", name))
+        changes.append(Change(name, None, "layer", message_to_py(orig.layer(ko)), None, "removed"))
+    # top-level fields other than layers
+    o_other = [f for f in orig.doc.fields if f.name != "layer"]
+    n_other = [f for f in final.doc.fields if f.name != "layer"]
+    oid = {id(f) for f in o_other}
+    nid = {id(f) for f in n_other}
+    names = {f.name for f in n_other if id(f) not in oid} | {
+        f.name for f in o_other if id(f) not in nid
+    }
+    if names:
+        a, b = to_py(orig.message, names), to_py(final.message, names)
+        for p, kind, t1, t2 in _deepdiff(a, b) if a != b else []:
+            if not _covered(p, t2 if kind == "added" else t1, net_effects):
+                failures.append(
+                    _fail("semantic-diff", f"net field {_path_text(p)} changed undeclared")
+                )
+            changes.append(Change(None, None, _path_text(p), t1, t2, kind))
+    return changes, failures
+
+
+def _kids_text(f: Field, names: Iterable[str]) -> str:
+    body = f.body
+    assert isinstance(body, MessageBody)
+    return "\x00".join(c.code for name in names for c in body.get_all(name))
+
+
+def _step_for(
+    step_of: Mapping[int, Mapping[tuple[str, ...], str]] | None,
+    ko: int,
+    path: Sequence[str | int],
+) -> str:
+    """The first step that declared a field path covering (or inside) this change."""
+    if not step_of or ko not in step_of:
+        return ""
+    names = tuple(p for p in path if isinstance(p, str))
+    declared = step_of[ko]
+    for n in range(len(names), 0, -1):
+        hit = declared.get(names[:n])
+        if hit:
+            return hit
+    for p, label in declared.items():
+        if p[: len(names)] == names or p == ("*",):
+            return label
+    return ""
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def phase_independent(view: NetView) -> bool:
+    """No include/exclude rule and no NetState: both phases see the same layers."""
+    msg = view.message
+    if msg.HasField("state"):
+        return False
+    return not any(len(layer.include) or len(layer.exclude) for layer in msg.layer)
+
+
+def structure_check(
+    orig: NetView, final: NetView, changes: Sequence[StructChange]
+) -> list[CheckResult]:
+    """Check (c): both phases' nets equal the original ones transformed by ``changes``."""
+    from .steps import structure, transform
+
+    results: list[CheckResult] = []
+    same_phases = phase_independent(orig) and phase_independent(final)
+    for phase in ("TRAIN", "TEST"):
+        if phase == "TEST" and same_phases:
+            results.append(
+                CheckResult("structure", True, "TEST: no include/exclude rules, same as TRAIN")
+            )
+            continue
+        try:
+            before = structure(orig, phase)
+        except RewriterError as e:
+            results.append(
+                CheckResult("structure", True, f"{phase}: the original net does not build ({e})")
+            )
+            continue
+        expected = before
+        for c in changes:
+            expected = transform(expected, c)
+        try:
+            after = structure(final, phase)
+        except RewriterError as e:
+            results.append(_fail("structure", f"{phase}: the new net does not build: {e}"))
+            continue
+        if after == expected:
+            what = "; ".join(c.describe() for c in changes) or "unchanged"
+            results.append(CheckResult("structure", True, f"{phase}: {len(after)} layers, {what}"))
+            continue
+        results.append(_struct_mismatch(phase, expected, after))
+    return results
+
+
+def _struct_mismatch(phase: str, expected: list[Any], after: list[Any]) -> CheckResult:
+    for i, (e, a) in enumerate(zip(expected, after, strict=False)):
+        if e != a:
+            return _fail(
+                "structure",
+                f"{phase}: layer {i} is {a[0]} ({a[1]}, bottoms {list(a[2])}, tops "
+                f"{list(a[3])}) but {e[0]} ({e[1]}, bottoms {list(e[2])}, tops {list(e[3])}) "
+                "was expected",
+                a[0],
+            )
+    return _fail("structure", f"{phase}: {len(after)} layers where {len(expected)} were expected")
+
+
+__all__ += ["phase_independent", "message_to_py"]

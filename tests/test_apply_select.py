@@ -1,0 +1,138 @@
+"""Selectors (upto, after, between, names, glob, regex, type, phase) and stop-gradient edges."""
+
+from __future__ import annotations
+
+import pytest
+
+from rewriter.bind import bind
+from rewriter.cst import parse
+from rewriter.errors import RewriterError
+from rewriter.recipe import Recipe, Step
+from rewriter.select import NetView, select
+from rewriter.steps import bottom_writers, fed_by
+
+# data -> stem -> stem_relu (in place) -> {left, right, merge}; merge(left, stem, right) -> loss
+# A TEST-only branch: acc reads merge; "aux" exists only in TEST.
+NET = """name: "g"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } shape { dim: 1 } } }
+layer { name: "stem" type: "Convolution" bottom: "data" top: "stem"
+  convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "stem_relu" type: "ReLU" bottom: "stem" top: "stem" }
+layer { name: "left" type: "Convolution" bottom: "stem" top: "left"
+  convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "right" type: "Convolution" bottom: "stem" top: "right"
+  convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "merge" type: "Concat" bottom: "left" bottom: "stem" bottom: "right" top: "merge" }
+layer { name: "head" type: "InnerProduct" bottom: "merge" top: "head"
+  inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "head" bottom: "label" top: "loss"
+  include { phase: TRAIN } }
+layer { name: "aux" type: "InnerProduct" bottom: "merge" top: "aux"
+  inner_product_param { num_output: 2 } include { phase: TEST } }
+layer { name: "acc" type: "Accuracy" bottom: "aux" bottom: "label" top: "acc"
+  include { phase: TEST } }
+"""
+
+
+def view_of(text: str = NET) -> NetView:
+    doc = parse(text)
+    return NetView(doc, bind(doc, None, "caffe.NetParameter").message)
+
+
+def names(view: NetView, step: Step, phase: str = "TRAIN") -> list[str]:
+    resolved = Recipe(steps=[step]).resolve()[0]
+    got = select(view, resolved, resolved.get("phase") or phase)
+    assert got is not None
+    return [view.names[k] for k in got]
+
+
+def test_upto_follows_in_place_layers_and_splits() -> None:
+    v = view_of()
+    assert names(v, Step("freeze", upto="left")) == ["data", "stem", "stem_relu", "left"]
+    assert names(v, Step("freeze", upto="stem")) == ["data", "stem"]  # not its in-place ReLU
+    assert names(v, Step("freeze", upto="merge")) == [
+        "data", "stem", "stem_relu", "left", "right", "merge",
+    ]  # fmt: skip
+
+
+def test_after_and_between() -> None:
+    v = view_of()
+    assert names(v, Step("freeze", after="merge")) == ["head", "loss"]
+    assert names(v, Step("freeze", after="merge", phase="TEST")) == ["head", "aux", "acc"]
+    assert names(v, Step("freeze", between=["stem_relu", "merge"])) == [
+        "stem_relu", "left", "right", "merge",
+    ]  # fmt: skip
+    with pytest.raises(RewriterError, match="no path from 'left' to 'right'"):
+        names(v, Step("freeze", between=["left", "right"]))
+
+
+def test_names_glob_regex_type_and_intersection() -> None:
+    v = view_of()
+    assert names(v, Step("freeze", layers=["aux", "left"])) == ["left", "aux"]
+    assert names(v, Step("freeze", glob="*e*")) == ["stem", "stem_relu", "left", "merge", "head"]
+    assert names(v, Step("freeze", regex="^(left|right)$")) == ["left", "right"]
+    assert names(v, Step("freeze", type="Convolution")) == ["stem", "left", "right"]
+    assert names(v, Step("freeze", type="Convolution", upto="left")) == ["stem", "left"]
+    assert names(v, Step("freeze", glob="*", layers=["acc"])) == ["acc"]
+
+
+def test_phase_rules() -> None:
+    v = view_of()
+    with pytest.raises(RewriterError, match='not in the TRAIN net.*phase = "TEST"'):
+        names(v, Step("freeze", upto="aux"))
+    assert names(v, Step("freeze", upto="aux", phase="TEST"))[-1] == "aux"
+    with pytest.raises(RewriterError, match="did you mean 'merge'"):
+        names(v, Step("freeze", layers=["merg"]))
+
+
+def test_empty_selection_is_an_error_unless_allowed() -> None:
+    from rewriter.apply import apply
+
+    with pytest.raises(RewriterError, match="selection is empty"):
+        apply(parse(NET), Step("freeze", type="BatchNorm"))
+    result = apply(parse(NET), Step("freeze", type="BatchNorm", allow_empty=True))
+    assert not result.changed
+    with pytest.raises(RewriterError, match="needs a selection"):
+        apply(parse(NET), Step("freeze"))
+
+
+def test_legacy_formats_are_refused_clearly() -> None:
+    from rewriter.apply import apply
+
+    v1 = 'name: "v1"\nlayers { name: "fc" type: INNER_PRODUCT bottom: "data" top: "fc" }\n'
+    v1 = 'input: "data"\ninput_dim: 1\ninput_dim: 2\ninput_dim: 1\ninput_dim: 1\n' + v1
+    with pytest.raises(RewriterError, match="V1.*Upgrade the file first"):
+        apply(parse(v1), Step("freeze", layers=["fc"]))
+
+
+def test_fed_by_walks_splits_and_in_place_chains() -> None:
+    v = view_of()
+    g = v.graph("TRAIN")
+    w = bottom_writers(g)
+    merge = g.layer("merge").index
+    assert [fed_by(g, w, merge, j, "stem") for j in range(3)] == [False, True, False]
+    assert [fed_by(g, w, merge, j, "stem_relu") for j in range(3)] == [False, True, False]
+    assert [fed_by(g, w, merge, j, "right") for j in range(3)] == [False, False, True]
+    assert not fed_by(g, w, merge, 0, "data")
+
+
+def test_stop_gradient_errors_and_warnings() -> None:
+    from rewriter.apply import apply
+
+    with pytest.raises(RewriterError, match="'data' does not feed 'merge'.*left, stem_relu, right"):
+        apply(parse(NET), Step("stop-gradient", from_="data", to="merge"))
+    result = apply(parse(NET), Step("stop-gradient", from_="stem", to="merge"))
+    assert "propagate_down: true propagate_down: false propagate_down: true" in result.code
+    assert any("stem above the cut still train" in w for w in result.warnings)
+    # cutting every path from stem: it gets no gradient but still decays
+    cut_all = Recipe(
+        steps=[
+            Step("stop-gradient", from_="stem", to="left"),
+            Step("stop-gradient", from_="stem", to="right"),
+            Step("stop-gradient", from_="stem", to="merge"),
+        ]
+    )
+    result = apply(parse(NET), cut_all)
+    assert any("get no gradient any more but still change through weight decay" in w
+               for w in result.warnings)  # fmt: skip
