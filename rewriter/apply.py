@@ -201,7 +201,47 @@ def apply(
         doc = target
     else:
         doc = read(target)
-    return _run(doc, as_recipe(recipe), values, phase.upper(), bool(lenient), schema, param_counts)
+    rec = as_recipe(recipe)
+    steps = rec.resolve(values)
+    if steps and steps[0].kind == "upgrade":
+        return _upgrade_then_run(
+            doc, rec, values, phase.upper(), bool(lenient), schema, param_counts
+        )
+    return _run(doc, rec, values, phase.upper(), bool(lenient), schema, param_counts)
+
+
+def _upgrade_then_run(
+    doc: Document,
+    recipe: Recipe,
+    values: Mapping[str, Any],
+    phase: str,
+    lenient: bool,
+    schema: Schema | None,
+    param_counts: Mapping[str, int] | None,
+) -> Result:
+    """A recipe that starts with ``upgrade``: Caffe's legacy upgrade first, then the rest.
+
+    The upgrade is checked by :func:`rewriter.upgrade.upgrade_document` itself (its message
+    equals Caffe's upgrade of the original, and the graphs of both phases are unchanged); the
+    remaining steps are then checked against the upgraded net as usual. The result's diff is
+    against the original legacy text.
+    """
+    from .cst import parse
+    from .upgrade import upgrade_document
+
+    up = upgrade_document(doc, kind="net")
+    if not up.changed:
+        return _run(doc, recipe, values, phase, lenient, schema, param_counts)
+    base = parse(up.document.code, doc.path)
+    result = _run(base, recipe, values, phase, lenient, schema, param_counts)
+    result.original = doc
+    result._diff = None
+    detail = f"{len(up.messages)} upgrade message(s); equal to Caffe's upgrade, same graphs"
+    if up.deliberate_differences:
+        detail += "; deliberate differences: " + "; ".join(up.deliberate_differences)
+    result.checks.insert(0, CheckResult("upgrade", True, detail))
+    result.steps[0] = "1:upgrade"
+    return result
 
 
 def apply_text(text: str, recipe: Recipe | Step | Sequence[Step] | str, **kw: Any) -> Result:
@@ -224,7 +264,7 @@ def _run(
     param_counts: Mapping[str, int] | None,
 ) -> Result:
     from .bind import bind
-    from .checks import rebind, semantic_diff, structure_check
+    from .checks import ADDED, rebind, semantic_diff, structure_check
     from .select import NetView
     from .steps import STEPS, StructChange, fast_doc, plan_step
 
@@ -255,7 +295,7 @@ def _run(
             return result
 
         view = orig
-        origin = list(range(len(orig)))
+        origin: list[int | None] = list(range(len(orig)))
         effects: dict[int, set[tuple[str, ...]]] = {}
         step_of: dict[int, dict[tuple[str, ...], str]] = {}
         net_effects: set[tuple[str, ...]] = set()
@@ -269,6 +309,8 @@ def _run(
             label = f"{n}:{step.kind}"
             for k, paths in plan.effects.items():
                 ko = origin[k]
+                if ko is None:  # a layer an earlier step added: covered by ADDED
+                    continue
                 effects.setdefault(ko, set()).update(paths)
                 for p in paths:
                     step_of.setdefault(ko, {}).setdefault(p, label)
@@ -285,8 +327,11 @@ def _run(
                 after = view_of(new_doc, msg)
                 if plan.removed:
                     gone = set(plan.removed)
-                    removed_orig.extend(origin[k] for k in plan.removed)
+                    removed_orig.extend(o for k in plan.removed if (o := origin[k]) is not None)
                     origin = [o for i, o in enumerate(origin) if i not in gone]
+                for k in plan.inserted:
+                    origin.insert(k, None)
+                    effects.setdefault(ADDED, set()).add(("*",))
                 result.steps.append(label)
             if plan.promise is not None:
                 promised += 1

@@ -345,10 +345,14 @@ def _deepdiff(
     return out
 
 
+#: key of ``effects`` under which a step declares that it adds layers
+ADDED = -1
+
+
 def semantic_diff(
     orig: NetView,
     final: NetView,
-    origin: Sequence[int],
+    origin: Sequence[int | None],
     effects: Mapping[int, set[tuple[str, ...]]],
     net_effects: set[tuple[str, ...]],
     removed: Iterable[int],
@@ -362,6 +366,12 @@ def semantic_diff(
     changes: list[Change] = []
     failures: list[CheckResult] = []
     for kf, ko in enumerate(origin):
+        if ko is None:  # a layer a step added
+            name = final.names[kf]
+            if ("*",) not in effects.get(ADDED, set()):
+                failures.append(_fail("semantic-diff", "layer added but no step declared it", name))
+            changes.append(Change(name, kf, "layer", None, message_to_py(final.layer(kf)), "added"))
+            continue
         fo, ff = orig.field(ko), final.field(kf)
         if fo is ff:
             continue
@@ -475,6 +485,12 @@ def structure_check(
     from .steps import structure, transform
 
     results: list[CheckResult] = []
+    rewrites = [c for c in changes if c.kind == "rewrite"]
+    if rewrites:
+        # A whole-net rewrite (deploy) cannot be described layer by layer; its step's promise
+        # checks the result (binds, Net::Init, shapes) and the promises check reports it.
+        what = "; ".join(c.describe() for c in rewrites)
+        return [CheckResult("structure", True, f"{what}; verified by the step's promise")]
     same_phases = phase_independent(orig) and phase_independent(final)
     for phase in ("TRAIN", "TEST"):
         if phase == "TEST" and same_phases:

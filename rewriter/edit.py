@@ -152,6 +152,16 @@ class Editor:
     def empty(self) -> bool:
         return not self._ops
 
+    def removed_children(self, parent: Path = ()) -> list[int]:
+        """Indices of ``parent``'s children that the edits remove (original numbering)."""
+        return sorted({op.index for op in self._ops.get(parent, ()) if op.kind == "remove"})
+
+    def inserted_children(self, parent: Path = ()) -> list[tuple[int, str]]:
+        """(original index it goes before, field name) of each insertion, in output order."""
+        ops = [op for op in self._ops.get(parent, ()) if op.kind == "insert"]
+        ops.sort(key=lambda op: (op.index, op.order))
+        return [(op.index, op.spec.name if op.spec else "") for op in ops]
+
     # --- applying ------------------------------------------------------------------------------
     def apply(self) -> Document:
         if not self._ops:
