@@ -8,6 +8,7 @@ fillers, in-place ReLUs, splits, concats) so the parser meets what it meets in t
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 
@@ -103,7 +104,44 @@ def densenet(n_layers: int) -> str:
     return "".join(parts)
 
 
-SHAPES = {"chain": chain, "resnet": resnet, "densenet": densenet}
+_V1_TYPES = {
+    "Convolution": "CONVOLUTION",
+    "ReLU": "RELU",
+    "Eltwise": "ELTWISE",
+    "Concat": "CONCAT",
+    "InnerProduct": "INNER_PRODUCT",
+    "SoftmaxWithLoss": "SOFTMAX_LOSS",
+}
+
+
+def to_v1(text: str) -> str:
+    """A generated net written the V1 way, for the upgrade benchmarks: ``layers`` blocks with
+    enum types, ``blobs_lr`` / ``weight_decay`` instead of ``param`` blocks, and the legacy
+    ``input`` / ``input_dim`` fields instead of the Input layer."""
+    start = text.index('layer {\n  name: "data"')
+    end = text.index("}\n}\n", start) + 4
+    legacy = (
+        'input: "data"  # images\ninput_dim: 1\ninput_dim: 3\ninput_dim: 32\ninput_dim: 32\n'
+        'input: "label"\ninput_dim: 1\ninput_dim: 1\ninput_dim: 1\ninput_dim: 1\n'
+    )
+    text = text[:start] + legacy + text[end:]
+    text = text.replace("layer {\n", "layers {\n")
+    text = re.sub(
+        r'^  type: "(\w+)"$', lambda m: f"  type: {_V1_TYPES[m.group(1)]}", text, flags=re.M
+    )
+    return re.sub(
+        r"  param \{\n    lr_mult: (\S+)\n    decay_mult: (\S+)\n  \}\n",
+        r"  blobs_lr: \1  # lr\n  weight_decay: \2\n",
+        text,
+    )
+
+
+def v1chain(n_layers: int) -> str:
+    """:func:`chain` in the V1 format (see :func:`to_v1`)."""
+    return to_v1(chain(n_layers))
+
+
+SHAPES = {"chain": chain, "resnet": resnet, "densenet": densenet, "v1chain": v1chain}
 
 
 def main(argv: list[str] | None = None) -> None:

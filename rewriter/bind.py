@@ -81,6 +81,7 @@ _INF_RE = re.compile(r"-?inf(?:inity)?f?", re.I)
 _NAN_RE = re.compile(r"-?nanf?", re.I)
 _INT_RE = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 _HAS_TRIVIA = re.compile(r"[ \t\n\r\f\v#]").search
+_OCTAL_RE = re.compile(r"-?0[0-9]")
 _FLOAT_RE = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?")
 
 
@@ -269,18 +270,25 @@ class _Binder:
                                 f"field '{name}' is not repeated and cannot take a list",
                                 "a single value",
                             )
-                        values = [
-                            self.value(f, info, [(it[0], it[1], it[2])])
-                            for it in body.items
-                            if isinstance(it, tuple)
-                        ]  # noqa: E501
+                        values = []
+                        for it in body.items:
+                            if not isinstance(it, tuple):  # a message in a scalar list
+                                raise _ValueError(
+                                    it.start,
+                                    f"field '{name}' is a {info.full_type}, not a message",
+                                    f"'{name}: [<{info.full_type}>, ...]'",
+                                )
+                            values.append(self.value(f, info, [it]))
                     else:
                         values = [self.value(f, info, None)]
                 except _ValueError as e:
                     self.diag("error", e.offset, e.message, e.expected, "value")
                     continue
                 if info.repeated:
-                    getattr(msg, name).extend(values)
+                    try:
+                        getattr(msg, name).extend(values)
+                    except ValueError:  # UnicodeEncodeError included
+                        self.not_utf8(f)
                 else:
                     if msg.HasField(name):
                         self.diag(
@@ -291,7 +299,20 @@ class _Binder:
                             "duplicate",
                         )
                         continue
-                    setattr(msg, name, values[0])
+                    try:
+                        setattr(msg, name, values[0])
+                    except ValueError:  # UnicodeEncodeError included
+                        self.not_utf8(f)
+
+    def not_utf8(self, f: Field) -> None:
+        """A string whose bytes are not UTF-8: protobuf refuses it, so do we (not a crash)."""
+        self.diag(
+            "error",
+            f.value_start,
+            f"the string value of '{f.name}' is not valid UTF-8",
+            "UTF-8 text",
+            "value",
+        )
 
     def unknown(self, f: Field, desc: Descriptor, table: dict[str, FieldInfo]) -> None:
         name = f.name
@@ -320,7 +341,7 @@ class _Binder:
                 return self.word(text, f.value_start, info)
             toks = scalar_tokens(f.src, f.value_start, f.value_end)
         else:
-            toks = [(k, f.src[s:e], s) for k, s, e in span]
+            toks = [t for _, s, e in span for t in scalar_tokens(f.src, s, e)]
         t = info.type
         first_kind, first_text, off = toks[0]
         if first_kind == "?":
@@ -354,8 +375,8 @@ class _Binder:
             number = info.enum_names.get(text)
             if number is not None:
                 return number
-            if _INT_RE.fullmatch(text):
-                num = int(text, 0) if not text.lstrip("-").startswith("0") else int(text, 8)
+            if _INT_RE.fullmatch(text) and not _OCTAL_RE.match(text):
+                num = int(text, 0)  # decimal or hex; protobuf takes no octal enum numbers
                 if num in info.enum_numbers:
                     return num
                 raise _ValueError(off, f"enum {info.full_type} has no value numbered {num}")
@@ -384,9 +405,9 @@ class _Binder:
             return num
         if t in (_FLOAT, _DOUBLE):
             if _FLOAT_RE.fullmatch(text):
+                if _OCTAL_RE.match(text):  # protobuf refuses 010 and 00.5 for a float
+                    raise _ValueError(off, f"invalid octal number '{text}' for a float")
                 return float(text.rstrip("fF"))
-            if _INT_RE.fullmatch(text):
-                return float(int(text, 0) if text.lstrip("-")[:2].lower() == "0x" else int(text))
             if _INF_RE.fullmatch(text):
                 return -math.inf if text.startswith("-") else math.inf
             if _NAN_RE.fullmatch(text):

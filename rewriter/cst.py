@@ -420,7 +420,9 @@ _ESCAPES = {
     '"': '"',
     "?": "?",
 }
-_ESCAPE_RE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|(.))", re.S)
+_ESCAPE_RE = re.compile(
+    r"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))", re.S
+)
 
 
 class EscapeError(ValueError):
@@ -430,24 +432,44 @@ class EscapeError(ValueError):
 
 
 def decode_string(token: str) -> str:
-    """The value of one quoted token (C escapes, as protobuf's CUnescape)."""
+    """The value of one quoted token (C escapes, as protobuf's CUnescape).
+
+    As in protobuf, escapes stand for *bytes* (``"\\303\\251"`` is UTF-8 for "é"), and the
+    bytes are then read as UTF-8. Bytes that are not UTF-8 come back surrogate-escaped (as
+    :func:`rewriter.fileio.read_text` does), so nothing is lost; protobuf refuses such a value
+    in a ``string`` field and so does the binder.
+    """
     body = token[1:-1]
     if "\\" not in body:
         return body
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE_RE.finditer(body):
+        out += _raw_bytes(body[pos : m.start()])
+        pos = m.end()
+        octal, hex2, uni4, uni8, c = m.groups()
+        if octal is not None:
+            out.append(int(octal, 8) & 0xFF)  # C++ keeps the low byte of \\777
+        elif hex2 is not None:
+            out.append(int(hex2, 16))
+        elif uni4 is not None or uni8 is not None:
+            code = int(uni4 or uni8, 16)
+            if code > 0x10FFFF:
+                raise EscapeError(m.start() + 1, f"invalid Unicode escape '{m.group()}'")
+            out += chr(code).encode("utf-8", "surrogatepass")
+        elif c in _ESCAPES:
+            out += _ESCAPES[c].encode()
+        else:
+            raise EscapeError(m.start() + 1, f"invalid escape sequence '\\{c}'")
+    out += _raw_bytes(body[pos:])
+    return out.decode("utf-8", "surrogateescape")
 
-    def repl(m: re.Match[str]) -> str:
-        if m.group(1) is not None:
-            return chr(int(m.group(1), 8))
-        if m.group(2) is not None:
-            return chr(int(m.group(2), 16))
-        if m.group(3) is not None:
-            return chr(int(m.group(3), 16))
-        c = m.group(4)
-        if c in _ESCAPES:
-            return _ESCAPES[c]
-        raise EscapeError(m.start() + 1, f"invalid escape sequence '\\{c}'")
 
-    return _ESCAPE_RE.sub(repl, body)
+def _raw_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate given through the API, not read from a file
+        return text.encode("utf-8", "surrogatepass")
 
 
 def encode_string(value: str) -> str:
@@ -495,24 +517,55 @@ def parse(source: str, path: str = "<string>") -> Document:
     # 100k-node file it runs hundreds of full passes and more than doubles the parse time.
     enabled = gc.isenabled()
     gc.disable()
+    parser = _Parser(source, path)
     try:
-        return _Parser(source, path).run()
+        doc = parser.run()
+        return _own_bom(doc) if source.startswith("\ufeff") else doc
+    except ParseError as e:
+        # Errors raised inside a list (or a message in a list) know nothing of the top level:
+        # attach the top-level fields completed so far, as fail() does.
+        e.partial = Document(source, parser.top, parser.field_start, False, path)
+        raise
     finally:
         if enabled:
+            if gc.get_freeze_count() == 0:  # file the new tree as old: see graph.gc_paused
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
+
+
+def _own_bom(doc: Document) -> Document:
+    """Give a leading byte order mark to the first field's prefix (or to the tail of an empty
+    document), so that re-printing edited fields keeps it: every byte belongs to some node."""
+    fields = list(doc.fields)
+    if fields and fields[0].start == 1:
+        f = fields[0]
+        fields[0] = type(f)(
+            f.src, 0, f.name_start, f.name_end, f.value_start, f.value_end, f.end, f.body
+        )
+        return Document(doc.src, fields, doc.tail_start, True, doc.path)
+    if not fields and doc.tail_start == 1:
+        return Document(doc.src, fields, 0, True, doc.path)
+    return doc
 
 
 class _Parser:
     """Fast path: one regex event per construct; anything unusual goes to :meth:`step`."""
 
-    def __init__(self, src: str, path: str) -> None:
+    def __init__(
+        self, src: str, path: str, start: int = 0, end: int | None = None, depth: int = 0
+    ) -> None:
         self.src = src
         self.path = path
         self.top: list[Field] = []
         self.fields = self.top
         self.stack: list[_Frame] = []
-        self.pos = 1 if src.startswith("\ufeff") else 0
-        self.field_start = 0
+        # A message inside a list is parsed in place over [start, end) of the whole text, so
+        # its offsets (and error locations) are those of the file; depth counts such nesting.
+        self.end = len(src) if end is None else end
+        self.depth = depth
+        self.pos = 1 if start == 0 and src.startswith("\ufeff") else start
+        self.field_start = start
 
     def fail(self, offset: int, message: str, expected: str | None = None) -> ParseError:
         err = ParseError(message, locate(self.src, offset, self.path), expected)
@@ -523,14 +576,14 @@ class _Parser:
 
     def run(self) -> Document:
         src = self.src
-        n = len(src)
+        n = self.end
         while True:
             pos = self.pos
             field_start = self.field_start
             fields = self.fields
             stack = self.stack
             top = self.top
-            for m in _EVENT.finditer(src, pos):
+            for m in _EVENT.finditer(src, pos, n):
                 if m.start() != pos:
                     break
                 li = m.lastindex
@@ -640,7 +693,7 @@ class _Parser:
             self.pos = self.field_start = open_end
             return None
         if v == "[":
-            lb, r_end = _parse_list(src, r, self.path)
+            lb, r_end = _parse_list(src, r, self.path, self.depth)
             end = _skip(_SUFFIX_RE, src, r_end)
             fields.append(Field(src, field_start, name_start, name_end, r, r_end, end, lb))
             self.pos = self.field_start = end
@@ -687,7 +740,7 @@ def _describe(src: str, q: int) -> str:
     return f"unexpected character U+{ord(c):04X}"
 
 
-def _parse_list(src: str, start: int, path: str) -> tuple[ListBody, int]:
+def _parse_list(src: str, start: int, path: str, depth: int = 0) -> tuple[ListBody, int]:
     """``[v, v, ...]`` of scalars or messages; returns the body and the offset after ']'."""
     n = len(src)
     items: list[ListItem] = []
@@ -699,34 +752,51 @@ def _parse_list(src: str, start: int, path: str) -> tuple[ListBody, int]:
             raise ParseError("list is never closed", locate(src, start, path), "']'")
         c = src[pos]
         if c == "{" or c == "<":
-            sub = parse_message_at(src, pos, path)
+            sub = parse_message_at(src, pos, path, depth)
             items.append(sub)
             pos = sub.end
         else:
             vm = _VALUE_RE.match(src, pos)
             if vm is None:
                 raise ParseError(_describe(src, pos), locate(src, pos, path), "a list value")
-            items.append((KIND_STRING if c in "\"'" else KIND_WORD, pos, vm.end()))
-            pos = vm.end()
+            end = vm.end()
+            if c == '"' or c == "'":
+                # Adjacent string literals concatenate here too: one item spans them all.
+                while True:
+                    q = _skip(_TRIVIA, src, end)
+                    sm = _VALUE_RE.match(src, q) if q < n and src[q] in "\"'" else None
+                    if sm is None:
+                        break
+                    end = sm.end()
+            items.append((KIND_STRING if c in "\"'" else KIND_WORD, pos, end))
+            pos = end
         pos = _skip(_TRIVIA, src, pos)
         if pos < n and src[pos] == ",":
             pos = _skip(_TRIVIA, src, pos + 1)
             continue
         if pos < n and src[pos] == "]":
             return ListBody(src, start, pos + 1, items), pos + 1
-        raise ParseError(
-            _describe(src, pos) if pos < n else "list is never closed",
-            locate(src, min(pos, n), path),
-            "',' or ']'",
-        )
+        if pos >= n:
+            raise ParseError("list is never closed", locate(src, start, path), "']'")
+        raise ParseError(_describe(src, pos), locate(src, pos, path), "',' or ']'")
 
 
-def parse_message_at(src: str, pos: int, path: str = "<string>") -> MessageBody:
+# Messages inside lists (``f: [{...}, {...}]``, never seen in Caffe files) recurse; a bound keeps
+# hostile input from exhausting the Python stack (protobuf's own parser stops at 100 levels).
+MAX_LIST_NESTING = 100
+
+
+def parse_message_at(src: str, pos: int, path: str = "<string>", depth: int = 0) -> MessageBody:
     """Parse one bracketed message starting at ``pos`` (used for messages inside lists)."""
     close = _CLOSE_FOR[src[pos]]
     open_end = _skip(_OPEN_TRAIL, src, pos + 1)
-    # Find the matching close by parsing the inner text as a document fragment.
-    depth = 0
+    if depth >= MAX_LIST_NESTING:
+        raise ParseError(
+            f"messages inside lists nested deeper than {MAX_LIST_NESTING} levels",
+            locate(src, pos, path),
+        )
+    # Find the matching close, skipping strings and comments.
+    level = 0
     q = pos
     n = len(src)
     while q < n:
@@ -736,61 +806,14 @@ def parse_message_at(src: str, pos: int, path: str = "<string>") -> MessageBody:
             continue
         ch = src[q]
         if ch in "{<":
-            depth += 1
+            level += 1
         elif ch in "}>":
-            depth -= 1
-            if depth == 0:
+            level -= 1
+            if level == 0:
                 break
         q += 1
     if q >= n:
         raise ParseError("block is never closed", locate(src, pos, path), f"'{close}'")
-    inner = parse(src[open_end:q], path)
-    # Re-home the inner fields onto the full source so offsets stay meaningful.
-    fields = [_shift(f, src, open_end) for f in inner.fields]
-    return MessageBody(src, pos, open_end, fields, open_end + inner.tail_start, q + 1)
-
-
-def _shift(f: Field, src: str, delta: int) -> Field:
-    body: MessageBody | ListBody | None = f.body
-    if isinstance(body, MessageBody):
-        body = MessageBody(
-            src,
-            body.start + delta,
-            body.open_end + delta,
-            [_shift(c, src, delta) for c in body.fields],
-            body.close_start + delta,
-            body.end + delta,
-        )
-    elif isinstance(body, ListBody):
-        body = ListBody(
-            src,
-            body.start + delta,
-            body.end + delta,
-            [
-                (it[0], it[1] + delta, it[2] + delta)
-                if isinstance(it, tuple)
-                else _shift_body(it, src, delta)
-                for it in body.items
-            ],
-        )
-    return Field(
-        src,
-        f.start + delta,
-        f.name_start + delta,
-        f.name_end + delta,
-        f.value_start + delta,
-        f.value_end + delta,
-        f.end + delta,
-        body,
-    )
-
-
-def _shift_body(b: MessageBody, src: str, delta: int) -> MessageBody:
-    return MessageBody(
-        src,
-        b.start + delta,
-        b.open_end + delta,
-        [_shift(c, src, delta) for c in b.fields],
-        b.close_start + delta,
-        b.end + delta,
-    )
+    # Parse the inside in place, so offsets and error locations are those of the whole text.
+    inner = _Parser(src, path, open_end, q, depth + 1).run()
+    return MessageBody(src, pos, open_end, inner.fields, inner.tail_start, q + 1)

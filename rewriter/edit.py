@@ -173,7 +173,16 @@ class Editor:
             for depth in range(len(parent)):
                 through.setdefault(parent[:depth], set()).add(parent[depth])
         fields = self._rebuild((), doc.body, "", through)
-        return Document(doc.src, fields, doc.tail_start, False, doc.path)
+        tail = doc.tail_start
+        if not doc.fields and fields:
+            # A file with no fields (empty, comments only, a byte order mark): the new fields
+            # start the file (after the mark) and end their line before the old text.
+            bom = "\ufeff" if doc.src.startswith("\ufeff", tail) else ""
+            rest = doc.src[tail + len(bom) :]
+            sep = doc.newline if rest and not rest.startswith(("\n", "\r\n")) else ""
+            code = "".join(f.code for f in fields).lstrip("\r\n")
+            return parse(bom + code + sep + rest, doc.path)
+        return Document(doc.src, fields, tail, False, doc.path)
 
     def _rebuild(
         self, path: Path, body: MessageBody, indent: str, through: dict[Path, set[int]]
@@ -220,20 +229,43 @@ class Editor:
                     f.prefix + op.text + f.src[f.name_end : f.value_start] + f.value_text + f.suffix
                 )
             elif op.kind == "replace":
-                fields[op.index] = make_field(f.prefix + op.text)
+                # The new text brings its own suffix; without one, the old field's spaces
+                # still keep it apart from a next field on the same line.
+                text = op.text
+                if "#" not in text and not text[-1:].isspace():
+                    text += f.suffix[: len(f.suffix) - len(f.suffix.lstrip(" \t"))]
+                fields[op.index] = make_field(f.prefix + text)
             elif op.kind == "remove":
                 removed.add(op.index)
         out: list[Field] = []
         carry = ""  # prefix text a removed field leaves behind (a separating blank line)
         n = len(fields)
         for i in range(n + 1):
+            glued = False  # the next field does not start a line of its own
             for op in inserts.get(i, ()):
                 assert op.spec is not None
                 following = fields[i].code if i < n else body.close_text
+                nxt = fields[i] if i < n and i not in removed else None
+                at_file_start = not out and body is self.doc.body
+                if (
+                    nxt is not None
+                    and not style.one_line
+                    and (at_file_start or "\n" not in nxt.prefix)
+                ):
+                    glued = True
+                    out.append(self._glued_field(op.spec, style, body, out, nxt))
+                    continue
                 out.append(self._new_field(op.spec, style, body, out, following))
             if i == n:
                 break
             f = fields[i]
+            if glued:
+                # The inserted field took this one's place at the start of the file or line;
+                # this one now starts its own line (its comments, if any, come with it).
+                code = f.code.lstrip("\ufeff")
+                if "\n" not in f.prefix:
+                    code = style.indent + code.lstrip(" \t")
+                f = make_field(style.newline + code)
             if i in removed:
                 carry += _detached_prefix(f.prefix)
                 continue
@@ -245,6 +277,17 @@ class Editor:
             # The file's BOM travelled with a deleted first field: keep it in front.
             out[0] = make_field("\ufeff" + out[0].code)
         return out
+
+    def _glued_field(
+        self, spec: FieldSpec, style: _Style, body: MessageBody, before: list[Field], nxt: Field
+    ) -> Field:
+        """A field inserted before one that does not start its own line: at the start of the
+        file it takes that place (after a byte order mark); inside a line it starts a line."""
+        text = style.render(spec.name, spec.value)
+        if not before and body is self.doc.body:
+            bom = "\ufeff" if nxt.prefix.startswith("\ufeff") else ""
+            return make_field(bom + text)
+        return make_field(style.newline + style.indent + text)
 
     def _new_field(
         self, spec: FieldSpec, style: _Style, body: MessageBody, before: list[Field], following: str

@@ -5,6 +5,8 @@ Kept apart from the analysis so the analysis stays data and the CLI stays thin.
 
 from __future__ import annotations
 
+import math
+
 from .netinit import Backward
 
 _STATES = {
@@ -82,4 +84,4 @@ def render_layer(result: Backward, name: str) -> str:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if x == int(x) else f"{x:g}"
+    return str(int(x)) if math.isfinite(x) and x == int(x) else f"{x:g}"

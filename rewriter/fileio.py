@@ -28,6 +28,9 @@ def read_text(path: str | os.PathLike[str]) -> str:
     try:
         if p.is_dir():
             raise FileError(f"{p}: is a directory (expected a prototxt file)")
+        if p.is_char_device() or p.is_block_device():
+            # /dev/zero or a disk would be read until memory runs out; pipes are fine.
+            raise FileError(f"{p}: is a device, not a file")
         data = p.read_bytes()
     except FileError:
         raise
@@ -38,13 +41,25 @@ def read_text(path: str | os.PathLike[str]) -> str:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (surrogate-escaped bytes restored) to ``path`` atomically."""
-    target = Path(os.path.realpath(path))
     data = text.encode("utf-8", "surrogateescape")
-    directory = target.parent
     try:
-        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
+        st = os.stat(path)  # follows symlinks
     except OSError:
-        mode = None
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise FileError(f"{path}: is a directory (expected a file to write)")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # /dev/null, /dev/stdout, a pipe: write into it. Renaming a temporary file over it
+        # would replace the device node itself (as root, /dev/null would become a file).
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+        except OSError as e:
+            raise FileError(f"{path}: cannot write: {e.strerror or e}") from None
+        return
+    target = Path(os.path.realpath(path))
+    directory = target.parent
+    mode = stat.S_IMODE(st.st_mode) if st is not None else None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as e:

@@ -590,12 +590,10 @@ def upgrade_net_message(net: Any) -> Any:
     if any(layer.HasField("layer") for layer in net.layers):
         # V0 data layers carry source/batchsize/cropsize... that only the full upgrade (the port
         # of upgrade_proto.cpp) moves into data_param/transform_param; shapes need them.
-        from .upgrade import Refusal, upgrade_net_message_caffe
+        # It refuses, with Caffe's own CHECK text, what Caffe refuses.
+        from .upgrade import upgrade_net_message_caffe
 
-        try:
-            return upgrade_net_message_caffe(net).message
-        except Refusal:
-            net = v0_to_v1_message(net)
+        return upgrade_net_message_caffe(net).message
     if len(net.layers) > 0:
         net = v1_to_v2_message(net)
     if len(net.input) > 0:
@@ -759,7 +757,19 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            settle_survivors()
             gc.enable()
+
+
+def settle_survivors() -> None:
+    """File every tracked object as old (``gc.freeze()`` + ``gc.unfreeze()``: two list splices,
+    no scan), so the objects a paused bulk step made are not all scanned again by the next
+    young collections: with 100k layers that deferred work cost ``rewriter explain`` 6 of its
+    13 seconds. They are still collected by the next regular full collection. Skipped when the
+    process uses ``gc.freeze`` itself (as rewriter.apply.bulk does)."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def build_graph(

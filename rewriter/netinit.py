@@ -25,6 +25,7 @@ gradient, BatchNorm statistics that keep moving although ``lr_mult`` is 0).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ __all__ = [
 
 
 def _num(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return format(value, ".6g")
 
