@@ -297,7 +297,8 @@ class Editor:
             preceding = before[-1].code if before else body.open_text
             ws_before = preceding.endswith((" ", "\t"))
             prefix = "" if ws_before else " "
-            suffix = " " if ws_before or following.startswith(("}", ">")) else ""
+            # keep a space before whatever follows unless it brings its own
+            suffix = "" if following.startswith((" ", "\t")) else " "
             return make_field(prefix + text + suffix)
         return make_field(style.newline + style.indent + text)
 
