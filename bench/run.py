@@ -1,15 +1,16 @@
 """The benchmark harness: every operation on generated nets and on the corpus, against protobuf.
 
     python bench/run.py            # full run: 1k, 10k and 100k layers + the corpus (~30 min)
-    python bench/run.py --quick    # 1k and 10k layers, no corpus memory runs (~2 min)
+    python bench/run.py --quick    # 1k and 10k layers, no corpus memory runs (~3 min)
     python bench/run.py --write bench/RESULTS.md
 
 For every input and operation it prints our time (best of ``--repeat`` runs, in this process),
 the time ``google.protobuf.text_format.Parse`` needs for the same file(s) in the same run, their
-ratio, the time per layer, and the peak memory of the operation (peak RSS growth of a forked
-child that runs it once: it counts protobuf's C allocations, which tracemalloc cannot see),
-also relative to the file size. Then the scaling (time per layer at 1k / 10k / 100k layers and
-the 100k/10k time ratio, target <= 12), and the start-up times of whole processes (median of 7).
+ratio, the time per layer, and the peak memory of the operation (peak RSS growth of a fresh
+process that runs it once: it counts protobuf's C allocations, which tracemalloc cannot see),
+also relative to the file size, next to the peak of protobuf's parse of the same file. Then
+the scaling (time per layer at 1k / 10k / 100k layers and the 100k/10k time ratio, target
+<= 12), and the start-up times of whole processes (median of 7).
 
 Operations, each the whole job its command does:
 
@@ -77,29 +78,74 @@ def _rss_kb() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def peak_memory_mb(fn: Callable[[], Any]) -> float | None:
-    """Peak RSS growth (MB) while ``fn`` runs once, in a forked child (None where fork is not
-    available). The child's high-water mark starts at its size when forked."""
-    if not hasattr(os, "fork") or not Path("/proc/self/statm").exists():
+def _hwm_kb() -> int:
+    """This process's peak RSS. (Not ``ru_maxrss``: on Linux it carries the RSS the parent had
+    when it forked us across the exec, so a child of a big process would report that.)"""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # pragma: no cover
+
+
+def peak_memory_mb(op: str, *args: str) -> float | None:
+    """Peak RSS growth (MB) of one run of ``op`` on ``args``, in a fresh process.
+
+    A fresh interpreter, because a fork of this process would reuse the heap earlier, larger
+    runs left behind and report too little. The child first runs the operation on the small
+    seed net (imports, schema, caches), then measures from its size at that point; RSS counts
+    protobuf's C allocations, which tracemalloc cannot see."""
+    if not Path("/proc/self/statm").exists():
         return None
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--peak-of", op, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    try:
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _peak_child(op: str, args: list[str]) -> None:
+    paths = [Path(a) for a in args]
+    if op.endswith("@"):  # a list of files, one per line, in the file given
+        op = op[:-1]
+        paths = [Path(line) for line in paths[0].read_text().splitlines()]
+        fns = [lambda p=p: _run_op(op, [p]) for p in paths]
+    else:
+        fns = [lambda: _run_op(op, paths)]
+    warm = {"diff": [SEED, SEED]}.get(op, [SEED])
+    with contextlib.suppress(Exception):
+        _run_op(op, warm, warmup=True)
     gc.collect()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (child)
-        os.close(r)
-        try:
-            base = _rss_kb()
+    base = _rss_kb()
+    for fn in fns:
+        with contextlib.suppress(Exception):
             fn()
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            os.write(w, str(max(0, peak - base)).encode())
-        except BaseException:
-            os.write(w, b"nan")
-        os._exit(0)
-    os.close(w)
-    data = os.read(r, 64)
-    os.close(r)
-    os.waitpid(pid, 0)
-    return float(data) / 1024 if data else None
+    print(max(0, _hwm_kb() - base) / 1024)
+
+
+def _run_op(op: str, paths: list[Path], warmup: bool = False) -> Any:
+    if op == "protobuf":
+        return tf_parse(paths[0].read_text(errors="surrogateescape"), unknown_ok=True)
+    if op == "parse+print":
+        return op_parse_print(paths[0])
+    if op == "check":
+        return op_check(paths[0], lenient=True)
+    if op == "explain":
+        return op_explain(paths[0], lenient=True)
+    if op == "apply":
+        upto = "conv1/7x7_s2" if warmup else str(paths[1])
+        return op_apply(paths[0], upto)
+    if op == "diff":
+        return op_diff(paths[0], paths[1])
+    if op == "upgrade":
+        return op_upgrade(paths[0])
+    raise ValueError(op)
 
 
 # --- the operations ----------------------------------------------------------------------------
@@ -200,6 +246,7 @@ class Row:
     ours: float
     theirs: float | None
     peak_mb: float | None
+    theirs_peak_mb: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -220,29 +267,34 @@ def bench_generated(
     tf = best_of(lambda: tf_parse(text), repeat)
     rows: list[Row] = []
 
-    def add(op: str, fn: Callable[[], Any], files: int = 1) -> None:
+    tf_peak = peak_memory_mb("protobuf", str(path)) if memory else None
+
+    def add(op: str, fn: Callable[[], Any], args: list[str], files: int = 1) -> None:
         ours = best_of(fn, repeat)
-        peak = peak_memory_mb(fn) if memory else None
-        rows.append(Row(f"{shape}", n, mb, op, ours, tf * files, peak))
+        peak = peak_memory_mb(op, *args) if memory else None
+        rows.append(Row(f"{shape}", n, mb, op, ours, tf * files, peak, tf_peak))
         log(f"  {shape:9} {n:>7} {op:12} {ours:8.3f}s  x{ours / (tf * files):5.2f}")
 
-    add("parse+print", lambda: op_parse_print(path))
-    add("check", lambda: op_check(path))
-    add("explain", lambda: op_explain(path))
+    add("parse+print", lambda: op_parse_print(path), [str(path)])
+    add("check", lambda: op_check(path), [str(path)])
+    add("explain", lambda: op_explain(path), [str(path)])
     if _have("apply"):
-        add("apply", lambda: op_apply(path, MIDDLE[shape](n)))
+        # (the child takes the layer name from the second path's name)
+        add("apply", lambda: op_apply(path, MIDDLE[shape](n)), [str(path), MIDDLE[shape](n)])
     if _have("semdiff"):
         new = work / f"{shape}{n}.new.prototxt"
         new.write_text(_one_layer_frozen(text, MIDDLE[shape](n)))
-        add("diff", lambda: op_diff(path, new), files=2)
+        add("diff", lambda: op_diff(path, new), [str(path), str(new)], files=2)
     if shape == "chain" and _have("upgrade"):
         v1 = v1chain(n)
         v1_path = work / f"v1chain{n}.prototxt"
         v1_path.write_text(v1)
         tf_v1 = best_of(lambda: tf_parse(v1), repeat)
         ours = best_of(lambda: op_upgrade(v1_path), repeat)
-        peak = peak_memory_mb(lambda: op_upgrade(v1_path)) if memory else None
-        rows.append(Row("v1chain", n, len(v1.encode()) / 2**20, "upgrade", ours, tf_v1, peak))
+        peak = peak_memory_mb("upgrade", str(v1_path)) if memory else None
+        tf_v1_peak = peak_memory_mb("protobuf", str(v1_path)) if memory else None
+        v1_mb = len(v1.encode()) / 2**20
+        rows.append(Row("v1chain", n, v1_mb, "upgrade", ours, tf_v1, peak, tf_v1_peak))
         log(f"  {'v1chain':9} {n:>7} {'upgrade':12} {ours:8.3f}s  x{ours / tf_v1:5.2f}")
     return rows
 
@@ -282,14 +334,19 @@ def bench_corpus(repeat: int, memory: bool, log: Callable[[str], None]) -> list[
     if _have("upgrade"):
         ops.append(("upgrade", op_upgrade, everything))
     rows = []
+    listing = Path(tempfile.mkstemp(suffix=".txt")[1])
     for name, fn, paths in ops:
         run = each(fn, paths)
         ours = best_of(run, repeat)
         theirs = sum(tf_each[p] for p in paths)
-        peak = peak_memory_mb(run) if memory else None
+        listing.write_text("\n".join(str(p) for p in paths))
+        peak = peak_memory_mb(name + "@", str(listing)) if memory else None
+        tf_peak = peak_memory_mb("protobuf@", str(listing)) if memory else None
         size = sum(len(texts[p].encode("utf-8", "surrogateescape")) for p in paths) / 2**20
-        rows.append(Row(f"corpus ({len(paths)} files)", 0, size, name, ours, theirs, peak))
+        label = f"corpus ({len(paths)} files)"
+        rows.append(Row(label, 0, size, name, ours, theirs, peak, tf_peak))
         log(f"  corpus {name:12} {ours:8.3f}s  x{ours / theirs:5.2f}")
+    listing.unlink()
     del mb
     return rows
 
@@ -328,8 +385,8 @@ def _f(x: float | None, fmt: str) -> str:
 def table(rows: list[Row]) -> list[str]:
     lines = [
         "| input | layers | MB | operation | ours (s) | protobuf (s) | ratio | µs/layer "
-        "| peak MB | peak/size |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| peak MB | peak/size | protobuf peak MB |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         per = _f(r.us_per_layer, ".1f") if r.layers else "-"
@@ -337,7 +394,7 @@ def table(rows: list[Row]) -> list[str]:
         lines.append(
             f"| {r.input} | {r.layers or '-'} | {r.mb:.2f} | {r.op} | {r.ours:.3f} "
             f"| {_f(r.theirs, '.3f')} | {_f(r.ratio, '.2f')} | {per} | {_f(r.peak_mb, '.0f')} "
-            f"| {_f(rel, '.1f')} |"
+            f"| {_f(rel, '.1f')} | {_f(r.theirs_peak_mb, '.0f')} |"
         )
     return lines
 
@@ -393,7 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the forked memory runs")
     ap.add_argument("--no-corpus", action="store_true")
     ap.add_argument("--write", type=Path, default=None, help="also write the report (markdown)")
+    ap.add_argument("--peak-of", nargs="+", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.peak_of:
+        _peak_child(args.peak_of[0], args.peak_of[1:])
+        return 0
 
     sizes = [
         int(s)
@@ -417,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     starts = startup()
 
     report = [
+        "# Benchmark results",
+        "",
+        "Output of `python bench/run.py` (what each column means: docs/benchmarks.md).",
+        "",
         "## Machine",
         "",
         *machine(),

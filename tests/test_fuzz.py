@@ -22,7 +22,6 @@ rebuilds the input. ``tests/test_properties.py`` holds the slower, shrinkable st
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 import time
@@ -327,31 +326,10 @@ def check_bind(text: str, doc: Any) -> Any:
     return _timed(lambda: bind(doc, root=NET))
 
 
-def known_explain_bug(message: Any) -> bool:
-    """Inputs that hit a crash already reported to the owner of graph.py / netinit.py /
-    explain_text.py (pinned by the xfail tests at the end of this file), so the fuzz run can
-    go on looking for new ones: a non-finite lr_mult, decay_mult or loss_weight (the number
-    formatters call int() on inf and nan), and a V0 padding layer without a bottom."""
-    for layer in message.layer:
-        floats = [p.lr_mult for p in layer.param] + [p.decay_mult for p in layer.param]
-        if not all(math.isfinite(x) for x in [*floats, *layer.loss_weight]):
-            return True
-    for v1 in message.layers:
-        floats = [*v1.blobs_lr, *v1.weight_decay, *v1.loss_weight]
-        floats += [*v1.layer.blobs_lr, *v1.layer.weight_decay]  # V0
-        if not all(math.isfinite(x) for x in floats):
-            return True
-        if v1.HasField("layer") and v1.layer.type == "padding" and not v1.bottom:
-            return True
-    return False
-
-
 def check_explain(message: Any) -> None:
     from rewriter.explain_text import render_table
     from rewriter.graph import build_graph
 
-    if known_explain_bug(message):
-        return
     for phase in ("TRAIN", "TEST"):
         try:
             graph = _timed(lambda phase=phase: build_graph(message, phase=phase))
@@ -521,9 +499,6 @@ def test_fuzz_apply(seed: int) -> None:
     doc = check_parse(text)
     if doc is None:
         return
-    bound = bind(doc, root=NET)
-    if not bound.errors and known_explain_bug(bound.message):
-        return
     names = [f.message.get("name") for f in doc.get_all("layer") if f.is_message]
     names = [n.value_text.strip("\"'") for n in names if n is not None and n.body is None]
     names = [n for n in names if n and all(c.isalnum() or c in "_/-." for c in n)]
@@ -562,11 +537,6 @@ def test_fuzz_diff(seed: int) -> None:
     new = _mutate_keeping_syntax(rng, old)
     if rng.random() < 0.1:
         new = _mutate(rng, new, [])
-    doc = check_parse(new)
-    if doc is not None:
-        bound = bind(doc, root=NET)
-        if not bound.errors and known_explain_bug(bound.message):
-            return
     try:
         fd = _timed(lambda: diff_texts(old, new, "a.prototxt", "b.prototxt"))
     except RewriterError as e:
@@ -595,8 +565,7 @@ def test_mutators_produce_checkable_variety() -> None:
     assert bound_ok > 60, bound_ok
 
 
-# --- crashes found by this fuzzing in modules this suite does not own (reported; xfail until
-# fixed: strict, so the fix turns them into failures that ask for the marker to go) -----------
+# --- crashes this fuzzing found in explain (fixed; kept as regression tests) -------------------
 
 NET_HEAD = 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
 
