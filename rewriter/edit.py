@@ -172,7 +172,7 @@ class Editor:
         for parent in self._ops:
             for depth in range(len(parent)):
                 through.setdefault(parent[:depth], set()).add(parent[depth])
-        fields = self._rebuild((), doc.body, "", through)
+        fields, _ = self._rebuild((), doc.body, "", through)
         tail = doc.tail_start
         if not doc.fields and fields:
             # A file with no fields (empty, comments only, a byte order mark): the new fields
@@ -186,7 +186,9 @@ class Editor:
 
     def _rebuild(
         self, path: Path, body: MessageBody, indent: str, through: dict[Path, set[int]]
-    ) -> list[Field]:
+    ) -> tuple[list[Field], str]:
+        """The new children of ``body``, and a line break its close bracket now needs (when
+        the last field kept ends in a comment that used to be followed by another line)."""
         fields = list(body.fields)
         for i in sorted(through.get(path, ())):
             if i >= len(fields):
@@ -194,20 +196,28 @@ class Editor:
             f = fields[i]
             if not isinstance(f.body, MessageBody):
                 raise TypeError(f"path {path + (i,)} goes through a scalar field")
-            new_children = self._rebuild(path + (i,), f.body, f.indent, through)
+            new_children, close_break = self._rebuild(path + (i,), f.body, f.indent, through)
             b = f.body
-            nb = MessageBody(b.src, b.start, b.open_end, new_children, b.close_start, b.end, False)
+            if close_break:
+                # The break goes in front of the close text, which is otherwise kept as it was.
+                opened, closed = b.open_text, close_break + b.close_text
+                src, n = opened + closed, len(opened)
+                nb = MessageBody(src, 0, n, new_children, n, len(src), False)
+            else:
+                nb = MessageBody(
+                    b.src, b.start, b.open_end, new_children, b.close_start, b.end, False
+                )
             fields[i] = ComposedField(
                 f.src, f.start, f.name_start, f.name_end, f.value_start, f.value_end, f.end, nb
             )
         ops = self._ops.get(path)
         if not ops:
-            return fields
+            return fields, ""
         return self._apply_ops(body, fields, ops, indent)
 
     def _apply_ops(
         self, body: MessageBody, fields: list[Field], ops: list[_Op], indent: str
-    ) -> list[Field]:
+    ) -> tuple[list[Field], str]:
         if self._unit is None:
             self._unit = _unit(self.doc)
             self._newline = self.doc.newline
@@ -234,14 +244,20 @@ class Editor:
                 text = op.text
                 if "#" not in text and not text[-1:].isspace():
                     text += f.suffix[: len(f.suffix) - len(f.suffix.lstrip(" \t"))]
+                    glued_next = op.index + 1 < len(fields) and not fields[op.index + 1].prefix
+                    if glued_next and not text[-1:].isspace():
+                        text += " "  # the next field was glued to this one (`x {}A: 1`)
                 fields[op.index] = make_field(f.prefix + text)
             elif op.kind == "remove":
                 removed.add(op.index)
         out: list[Field] = []
         carry = ""  # prefix text a removed field leaves behind (a separating blank line)
+        line_break = ""  # the line break that ended the line before the removed fields
+        dropped = False  # fields were removed since the last one kept
         n = len(fields)
         for i in range(n + 1):
             glued = False  # the next field does not start a line of its own
+            at_start = False  # ... and it was the first field of the file
             for op in inserts.get(i, ()):
                 assert op.spec is not None
                 following = fields[i].code if i < n else body.close_text
@@ -253,6 +269,7 @@ class Editor:
                     and (at_file_start or "\n" not in nxt.prefix)
                 ):
                     glued = True
+                    at_start = at_start or at_file_start
                     out.append(self._glued_field(op.spec, style, body, out, nxt))
                     continue
                 out.append(self._new_field(op.spec, style, body, out, following))
@@ -263,12 +280,29 @@ class Editor:
                 # The inserted field took this one's place at the start of the file or line;
                 # this one now starts its own line (its comments, if any, come with it).
                 code = f.code.lstrip("\ufeff")
-                if "\n" not in f.prefix:
+                if "\n" not in f.prefix and not at_start:
                     code = style.indent + code.lstrip(" \t")
                 f = make_field(style.newline + code)
             if i in removed:
                 carry += _detached_prefix(f.prefix)
+                if not line_break and "\n" in f.prefix:
+                    line_break = _first_line_break(f.prefix)
+                dropped = True
                 continue
+            lead = carry + f.prefix
+            if "\n" not in lead:
+                if _ends_in_comment(body, out):
+                    # The field before ends in a comment: this one must start a line of its own.
+                    if line_break:
+                        carry = line_break + carry
+                    else:
+                        carry = style.newline + style.indent
+                        f = make_field(f.code.lstrip(" \t"))
+                elif dropped and not lead.lstrip("\ufeff") and _glued_after(body, out):
+                    # The removed field's line break was all that kept this one apart
+                    # (``A: 0\nB: 1 C: 2`` minus B).
+                    carry += line_break or " "
+            line_break, dropped = "", False
             if carry:
                 f = make_field(carry + f.code)
                 carry = ""
@@ -276,7 +310,15 @@ class Editor:
         if carry.startswith("\ufeff") and out:
             # The file's BOM travelled with a deleted first field: keep it in front.
             out[0] = make_field("\ufeff" + out[0].code)
-        return out
+        close_break = ""
+        if (
+            body is not self.doc.body
+            and _ends_in_comment(body, out)
+            and "\n" not in body.close_text
+        ):
+            # The close bracket shared a line with a removed (or replaced) last field.
+            close_break = line_break.rstrip(" \t") or style.newline
+        return out, close_break
 
     def _glued_field(
         self, spec: FieldSpec, style: _Style, body: MessageBody, before: list[Field], nxt: Field
@@ -285,8 +327,11 @@ class Editor:
         file it takes that place (after a byte order mark); inside a line it starts a line."""
         text = style.render(spec.name, spec.value)
         if not before and body is self.doc.body:
-            bom = "\ufeff" if nxt.prefix.startswith("\ufeff") else ""
-            return make_field(bom + text)
+            prefix = nxt.prefix
+            bom = "\ufeff" if prefix.startswith("\ufeff") else ""
+            # A first line indented without a break before it keeps its indentation.
+            lead = prefix[len(bom) :] if "\n" not in prefix else ""
+            return make_field(bom + lead + text)
         return make_field(style.newline + style.indent + text)
 
     def _new_field(
@@ -301,6 +346,29 @@ class Editor:
             suffix = "" if following.startswith((" ", "\t")) else " "
             return make_field(prefix + text + suffix)
         return make_field(style.newline + style.indent + text)
+
+
+def _first_line_break(prefix: str) -> str:
+    """The prefix up to its first line break and the indentation after it."""
+    nl = prefix.index("\n") + 1
+    rest = prefix[nl:]
+    return prefix[:nl].lstrip("\ufeff") + rest[: len(rest) - len(rest.lstrip(" \t"))]
+
+
+def _glued_after(body: MessageBody, fields: list[Field]) -> bool:
+    """Whether a field name printed right after these would run on with the last token
+    (``0name``); after ``}``, a quote, ``;`` or ``{`` it may follow directly."""
+    if not fields:
+        return False  # after ``{``, ``<`` or at the start of the file
+    f = fields[-1]
+    last = f.suffix[-1:] or f.src[f.value_end - 1 : f.value_end]
+    return last.isalnum() or last in "_.+-"  # a number or identifier would run on
+
+
+def _ends_in_comment(body: MessageBody, fields: list[Field]) -> bool:
+    """Whether the text before the next field ends in a comment (a field's trailing one, or
+    one after the open bracket)."""
+    return "#" in (fields[-1].suffix if fields else body.open_text)
 
 
 def _detached_prefix(prefix: str) -> str:
