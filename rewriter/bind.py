@@ -204,7 +204,7 @@ class _Binder:
         while stack:
             fields, desc, table, msg = stack.pop()
             for f in fields:
-                name = f.src[f.name_start : f.name_end]
+                name = f.name
                 info = table.get(name)
                 if info is None:
                     self.unknown(f, desc, table)
@@ -330,7 +330,7 @@ class _Binder:
     def value(self, f: Field, info: FieldInfo, span: list[tuple[str, int, int]] | None) -> Any:
         if span is None:
             # Fast path: the value is one plain token (what the parser's fast path produced).
-            text = f.src[f.value_start : f.value_end]
+            text = f.value_text
             c = text[0]
             t = info.type
             if c == '"' or c == "'":

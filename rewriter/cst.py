@@ -156,18 +156,15 @@ class ListBody:
 
 
 class Field:
-    """One ``name: value`` or ``name { ... }`` with its own comments and separators."""
+    """One ``name: value`` or ``name { ... }`` with its own comments and separators.
 
-    __slots__ = (
-        "src",
-        "start",
-        "name_start",
-        "name_end",
-        "value_start",
-        "value_end",
-        "end",
-        "body",
-    )
+    Memory: a big net has millions of fields, so a field keeps two absolute offsets (``start``
+    and ``end``; the parser shares each one with the neighbouring field) and the inner
+    boundaries as lengths, which are small integers Python does not allocate. The absolute
+    ``name_start`` ... ``value_end`` are computed on access.
+    """
+
+    __slots__ = ("src", "start", "end", "_pre", "_name", "_sep", "_post", "body")
 
     def __init__(
         self,
@@ -182,15 +179,31 @@ class Field:
     ) -> None:
         self.src = src
         self.start = start
-        self.name_start = name_start
-        self.name_end = name_end
-        self.value_start = value_start
-        self.value_end = value_end
         self.end = end
+        self._pre = name_start - start
+        self._name = name_end - name_start
+        self._sep = value_start - name_end
+        self._post = end - value_end
         self.body = body
 
     # Parsed fields print as one slice of their source; see _ComposedField for edited ones.
     pristine = True
+
+    @property
+    def name_start(self) -> int:
+        return self.start + self._pre
+
+    @property
+    def name_end(self) -> int:
+        return self.start + self._pre + self._name
+
+    @property
+    def value_start(self) -> int:
+        return self.start + self._pre + self._name + self._sep
+
+    @property
+    def value_end(self) -> int:
+        return self.end - self._post
 
     @property
     def kind(self) -> str:
@@ -210,23 +223,25 @@ class Field:
 
     @property
     def name(self) -> str:
-        return self.src[self.name_start : self.name_end]
+        a = self.start + self._pre
+        return self.src[a : a + self._name]
 
     @property
     def prefix(self) -> str:
-        return self.src[self.start : self.name_start]
+        return self.src[self.start : self.start + self._pre]
 
     @property
     def separator(self) -> str:
-        return self.src[self.name_end : self.value_start]
+        a = self.start + self._pre + self._name
+        return self.src[a : a + self._sep]
 
     @property
     def value_text(self) -> str:
-        return self.src[self.value_start : self.value_end]
+        return self.src[self.start + self._pre + self._name + self._sep : self.end - self._post]
 
     @property
     def suffix(self) -> str:
-        return self.src[self.value_end : self.end]
+        return self.src[self.end - self._post : self.end]
 
     @property
     def message(self) -> MessageBody:
@@ -588,20 +603,27 @@ class _Parser:
                     break
                 li = m.lastindex
                 if li == 4:
-                    fields.append(
-                        Field(src, pos, m.start(1), m.end(1), m.start(3), m.end(3), m.end())
-                    )
+                    end = m.end()
+                    fields.append(Field(src, pos, m.start(1), m.end(1), m.start(3), m.end(3), end))
+                    pos = end  # one int object for this field's end and the next one's start
                 elif li == 7:
                     op = m.start(6)
-                    frame = _Frame(pos, m.start(1), m.end(1), op, m.end(), _CLOSE_FOR[src[op]])
+                    end = m.end()
+                    frame = _Frame(pos, m.start(1), m.end(1), op, end, _CLOSE_FOR[src[op]])
                     stack.append(frame)
                     fields = frame.fields
+                    pos = end
                 else:
                     q = m.start(8)
                     if not stack or stack[-1].close != src[q]:
                         break
                     frame = stack.pop()
                     fields = stack[-1].fields if stack else top
+                    close_end = q + 1
+                    end = m.end()
+                    body = MessageBody(
+                        src, frame.open_pos, frame.open_end, frame.fields, pos, close_end
+                    )
                     fields.append(
                         Field(
                             src,
@@ -609,14 +631,12 @@ class _Parser:
                             frame.name_start,
                             frame.name_end,
                             frame.open_pos,
-                            q + 1,
-                            m.end(),
-                            MessageBody(
-                                src, frame.open_pos, frame.open_end, frame.fields, pos, q + 1
-                            ),
+                            close_end,
+                            end,
+                            body,
                         )
                     )
-                pos = m.end()
+                    pos = end
             field_start = pos
             self.pos = pos
             self.field_start = field_start
