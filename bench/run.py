@@ -190,10 +190,11 @@ def op_check(path: Path, lenient: bool = False) -> Any:
 
 def op_explain(path: Path, lenient: bool = False) -> Any:
     from rewriter.explain_text import render_table
+    from rewriter.graph import build_graph
     from rewriter.model import load
 
-    f = load(path, lenient=lenient, root="caffe.NetParameter")
-    result = f.graph("TRAIN").backward()
+    message = load(path, lenient=lenient, root="caffe.NetParameter").message  # as the CLI does
+    result = build_graph(message, phase="TRAIN").backward()
     return render_table(result, color=False)
 
 

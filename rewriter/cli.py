@@ -191,20 +191,26 @@ def explain(
         if not name or not num.isdigit():
             _fail(f"--param-count takes TYPE=N, not {item!r}")
         counts[name] = int(num)
-    f = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"])
-    graph = f.graph(phase, stage or (), level, counts or None)
+    from .graph import build_graph
+
+    # Past binding only the message is needed: the lossless tree goes before the graph is
+    # built, so the two never take memory at the same time.
+    message = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"]).message
+    graph = build_graph(
+        message, phase=phase, stages=tuple(stage or ()), level=level, param_counts=counts or None
+    )
     result = graph.backward()
     shape_res: Any = None
     weight_rep: Any = None
     if shapes:
         from .shapes import infer_shapes
 
-        shape_res = infer_shapes(graph, phase, message=f.message, param_counts=counts or None)
+        shape_res = infer_shapes(graph, phase, message=message, param_counts=counts or None)
     if weights is not None:
         from .weights import check_weights
 
         weight_rep = check_weights(
-            graph, weights, message=f.message, net_label=str(net), param_counts=counts or None
+            graph, weights, message=message, net_label=str(net), param_counts=counts or None
         )
     if fmt == "json":
         data = result.to_json()
