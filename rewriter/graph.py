@@ -22,15 +22,18 @@ The result is a small immutable model: ``graph.layers``, ``graph.layer("conv1")`
 from __future__ import annotations
 
 import gc
+import math
+import operator
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from rewriter.errors import RewriterError
 from rewriter.layer_params import (
     FILLER_TYPES,
+    READS_MESSAGE,
     auto_top_count,
     fillers_used,
     is_loss_layer,
@@ -88,7 +91,7 @@ class GraphWarning:
     index: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Param:
     """One learnable blob of a layer, as ``Net::Init`` / ``AppendParam`` see it."""
 
@@ -116,7 +119,7 @@ class Param:
         return self.lr_mult != 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Layer:
     """A layer of the initialised net, in Caffe's order (inserted splits included)."""
 
@@ -148,7 +151,7 @@ class Layer:
         return any(j < len(self.bottoms) and t == self.bottoms[j] for j, t in enumerate(self.tops))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Blob:
     """A Caffe blob: created by ``producer``, rewritten in place by ``writers``."""
 
@@ -170,8 +173,8 @@ class Graph:
     level: int
     force_backward: bool
     layers: tuple[Layer, ...]
-    #: blobs by Caffe id (automatic tops included)
-    blob_list: tuple[Blob, ...] = field(repr=False)
+    #: blobs by Caffe id (automatic tops included); a sequence that compares like a tuple
+    blob_list: Sequence[Blob] = field(repr=False)
     #: net inputs (tops of Input layers), in order
     inputs: tuple[str, ...]
     #: net outputs, sorted by name like Caffe's ``std::set``
@@ -182,14 +185,12 @@ class Graph:
     _by_name: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.blobs:
-            named = {b.name: b for b in self.blob_list if b.name != AUTOMATIC_TOP}
-            object.__setattr__(self, "blobs", MappingProxyType(named))
-        if not self._by_name:
-            index: dict[str, int] = {}
-            for layer in self.layers:
-                index.setdefault(layer.name, layer.index)
-            object.__setattr__(self, "_by_name", MappingProxyType(index))
+        # Both maps are built on first use: explain and most checks never look names up, and
+        # two dicts with an entry per layer and per blob cost about 0.7x the file size.
+        if not isinstance(self.blobs, _NamedBlobs) and not self.blobs:
+            object.__setattr__(self, "blobs", _NamedBlobs(self.blob_list))
+        if not isinstance(self._by_name, _LayerIndex) and not self._by_name:
+            object.__setattr__(self, "_by_name", _LayerIndex(self.layers))
 
     def layer(self, name: str) -> Layer:
         """The first layer with that name (names need not be unique in Caffe)."""
@@ -210,6 +211,142 @@ class Graph:
         from rewriter.netinit import analyze
 
         return analyze(self)
+
+
+class _BlobList(Sequence[Blob]):
+    """``Graph.blob_list``: every blob as a few flat int arrays, each :class:`Blob` made when
+    read. Blob objects and their consumer tuples would cost about half as much as the layers;
+    the backward analysis only counts them, and other callers read a few."""
+
+    __slots__ = ("_names", "_producers", "_cons_at", "_cons", "_wri_at", "_wri")
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        producers: array[int],
+        cons_at: array[int],
+        cons: array[int],
+        wri_at: array[int],
+        wri: array[int],
+    ) -> None:
+        self._names = names
+        self._producers = producers
+        #: consumers of blob i: cons[cons_at[i]:cons_at[i + 1]] (writers likewise)
+        self._cons_at = cons_at
+        self._cons = cons
+        self._wri_at = wri_at
+        self._wri = wri
+
+    def _blob(self, i: int) -> Blob:
+        a, b = self._cons_at[i], self._cons_at[i + 1]
+        c, d = self._wri_at[i], self._wri_at[i + 1]
+        return Blob(
+            i,
+            self._names[i],
+            self._producers[i],
+            tuple(self._wri[c:d]) if d > c else (),
+            tuple(self._cons[a:b]) if b > a else (),
+        )
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @overload
+    def __getitem__(self, index: int) -> Blob: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Blob, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Blob | tuple[Blob, ...]:
+        n = len(self._names)
+        if isinstance(index, slice):
+            return tuple(map(self._blob, range(*index.indices(n))))
+        i = operator.index(index)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("blob index out of range")
+        return self._blob(i)
+
+    def __iter__(self) -> Iterator[Blob]:
+        return map(self._blob, range(len(self._names)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _BlobList):
+            return (
+                self._names == other._names
+                and self._producers == other._producers
+                and self._cons_at == other._cons_at
+                and self._cons == other._cons
+                and self._wri_at == other._wri_at
+                and self._wri == other._wri
+            )
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class _LazyMap(Mapping[str, Any]):
+    """A read-only name map built from the graph's tuples the first time it is read."""
+
+    __slots__ = ("_map", "_items")
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self._items: Sequence[Any] | None = items
+        self._map: dict[str, Any] | None = None
+
+    def _build(self, items: Sequence[Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _get(self) -> dict[str, Any]:
+        m = self._map
+        if m is None:
+            assert self._items is not None
+            m = self._map = self._build(self._items)
+            self._items = None
+        return m
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
+
+
+class _NamedBlobs(_LazyMap):
+    """``Graph.blobs``: named blobs (automatic tops excluded) by name."""
+
+    __slots__ = ()
+
+    def _build(self, items: Sequence[Any]) -> dict[str, Any]:
+        return {b.name: b for b in items if b.name != AUTOMATIC_TOP}
+
+
+class _LayerIndex(_LazyMap):
+    """``Graph._by_name``: the index of the first layer with each name."""
+
+    __slots__ = ()
+
+    def _build(self, items: Sequence[Any]) -> dict[str, Any]:
+        index: dict[str, int] = {}
+        for layer in items:
+            index.setdefault(layer.name, layer.index)
+        return index
 
 
 # --------------------------------------------------------------------------- message views
@@ -249,9 +386,8 @@ class _Rule:
         return not any(s in stages for s in self.not_stages)
 
 
-@dataclass
-class _Spec:
-    """A ParamSpec as Caffe reads it."""
+class _Spec(NamedTuple):
+    """A ParamSpec as Caffe reads it. A tuple, so that equal specs are shared (``_spec_of``)."""
 
     name: str = ""
     lr_mult: float = 1.0
@@ -259,38 +395,47 @@ class _Spec:
     decay_mult: float = 1.0
     has_decay_mult: bool = False
     permissive: bool = False
+    #: which multiplier is -0.0 (1: lr_mult, 2: decay_mult): -0.0 == 0.0 as a key, yet it
+    #: prints as "-0.0" in JSON, so specs differing only there must not be merged
+    neg_zero: int = 0
 
-    @staticmethod
-    def of(msg: Any) -> _Spec:
-        return _Spec(
-            name=str(msg.name),
-            lr_mult=float(msg.lr_mult),
-            has_lr_mult=_has(msg, "lr_mult"),
-            decay_mult=float(msg.decay_mult),
-            has_decay_mult=_has(msg, "decay_mult"),
-            permissive=int(msg.share_mode) == 1,
-        )
+
+def _neg_zero(value: float) -> bool:
+    return value == 0 and math.copysign(1.0, value) < 0
+
+
+def _spec_of(msg: Any, cache: dict[_Spec, _Spec]) -> _Spec:
+    lr, decay = float(msg.lr_mult), float(msg.decay_mult)
+    spec = _Spec(
+        str(msg.name),
+        lr,
+        _has(msg, "lr_mult"),
+        decay,
+        _has(msg, "decay_mult"),
+        int(msg.share_mode) == 1,
+        (1 if _neg_zero(lr) else 0) | (2 if _neg_zero(decay) else 0),
+    )
+    return cache.setdefault(spec, spec)
 
 
 class _LayerDef:
-    """Mutable working copy of one LayerParameter (what FilterNet/InsertSplits pass on)."""
+    """Working copy of one LayerParameter (what FilterNet/InsertSplits pass on). The wiring
+    loop frees each one as it turns it into a :class:`Layer`."""
 
     __slots__ = (
-        "name", "type", "bottoms", "tops", "loss_weights", "params", "propagate_down", "msg",
-        "source_index", "inserted_split", "all_tops", "bottom_ids", "top_ids", "loss",
-        "n_blobs", "layer_specs", "owners", "shared",
+        "name", "type", "bottoms", "tops", "loss_weights", "params", "propagate_down",
+        "source_index", "inserted_split",
     )  # fmt: skip
 
     def __init__(
         self,
         name: str,
         type: str,
-        bottoms: list[str],
-        tops: list[str],
-        loss_weights: list[float],
-        params: list[_Spec],
-        propagate_down: list[bool],
-        msg: Any,
+        bottoms: tuple[str, ...],
+        tops: tuple[str, ...],
+        loss_weights: tuple[float, ...],
+        params: tuple[_Spec, ...],
+        propagate_down: tuple[bool, ...],
         source_index: int | None,
         inserted_split: bool = False,
     ) -> None:
@@ -301,36 +446,45 @@ class _LayerDef:
         self.loss_weights = loss_weights
         self.params = params
         self.propagate_down = propagate_down
-        self.msg = msg  # the LayerParameter (None for inserted splits)
         self.source_index = source_index
         self.inserted_split = inserted_split
-        # filled in by build_graph's wiring loop
-        self.all_tops: tuple[str, ...] = ()
-        self.bottom_ids: tuple[int, ...] = ()
-        self.top_ids: tuple[int, ...] = ()
-        self.loss: tuple[float, ...] = ()
-        self.n_blobs = 0
-        self.layer_specs: list[_Spec] = params
-        self.owners: list[int] = []
-        self.shared: list[tuple[int, int] | None] = []
 
 
-_NO_SPECS: list[_Spec] = []
+class _Shared:
+    """One object per distinct name, name tuple and param spec while a graph is built: a
+    layer named like its top, a bottom and the top it reads, an in-place layer's bottoms and
+    tops and its producer's tops all end up as the same objects in the graph."""
+
+    __slots__ = ("strs", "names", "specs")
+
+    def __init__(self) -> None:
+        self.strs: dict[str, str] = {}
+        self.names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.specs: dict[_Spec, _Spec] = {}
+
+    def names_of(self, names: Iterable[str]) -> tuple[str, ...]:
+        strs = self.strs
+        t = tuple([strs.setdefault(s, s) for s in names])
+        return self.names.setdefault(t, t)
 
 
-def _layer_def(msg: Any, index: int) -> _LayerDef:
+def _layer_def(msg: Any, index: int, shared: _Shared) -> _LayerDef:
     params = msg.param
     loss_weight = msg.loss_weight
     propagate_down = msg.propagate_down
+    strs = shared.strs
+    name = msg.name
+    layer_type = msg.type
+    layer_type = strs.setdefault(layer_type, layer_type)
+    specs = shared.specs
     return _LayerDef(
-        msg.name,
-        msg.type,
-        list(msg.bottom),
-        list(msg.top),
-        [float(w) for w in loss_weight] if loss_weight else [],
-        [_Spec.of(p) for p in params] if params else _NO_SPECS,
-        [bool(p) for p in propagate_down] if propagate_down else [],
-        msg,
+        strs.setdefault(name, name),
+        layer_type,
+        shared.names_of(msg.bottom),
+        shared.names_of(msg.top),
+        tuple([float(w) for w in loss_weight]) if loss_weight else (),
+        tuple([_spec_of(p, specs) for p in params]) if params else (),
+        tuple([bool(p) for p in propagate_down]) if propagate_down else (),
         index,
     )
 
@@ -623,7 +777,7 @@ def _fmt(value: float) -> str:
 
 
 def _filter_net(
-    net: Any, phase: str, level: int, stages: frozenset[str]
+    net: Any, phase: str, level: int, stages: frozenset[str], shared: _Shared
 ) -> tuple[list[_LayerDef], list[int]]:
     """``Net::FilterNet``: the layers whose include/exclude rules the NetState meets."""
     kept: list[_LayerDef] = []
@@ -631,7 +785,7 @@ def _filter_net(
     for i, msg in enumerate(net.layer):
         raw_include, raw_exclude = msg.include, msg.exclude
         if not raw_include and not raw_exclude:
-            kept.append(_layer_def(msg, i))
+            kept.append(_layer_def(msg, i, shared))
             continue
         include = [_Rule.of(r) for r in raw_include]
         exclude = [_Rule.of(r) for r in raw_exclude]
@@ -648,77 +802,101 @@ def _filter_net(
         if not included and any(r.met_by(phase, level, stages) for r in include):
             included = True
         if included:
-            kept.append(_layer_def(msg, i))
+            kept.append(_layer_def(msg, i, shared))
         else:
             excluded.append(i)
     return kept, excluded
 
 
-def _insert_splits(layers: list[_LayerDef]) -> list[_LayerDef]:
-    """``InsertSplits``: a Split layer after every top that is read more than once."""
-    last_top: dict[str, tuple[int, int]] = {}
-    sources: list[list[tuple[int, int]]] = []
-    reads: dict[tuple[int, int], int] = {}
-    loss_weight: dict[tuple[int, int], float] = {}
+def _insert_splits(layers: list[_LayerDef], shared: _Shared) -> list[_LayerDef]:
+    """``InsertSplits``: a Split layer after every top that is read more than once.
+
+    Tops are numbered in net order ("slots": layer i's top j is ``first_slot[i] + j``), so the
+    bookkeeping is a few int arrays rather than a tuple and dict entries per top."""
+    slot_of: dict[str, int] = {}  # blob name -> slot of the top that wrote it last
+    first_slot = array("i")
+    slot_layer = array("i")
+    sources = array("i")  # the slot every bottom reads, bottom after bottom
+    loss_weight: dict[int, float] = {}
+    loss_reads: list[int] = []  # a non-zero loss weight counts as a read
+    n_slots = 0
     for i, layer in enumerate(layers):
-        srcs: list[tuple[int, int]] = []
         for j, blob in enumerate(layer.bottoms):
-            src = last_top.get(blob)
+            src = slot_of.get(blob)
             if src is None:
                 raise CaffeError(
                     f"Unknown bottom blob '{blob}' (layer '{layer.name}', bottom index {j})",
                     "insert_splits.cpp",
                 )
-            srcs.append(src)
-            reads[src] = reads.get(src, 0) + 1
-        sources.append(srcs)
-        for j, blob in enumerate(layer.tops):
-            last_top[blob] = (i, j)
+            sources.append(src)
+        first_slot.append(n_slots)
+        for blob in layer.tops:
+            slot_of[blob] = n_slots
+            slot_layer.append(i)
+            n_slots += 1
         for j in range(min(len(layer.loss_weights), len(layer.tops))):
-            src = last_top[layer.tops[j]]
+            src = slot_of[layer.tops[j]]
             loss_weight[src] = layer.loss_weights[j]
             if loss_weight[src]:
-                reads[src] = reads.get(src, 0) + 1
+                loss_reads.append(src)
+    del slot_of
+    reads = array("i", [0]) * n_slots
+    for src in sources:
+        reads[src] += 1
+    for src in loss_reads:
+        reads[src] += 1
     out: list[_LayerDef] = []
-    next_split_top: dict[tuple[int, int], int] = {}
+    next_split_top = array("i", [0]) * n_slots
+    strs = shared.strs
+    at = 0
     for i, layer in enumerate(layers):
         out.append(layer)  # the filtered defs are fresh objects: rewrite them in place
         bottoms = layer.bottoms
-        for j, src in enumerate(sources[i]):
+        renamed: list[str] | None = None
+        for j in range(len(bottoms)):
+            src = sources[at]
+            at += 1
             if reads[src] > 1:
-                k = next_split_top.get(src, 0)
+                k = next_split_top[src]
                 next_split_top[src] = k + 1
-                bottoms[j] = f"{bottoms[j]}_{layers[src[0]].name}_{src[1]}_split_{k}"
+                if renamed is None:
+                    renamed = list(bottoms)
+                owner = slot_layer[src]
+                top = src - first_slot[owner]
+                renamed[j] = f"{bottoms[j]}_{layers[owner].name}_{top}_split_{k}"
+        if renamed is not None:
+            layer.bottoms = shared.names_of(renamed)
+        slot = first_slot[i]
         for j, blob in enumerate(layer.tops):
-            count = reads.get((i, j), 0)
+            count = reads[slot + j]
             if count <= 1:
                 continue
-            weight = loss_weight.get((i, j), 0.0)
+            weight = loss_weight.get(slot + j, 0.0)
             base = f"{blob}_{layer.name}_{j}_split"
             out.append(
                 _LayerDef(
                     name=base,
                     type="Split",
-                    bottoms=[blob],
-                    tops=[f"{base}_{k}" for k in range(count)],
-                    loss_weights=([weight] + [0.0] * (count - 1)) if weight else [],
-                    params=[],
-                    propagate_down=[],
-                    msg=None,
+                    bottoms=shared.names_of((blob,)),
+                    tops=shared.names_of([f"{base}_{k}" for k in range(count)]),
+                    loss_weights=(weight, *[0.0] * (count - 1)) if weight else (),
+                    params=(),
+                    propagate_down=(),
                     source_index=None,
                     inserted_split=True,
                 )
             )
             if weight:
-                layer.loss_weights = []
-                next_split_top[(i, j)] = next_split_top.get((i, j), 0) + 1
+                layer.loss_weights = ()
+                next_split_top[slot + j] += 1
+    del strs
     return out
 
 
-def _use_global_stats(ld: _LayerDef) -> bool | None:
-    if ld.type != "BatchNorm" or ld.msg is None:
+def _use_global_stats(layer_type: str, msg: Any) -> bool | None:
+    if layer_type != "BatchNorm" or msg is None:
         return None
-    bp = ld.msg.batch_norm_param
+    bp = msg.batch_norm_param
     return bool(bp.use_global_stats) if _has(bp, "use_global_stats") else None
 
 
@@ -731,9 +909,10 @@ def _registry_error(layer_type: str, registered: Iterable[str]) -> CaffeError:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Owner:
-    """A learnable blob (``learnable_params_`` entry) and its net-level multipliers."""
+    """A named learnable blob (``learnable_params_`` entry) and its net-level multipliers
+    (anonymous blobs are never shared: their own spec is their owner)."""
 
     layer: int
     param: int
@@ -808,24 +987,41 @@ def _build_graph(
     net = upgrade_net_message(net)
     file_stages = tuple(net.state.stage) if _has(net, "state") else ()
     all_stages = file_stages + tuple(stages)
-    filtered, _ = _filter_net(net, phase, level, frozenset(all_stages))
-    layers = _insert_splits(filtered)
+    shared = _Shared()
+    filtered, _ = _filter_net(net, phase, level, frozenset(all_stages), shared)
+    layers = _insert_splits(filtered, shared)
+    del filtered, shared  # its dicts are as large as the graph's name lists
     registry = None if registered_types is None else frozenset(registered_types)
     counts = dict(param_counts or {})
 
+    # The graph lives as long as its caller wants, so it shares what it can: one int object
+    # per index, one tuple per distinct bottoms/tops (see _Shared) and flags, id tuples with
+    # the producer, one tuple of Params per distinct setting. Tuples are shared only with
+    # tuples of the same element type: (1,) == (True,) == (1.0,).
+    n_layers = len(layers)
+    layer_msgs = net.layer
+    ints = list(range(n_layers))
+    flag_tuples: dict[tuple[bool, ...], tuple[bool, ...]] = {}
+    no_loss: dict[int, tuple[float, ...]] = {}
+    param_tuples: dict[Any, tuple[Param, ...]] = {}
     warnings: list[GraphWarning] = []
+    out_layers: list[Layer] = []
+    pending: list[_PendingParams] = []
     blob_names: list[str] = []
-    blob_producer: list[int] = []
+    blob_producer = array("i")
     blob_writers: dict[int, list[int]] = {}
-    blob_consumers: list[list[int]] = []
+    # consumers: the first per blob, the others (rare after InsertSplits) by blob
+    first_consumer: list[int | None] = []
+    more_consumers: dict[int, list[int]] = {}
     name_to_id: dict[str, int] = {}
     available: set[str] = set()
     inputs: list[str] = []
-    owners: list[_Owner] = []
-    owner_by_name: dict[str, int] = {}
+    owner_by_name: dict[str, _Owner] = {}
     unknown: dict[str, list[int]] = {}
 
-    for li, ld in enumerate(layers):
+    for li in ints:
+        ld = layers[li]
+        layers[li] = _FREED  # the Layer built below replaces it
         bottoms = ld.bottoms
         num_bottoms = len(bottoms)
         if ld.propagate_down and len(ld.propagate_down) != num_bottoms:
@@ -847,7 +1043,10 @@ def _build_graph(
             blob_id = name_to_id[blob]
             available.discard(blob)
             bottom_ids.append(blob_id)
-            blob_consumers[blob_id].append(li)
+            if first_consumer[blob_id] is None:
+                first_consumer[blob_id] = li
+            else:
+                more_consumers.setdefault(blob_id, []).append(li)
         top_ids: list[int] = []
         for j, blob in enumerate(ld.tops):
             if j < num_bottoms and blob == bottoms[j]:
@@ -857,9 +1056,11 @@ def _build_graph(
                 raise CaffeError(f"Top blob '{blob}' produced by multiple sources.", "net.cpp")
             else:
                 blob_id = len(blob_names)
+                if blob_id < n_layers:
+                    blob_id = ints[blob_id]
                 blob_names.append(blob)
                 blob_producer.append(li)
-                blob_consumers.append([])
+                first_consumer.append(None)
                 name_to_id[blob] = blob_id
                 if ld.type == "Input":
                     inputs.append(blob)
@@ -868,24 +1069,27 @@ def _build_graph(
         tops = ld.tops
         n_auto = auto_top_count(ld.type) - len(tops)
         if n_auto > 0:
-            tops = tops + [AUTOMATIC_TOP] * n_auto
+            tops = tops + (AUTOMATIC_TOP,) * n_auto
             for _ in range(n_auto):
-                top_ids.append(len(blob_names))
+                blob_id = len(blob_names)
+                top_ids.append(ints[blob_id] if blob_id < n_layers else blob_id)
                 blob_names.append(AUTOMATIC_TOP)
                 blob_producer.append(li)
-                blob_consumers.append([])
-        ld.all_tops = tuple(tops)
-        ld.bottom_ids = tuple(bottom_ids)
-        ld.top_ids = tuple(top_ids)
+                first_consumer.append(None)
 
         # ---- Layer::SetUp: LayerSetUp (fillers, BatchNorm specs), then SetLossWeights
-        msg = ld.msg
-        known = param_blob_count(ld.type, msg, num_bottoms) if msg is not None else 0
+        # The LayerParameter is fetched again only for types whose setup reads it: a message
+        # object kept per layer holds every sub-message wrapper read from it (about 1x the
+        # file size for a conv net).
+        msg = None
+        if ld.source_index is not None and ld.type in READS_MESSAGE:
+            msg = layer_msgs[ld.source_index]
+        known = 0 if ld.inserted_split else param_blob_count(ld.type, msg, num_bottoms)
         if ld.type in counts:
             n_blobs = counts[ld.type]
         elif known is not None:
             n_blobs = known
-            if msg is not None:
+            if not ld.inserted_split:
                 for filler in fillers_used(ld.type, msg, num_bottoms):
                     if filler not in FILLER_TYPES:
                         raise CaffeError(
@@ -896,20 +1100,19 @@ def _build_graph(
             unknown.setdefault(ld.type, []).append(li)
         layer_specs = ld.params  # the layer's own copy of its LayerParameter
         if ld.type == "BatchNorm" and ld.type not in counts:
-            layer_specs = list(layer_specs)
+            own = list(layer_specs)
             for i in range(n_blobs):
-                if len(layer_specs) == i:
-                    layer_specs.append(_Spec(lr_mult=0.0, has_lr_mult=True))
-                elif layer_specs[i].lr_mult != 0:
+                if len(own) == i:
+                    own.append(_BATCH_NORM_SPEC)
+                elif own[i].lr_mult != 0:
                     raise CaffeError(
                         "Check failed: this->layer_param_.param(i).lr_mult() == 0.f "
-                        f"({_fmt(layer_specs[i].lr_mult)} vs. 0) Cannot configure batch "
+                        f"({_fmt(own[i].lr_mult)} vs. 0) Cannot configure batch "
                         "normalization statistics as layer parameters.",
                         "batch_norm_layer.cpp",
                     )
+            layer_specs = tuple(own)
         weights = ld.loss_weights
-        if not weights and is_loss_layer(ld.type):
-            weights = [1.0]
         if weights:
             if len(weights) != len(tops):
                 raise CaffeError(
@@ -918,9 +1121,17 @@ def _build_graph(
                     "top blob.",
                     "layer.hpp",
                 )
-            ld.loss = tuple(weights)
+            loss = weights
+        elif is_loss_layer(ld.type):
+            if len(tops) != 1:
+                raise CaffeError(
+                    f"Check failed: top.size() == num_loss_weights ({len(tops)} vs. "
+                    "1) loss_weight must be unspecified or specified once per top blob.",
+                    "layer.hpp",
+                )
+            loss = _UNIT_LOSS
         else:
-            ld.loss = (0.0,) * len(tops)
+            loss = no_loss.get(len(tops)) or no_loss.setdefault(len(tops), (0.0,) * len(tops))
 
         # ---- parameters (Net::Init + AppendParam)
         if len(ld.params) > n_blobs:
@@ -929,52 +1140,63 @@ def _build_graph(
                 f"{n_blobs}) Too many params specified for layer {ld.name}",
                 "net.cpp",
             )
-        ld.n_blobs = n_blobs
-        ld.layer_specs = layer_specs
-        for p in range(n_blobs):
-            spec = layer_specs[p] if p < len(layer_specs) else _DEFAULT_SPEC
-            pname = spec.name
-            if not pname or pname not in owner_by_name:
-                if pname:
-                    owner_by_name[pname] = len(owners)
-                ld.owners.append(len(owners))
-                ld.shared.append(None)
-                owners.append(
-                    _Owner(li, p, spec.lr_mult, spec.has_lr_mult, spec.decay_mult,
-                           spec.has_decay_mult)
-                )  # fmt: skip
-                continue
-            oi = owner_by_name[pname]
-            owner = owners[oi]
-            ld.owners.append(oi)
-            ld.shared.append((owner.layer, owner.param))
-            if spec.has_lr_mult:
-                if owner.has_lr:
-                    if spec.lr_mult != owner.lr:
-                        raise CaffeError(
-                            "Check failed: param_spec->lr_mult() == "
-                            f"params_lr_[learnable_param_id] ({_fmt(spec.lr_mult)} vs. "
-                            f"{_fmt(owner.lr)}) Shared param '{pname}' has mismatched lr_mult.",
-                            "net.cpp",
-                        )
-                else:
-                    owner.has_lr, owner.lr = True, spec.lr_mult
-            if spec.has_decay_mult:
-                if owner.has_decay:
-                    if spec.decay_mult != owner.decay:
-                        raise CaffeError(
-                            "Check failed: param_spec->decay_mult() == "
-                            f"params_weight_decay_[learnable_param_id] ({_fmt(spec.decay_mult)}"
-                            f" vs. {_fmt(owner.decay)}) Shared param '{pname}' has mismatched "
-                            "decay_mult.",
-                            "net.cpp",
-                        )
-                else:
-                    owner.has_decay, owner.decay = True, spec.decay_mult
+        params: tuple[Param, ...] = ()
+        if n_blobs:
+            refs: list[_Owner | None] | None = None
+            for p in range(n_blobs):
+                spec = layer_specs[p] if p < len(layer_specs) else _DEFAULT_SPEC
+                if spec.name:
+                    if refs is None:
+                        refs = [None] * n_blobs
+                    refs[p] = _share(owner_by_name, spec, li, p)
+            roles = (
+                [f"param {i}" for i in range(n_blobs)]
+                if ld.inserted_split
+                else param_roles(ld.type, msg, num_bottoms, n_blobs)
+            )
+            if refs is None:
+                params = _own_params(roles, ld.params, layer_specs, param_tuples)
+            else:  # a later sharer may still set the owner's multipliers
+                pending.append(_PendingParams(li, roles, ld.params, layer_specs, refs))
+
+        source = ld.source_index
+        if source is not None and source < n_layers:
+            source = ints[source]
+        # ids: a single bottom is often its producer's only top; in place, tops are bottoms
+        bi = tuple(bottom_ids)
+        if num_bottoms == 1:
+            producer = out_layers[blob_producer[bi[0]]] if blob_producer[bi[0]] < li else None
+            if producer is not None and producer.top_ids == bi:
+                bi = producer.top_ids
+        ti = tuple(top_ids)
+        if ti == bi:
+            ti = bi
+        pd = ld.propagate_down
+        out_layers.append(
+            Layer(
+                ld.name,
+                ld.type,
+                li,
+                source,
+                ld.inserted_split,
+                bottoms,
+                tops,
+                loss,
+                flag_tuples.setdefault(pd, pd),
+                params,
+                _allow_force_all(ld.type, num_bottoms),
+                _use_global_stats(ld.type, msg),
+                bi,
+                ti,
+            )
+        )
+    del layers
 
     for layer_type, where in unknown.items():
-        first = layers[where[0]]
-        listed = ", ".join(layers[i].name for i in where[:5]) + (", ..." if len(where) > 5 else "")
+        first = out_layers[where[0]]
+        listed = ", ".join(out_layers[i].name for i in where[:5]) + (
+            ", ..." if len(where) > 5 else ""
+        )
         warnings.append(
             GraphWarning(
                 "unknown-layer-type",
@@ -985,40 +1207,24 @@ def _build_graph(
                 where[0],
             )
         )
-    out_layers: list[Layer] = []
-    for li, ld in enumerate(layers):
-        params: tuple[Param, ...] = ()
-        if ld.n_blobs:
-            params = _params_of(ld, owners, layers)
-        out_layers.append(
-            Layer(
-                ld.name,
-                ld.type,
-                li,
-                ld.source_index,
-                ld.inserted_split,
-                tuple(ld.bottoms),
-                ld.all_tops,
-                ld.loss,
-                tuple(ld.propagate_down),
-                params,
-                _allow_force_all(ld.type, len(ld.bottoms)),
-                _use_global_stats(ld),
-                ld.bottom_ids,
-                ld.top_ids,
-            )
-        )
-    no_writers: tuple[int, ...] = ()
-    blob_list = tuple(
-        Blob(
-            i,
-            blob_names[i],
-            blob_producer[i],
-            tuple(blob_writers[i]) if i in blob_writers else no_writers,
-            tuple(blob_consumers[i]),
-        )
-        for i in range(len(blob_names))
-    )
+    for pp in pending:
+        object.__setattr__(out_layers[pp.layer], "params", _shared_params(pp, out_layers))
+    del pending, owner_by_name, name_to_id, param_tuples
+    cons_at = array("i", [0])
+    cons = array("i")
+    wri_at = array("i", [0])
+    wri = array("i")
+    for i, head in enumerate(first_consumer):
+        if head is not None:
+            cons.append(head)
+            if i in more_consumers:
+                cons.extend(more_consumers[i])
+        cons_at.append(len(cons))
+        if i in blob_writers:
+            wri.extend(blob_writers[i])
+        wri_at.append(len(wri))
+    del first_consumer, more_consumers, blob_writers
+    blobs = _BlobList(tuple(blob_names), blob_producer, cons_at, cons, wri_at, wri)
     return Graph(
         net_name=str(net.name),
         phase=phase,
@@ -1026,7 +1232,7 @@ def _build_graph(
         level=level,
         force_backward=bool(net.force_backward),
         layers=tuple(out_layers),
-        blob_list=blob_list,
+        blob_list=blobs,
         inputs=tuple(inputs),
         outputs=tuple(sorted(available)),
         warnings=tuple(warnings),
@@ -1034,6 +1240,9 @@ def _build_graph(
 
 
 _DEFAULT_SPEC = _Spec()
+_BATCH_NORM_SPEC = _Spec(lr_mult=0.0, has_lr_mult=True)
+_UNIT_LOSS = (1.0,)
+_FREED = _LayerDef("", "", (), (), (), (), (), None)
 _ALLOW_CACHE: dict[tuple[str, int], tuple[bool, ...]] = {}
 
 
@@ -1047,25 +1256,106 @@ def _allow_force_all(layer_type: str, num_bottoms: int) -> tuple[bool, ...]:
     return flags
 
 
-def _params_of(ld: _LayerDef, owners: list[_Owner], layers: list[_LayerDef]) -> tuple[Param, ...]:
-    n_blobs = ld.n_blobs
-    roles = (
-        param_roles(ld.type, ld.msg, len(ld.bottoms), n_blobs)
-        if ld.msg is not None
-        else [f"param {i}" for i in range(n_blobs)]
-    )
+def _share(owner_by_name: dict[str, _Owner], spec: _Spec, layer: int, p: int) -> _Owner:
+    """``AppendParam`` for a named blob: the first use owns it, later ones share it and may
+    set (or must match) its multipliers."""
+    pname = spec.name
+    owner = owner_by_name.get(pname)
+    if owner is None:
+        owner = _Owner(layer, p, spec.lr_mult, spec.has_lr_mult, spec.decay_mult,
+                       spec.has_decay_mult)  # fmt: skip
+        owner_by_name[pname] = owner
+        return owner
+    if spec.has_lr_mult:
+        if owner.has_lr:
+            if spec.lr_mult != owner.lr:
+                raise CaffeError(
+                    "Check failed: param_spec->lr_mult() == "
+                    f"params_lr_[learnable_param_id] ({_fmt(spec.lr_mult)} vs. "
+                    f"{_fmt(owner.lr)}) Shared param '{pname}' has mismatched lr_mult.",
+                    "net.cpp",
+                )
+        else:
+            owner.has_lr, owner.lr = True, spec.lr_mult
+    if spec.has_decay_mult:
+        if owner.has_decay:
+            if spec.decay_mult != owner.decay:
+                raise CaffeError(
+                    "Check failed: param_spec->decay_mult() == "
+                    f"params_weight_decay_[learnable_param_id] ({_fmt(spec.decay_mult)}"
+                    f" vs. {_fmt(owner.decay)}) Shared param '{pname}' has mismatched "
+                    "decay_mult.",
+                    "net.cpp",
+                )
+        else:
+            owner.has_decay, owner.decay = True, spec.decay_mult
+    return owner
+
+
+class _PendingParams(NamedTuple):
+    """A layer using named blobs: its Params wait until every sharer has been wired."""
+
+    layer: int
+    roles: list[str]
+    net_specs: tuple[_Spec, ...]
+    layer_specs: tuple[_Spec, ...]
+    owners: list[_Owner | None]
+
+
+def _own_params(
+    roles: list[str],
+    net_specs: tuple[_Spec, ...],
+    layer_specs: tuple[_Spec, ...],
+    cache: dict[Any, tuple[Param, ...]],
+) -> tuple[Param, ...]:
+    """The Params of a layer whose blobs are all anonymous (its own specs are the owners),
+    shared with every layer set up the same way."""
+    n_blobs = len(roles)
+    specs = layer_specs[:n_blobs]
+    key = (tuple(roles), len(net_specs), specs)
+    found = cache.get(key)
+    if found is not None:
+        return found
     out: list[Param] = []
     for p in range(n_blobs):
-        net_spec = ld.params[p] if p < len(ld.params) else None
-        owner = owners[ld.owners[p]]
-        src = ld.shared[p]
+        spec = specs[p] if p < len(specs) else _DEFAULT_SPEC
+        net_spec = net_specs[p] if p < len(net_specs) else None
         out.append(
             Param(
                 index=p,
                 role=roles[p],
-                name=ld.layer_specs[p].name if p < len(ld.layer_specs) else "",
-                lr_mult=owner.lr,
-                decay_mult=owner.decay,
+                name="",
+                lr_mult=spec.lr_mult,
+                decay_mult=spec.decay_mult,
+                local_lr_mult=net_spec.lr_mult if net_spec is not None else 1.0,
+                explicit=net_spec is not None,
+                explicit_lr_mult=net_spec is not None and net_spec.has_lr_mult,
+            )
+        )
+    params = tuple(out)
+    cache[key] = params
+    return params
+
+
+def _shared_params(pp: _PendingParams, layers: list[Layer]) -> tuple[Param, ...]:
+    out: list[Param] = []
+    for p, owner in enumerate(pp.owners):
+        spec = pp.layer_specs[p] if p < len(pp.layer_specs) else _DEFAULT_SPEC
+        net_spec = pp.net_specs[p] if p < len(pp.net_specs) else None
+        src: tuple[int, int] | None = None
+        if owner is None:
+            lr, decay = spec.lr_mult, spec.decay_mult
+        else:
+            lr, decay = owner.lr, owner.decay
+            if owner.layer != pp.layer or owner.param != p:
+                src = (owner.layer, owner.param)
+        out.append(
+            Param(
+                index=p,
+                role=pp.roles[p],
+                name=spec.name,
+                lr_mult=lr,
+                decay_mult=decay,
                 local_lr_mult=net_spec.lr_mult if net_spec is not None else 1.0,
                 explicit=net_spec is not None,
                 explicit_lr_mult=net_spec is not None and net_spec.has_lr_mult,

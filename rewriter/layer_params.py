@@ -20,6 +20,7 @@ __all__ = [
     "ORACLE_BUILD_LAYER_TYPES",
     "BVLC_LAYER_TYPES",
     "LOSS_LAYER_TYPES",
+    "READS_MESSAGE",
     "allow_force_backward",
     "auto_top_count",
     "fillers_used",
@@ -73,6 +74,21 @@ _WEIGHT_BIAS_FIELD = {
     "Deconvolution": "convolution_param",
     "InnerProduct": "inner_product_param",
     "Embed": "embed_param",
+}
+
+
+#: Types whose answers below read the ``LayerParameter`` (bias terms, fillers, recurrent
+#: inputs) or whose use_global_stats the graph records; for every other type, known or not,
+#: these functions need only the type name (and ``msg`` may be None). The graph keeps the
+#: message of these layers only.
+READS_MESSAGE: frozenset[str] = frozenset(_WEIGHT_BIAS_FIELD) | {
+    "BatchNorm",
+    "Bias",
+    "DummyData",
+    "LSTM",
+    "PReLU",
+    "RNN",
+    "Scale",
 }
 
 

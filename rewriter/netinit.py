@@ -26,9 +26,10 @@ gradient, BatchNorm statistics that keep moving although ``lr_mult`` is 0).
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rewriter.graph import (
@@ -71,7 +72,7 @@ def _num(value: float) -> str:
     return format(value, ".6g")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerVerdict:
     """Caffe's backward decision for one layer."""
 
@@ -94,7 +95,19 @@ class LayerVerdict:
     param_lr_mult: tuple[float, ...]
     #: the layer contributes to a loss (Caffe's ``layer_contributes_loss``)
     contributes_loss: bool
-    reasons: tuple[str, ...]
+    #: the reasons (a tuple of lines), or what they are written from (see ``reasons``)
+    _why: Any = field(default=(), repr=False, compare=False)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The human chain of reasons. Written on first use: the table and the checks never
+        read them, and they would take about as much memory as the rest of the analysis."""
+        why = self._why
+        if isinstance(why, tuple):
+            return why
+        text: tuple[str, ...] = why.reasons(self)
+        object.__setattr__(self, "_why", text)
+        return text
 
     @property
     def verdict_differs(self) -> bool:
@@ -223,83 +236,140 @@ def analyze(graph: Graph) -> Backward:
         return _analyze(graph)
 
 
+class _Why:
+    """What the backward passes found out about each layer, as small ints (-1: none), from
+    which ``LayerVerdict.reasons`` writes its lines when asked."""
+
+    __slots__ = ("graph", "killed", "fwd_bottom", "fwd_param", "loss_top", "loss_reader", "cut_by")
+
+    def __init__(self, graph: Graph, n: int) -> None:
+        self.graph = graph
+        none = array("i", [-1]) * n
+        #: index into _KILLED
+        self.killed = array("b", [0]) * n
+        #: first bottom whose blob needed backward in the forward pass
+        self.fwd_bottom = none
+        #: first param with local lr_mult != 0
+        self.fwd_param = array("i", none)
+        #: the top through which the layer contributes to a loss, and the layer reading it
+        #: (-1: the top has a loss weight)
+        self.loss_top = array("i", none)
+        self.loss_reader = array("i", none)
+        #: skipping layers only: (top name, reader, bottom, cause) per cut top
+        self.cut_by: dict[int, tuple[tuple[str, int, int, int], ...]] = {}
+
+    def reasons(self, v: LayerVerdict) -> tuple[str, ...]:
+        li = v.index
+        graph = self.graph
+        layer = graph.layers[li]
+        p = self.fwd_param[li]
+        j = self.fwd_bottom[li]
+        k = self.loss_top[li]
+        reader = self.loss_reader[li]
+        reasons = _reasons(
+            graph,
+            li,
+            v.needs_backward,
+            v.contributes_loss,
+            _KILLED[self.killed[li]],
+            None if j < 0 else j,
+            () if p < 0 else (layer.params[p],),
+            None if k < 0 else (k, None if reader < 0 else reader),
+            self.cut_by.get(li, ()),
+        )
+        if v.needs_backward_final != v.needs_backward:
+            reasons.append(f"{v.name} runs backward anyway: the net sets force_backward: true")
+        return tuple(reasons)
+
+
+_KILLED = ("", "skip", "no-loss", "no-grad")
+_SKIP, _NO_LOSS, _NO_GRAD = 1, 2, 3
+
+
 def _analyze(graph: Graph) -> Backward:
     layers = graph.layers
     n = len(layers)
+    why = _Why(graph, n)
+    fwd_bottom, fwd_param = why.fwd_bottom, why.fwd_param
+    # per-layer flag tuples are shared between layers with the same flags
+    flags_of: dict[tuple[bool, ...], tuple[bool, ...]] = {}
     blob_need = [False] * len(graph.blob_list)
     need: list[bool] = []
-    bottom_need: list[list[bool]] = []
-    fwd_bottom: list[int | None] = []  # first bottom whose blob needed backward
-    fwd_params: list[list[Param]] = []  # params with local lr_mult != 0
-    for layer in layers:
+    bottom_need: list[tuple[bool, ...]] = []
+    for li, layer in enumerate(layers):
         nb = False
-        flags: list[bool] = []
-        first: int | None = None
-        for j, blob_id in enumerate(layer.bottom_ids):
+        ids = layer.bottom_ids
+        for j, blob_id in enumerate(ids):
             if blob_need[blob_id]:
                 nb = True
-                if first is None:
-                    first = j
-            flags.append(layer.propagate_down[j] if layer.propagate_down else blob_need[blob_id])
-        learned = [p for p in layer.params if p.local_lr_mult != 0]
-        nb = nb or bool(learned)
+                fwd_bottom[li] = j
+                break
+        flags = layer.propagate_down or tuple([blob_need[b] for b in ids])
+        bottom_need.append(flags_of.setdefault(flags, flags))
+        for p, param in enumerate(layer.params):
+            if param.local_lr_mult != 0:
+                nb = True
+                fwd_param[li] = p
+                break
         need.append(nb)
-        bottom_need.append(flags)
-        fwd_bottom.append(first)
-        fwd_params.append(learned)
         if nb:
             for blob_id in layer.top_ids:
                 blob_need[blob_id] = True
+    del blob_need
 
-    blob_names = [b.name for b in graph.blob_list]
+    killed, loss_top, loss_reader, cut_by = why.killed, why.loss_top, why.loss_reader, why.cut_by
     under_loss: dict[str, int] = {}  # name -> layer that put it there
     skip: dict[str, tuple[int, int, int]] = {}  # name -> (layer, bottom, cause)
     contributes = [False] * n
-    loss_via: list[tuple[int, int | None] | None] = [None] * n  # (top, reader layer)
-    cut_by: list[list[tuple[str, int, int, int]]] = [[] for _ in range(n)]
-    killed: list[str] = [""] * n  # "", "skip", "no-loss", "no-grad"
+    no_flags: dict[int, tuple[bool, ...]] = {}
     for li in range(n - 1, -1, -1):
         layer = layers[li]
+        at = layer.index  # the graph's int object for li
         contrib = False
         skipping = True
-        for k, blob_id in enumerate(layer.top_ids):
-            name = blob_names[blob_id]
+        loss_weights = layer.loss_weights
+        # blob names: a top's name is its blob's (automatic tops included)
+        for k, name in enumerate(layer.tops):
             if not contrib:
-                if layer.loss_weights[k]:
+                if loss_weights[k]:
                     contrib = True
-                    loss_via[li] = (k, None)
+                    loss_top[li] = k
                 elif name in under_loss:
                     contrib = True
-                    loss_via[li] = (k, under_loss[name])
+                    loss_top[li] = k
+                    loss_reader[li] = under_loss[name]
             if name not in skip:
                 skipping = False
             if contrib and not skipping:
                 break
         if skipping:
-            cut_by[li] = [
-                (blob_names[t], *skip[blob_names[t]])
-                for t in layer.top_ids
-                if blob_names[t] in skip
-            ]
-        if not need[li]:
-            killed[li] = "no-grad"
-        if need[li] and skipping:
-            need[li] = False
-            killed[li] = "skip"
-            bottom_need[li] = [False] * len(bottom_need[li])
+            cut_by[li] = tuple([(t, *skip[t]) for t in layer.tops if t in skip])
+        flags = bottom_need[li]
+        needed = need[li]
+        if not needed:
+            killed[li] = _NO_GRAD
+        if needed and skipping:
+            needed = False
+            killed[li] = _SKIP
+            flags = no_flags.get(len(flags)) or no_flags.setdefault(
+                len(flags), (False,) * len(flags)
+            )
         if not contrib:
-            if need[li]:
-                killed[li] = "no-loss"
-            need[li] = False
+            if needed:
+                killed[li] = _NO_LOSS
+            needed = False
+            flags = no_flags.get(len(flags)) or no_flags.setdefault(
+                len(flags), (False,) * len(flags)
+            )
+        need[li] = needed
+        bottom_need[li] = flags
         contributes[li] = contrib
-        for j, blob_id in enumerate(layer.bottom_ids):
-            name = blob_names[blob_id]
+        pd = layer.propagate_down
+        for j, name in enumerate(layer.bottoms):
             if contrib:
-                under_loss.setdefault(name, li)
-            else:
-                bottom_need[li][j] = False
-            if not bottom_need[li][j] and name not in skip:
-                if layer.propagate_down and not layer.propagate_down[j]:
+                under_loss.setdefault(name, at)
+            if not flags[j] and name not in skip:
+                if pd and not pd[j]:
                     cause = _CUT_PD
                 elif not contrib:
                     cause = _CUT_NO_LOSS
@@ -307,49 +377,48 @@ def _analyze(graph: Graph) -> Backward:
                     cause = _CUT_SKIP
                 else:
                     cause = _CUT_NO_GRAD
-                skip[name] = (li, j, cause)
+                skip[name] = (at, j, cause)
+    del under_loss, skip
 
-    log_need = list(need)
-    log_bottom = [tuple(f) for f in bottom_need]
-    final_need = list(need)
-    final_bottom = [list(f) for f in bottom_need]
-    if graph.force_backward:
-        for li, layer in enumerate(layers):
-            final_need[li] = True
-            for j in range(len(layer.bottoms)):
-                final_bottom[li][j] = final_bottom[li][j] or layer.allow_force_backward[j]
+    forced = graph.force_backward
+    final_bottom = bottom_need
+    if forced:
+        final_bottom = []
+        for layer, flags in zip(layers, bottom_need, strict=True):
+            allow = layer.allow_force_backward
+            f = tuple([flag or allow[j] for j, flag in enumerate(flags)])
+            final_bottom.append(flags_of.setdefault(f, f))
 
+    per_params: dict[int, tuple[Any, ...]] = {}  # by id of the graph's shared params tuples
     verdicts: list[LayerVerdict] = []
     for li, layer in enumerate(layers):
-        reasons = _reasons(
-            graph,
-            li,
-            log_need[li],
-            contributes[li],
-            killed[li],
-            fwd_bottom[li],
-            fwd_params[li],
-            loss_via[li],
-            cut_by[li],
-        )
-        if final_need[li] != log_need[li]:
-            reasons.append(f"{layer.name} runs backward anyway: the net sets force_backward: true")
+        params = layer.params
+        got = per_params.get(id(params))
+        if got is None:
+            pd_flags = tuple([forced or p.local_lr_mult != 0 for p in params])
+            updates = tuple([p.updates for p in params])
+            got = (
+                params,  # keeps the id valid
+                flags_of.setdefault(pd_flags, pd_flags),
+                flags_of.setdefault(updates, updates),
+                tuple([p.lr_mult for p in params]),
+            )
+            per_params[id(params)] = got
+        log = need[li]
         verdicts.append(
             LayerVerdict(
-                index=li,
-                name=layer.name,
-                type=layer.type,
-                needs_backward=log_need[li],
-                needs_backward_final=final_need[li],
-                bottom_need_backward_log=log_bottom[li],
-                bottom_need_backward=tuple(final_bottom[li]),
-                param_propagate_down=tuple(
-                    graph.force_backward or p.local_lr_mult != 0 for p in layer.params
-                ),
-                param_updates=tuple(p.updates for p in layer.params),
-                param_lr_mult=tuple(p.lr_mult for p in layer.params),
-                contributes_loss=contributes[li],
-                reasons=tuple(reasons),
+                layer.index,
+                layer.name,
+                layer.type,
+                log,
+                True if forced else log,
+                bottom_need[li],
+                final_bottom[li],
+                got[1],
+                got[2],
+                got[3],
+                contributes[li],
+                why,
             )
         )
     warnings = list(graph.warnings) + _traps(graph, verdicts)
