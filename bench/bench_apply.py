@@ -7,6 +7,7 @@ the peak memory of the job (tracemalloc). Target: ratio <= 1.5.
 
     python bench/bench_apply.py            # chain(15000): 15,000 layer blocks, ~3.5 MB
     python bench/bench_apply.py --layers 10000 --repeat 5
+    python bench/bench_apply.py --shape resnet --layers 100000 --repeat 1
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gen import chain  # noqa: E402
+from bench.gen import chain, densenet, resnet  # noqa: E402
+
+SHAPES = {"chain": chain, "resnet": resnet, "densenet": densenet}
+#: the layer frozen up to: the middle of the net, as bench/run.py does
+MIDDLE = {
+    "chain": lambda n: f"conv{n // 4}",
+    "resnet": lambda n: f"res{n // 8}_a",
+    "densenet": lambda n: f"d{n // 6}_conv",
+}
 
 
 def _job(path: str, upto: str, out: io.StringIO) -> Any:
@@ -51,13 +60,14 @@ def _tf_parse(text: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=15000, help="layers of bench.gen.chain")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="chain", help="bench.gen net")
+    ap.add_argument("--layers", type=int, default=15000, help="layers of the generated net")
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs")
     ap.add_argument("--target", type=float, default=1.5, help="fail above this ratio")
     args = ap.parse_args(argv)
 
-    text = chain(args.layers)
-    upto = f"conv{args.layers // 4}"  # the middle conv: half the net is frozen
+    text = SHAPES[args.shape](args.layers)
+    upto = MIDDLE[args.shape](args.layers)  # the middle layer: half the net is frozen
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "chain.prototxt")
         Path(path).write_text(text)
@@ -94,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tf, job = min(tf_times), min(job_times)
     ratio = job / tf
-    print(f"net: chain({args.layers}), {len(text) / 1e6:.2f} MB, {text.count(chr(10))} lines")
+    lines = text.count("\n")
+    print(f"net: {args.shape}({args.layers}), {len(text) / 1e6:.2f} MB, {lines} lines")
     print(f"freeze upto={upto}: {n_changes} changes, diff {len(out.getvalue()) / 1e3:.0f} kB")
     print(f"text_format.Parse : {tf:.3f} s (best of {args.repeat})")
     print(f"apply (end to end): {job:.3f} s (best of {args.repeat})")

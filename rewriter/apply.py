@@ -25,8 +25,10 @@ import gc
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import compress, count
+from operator import ne
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from .recipe import Recipe, Step
     from .schema import Schema
     from .select import NetView
+    from .steps import Struct, StructChange
 
 __all__ = ["Result", "apply", "apply_text", "unified_diff", "as_recipe"]
 
@@ -62,7 +65,8 @@ class Result:
     #: set when a precondition with on_fail = "skip" was not met
     skipped: str | None = None
     #: the rewritten net (document, message, Caffe's graphs): ``result.net.graph("TRAIN")``,
-    #: ``result.net.backward("TRAIN")``; ``net_before`` is the input
+    #: ``result.net.backward("TRAIN")``; ``net_before`` is the input. Their graphs are built
+    #: again on first use: the checks' copies are dropped to save memory
     net: NetView | None = field(default=None, repr=False)
     net_before: NetView | None = field(default=None, repr=False)
     _diff: str | None = field(default=None, repr=False)
@@ -266,7 +270,7 @@ def _run(
     from .bind import bind
     from .checks import ADDED, rebind, semantic_diff, structure_check
     from .select import NetView
-    from .steps import STEPS, StructChange, fast_doc, plan_step
+    from .steps import STEPS, fast_doc, plan_step
 
     if phase not in ("TRAIN", "TEST"):
         raise RewriterError(f"phase must be TRAIN or TEST, not {phase!r}")
@@ -302,6 +306,8 @@ def _run(
         structural: list[StructChange] = []
         removed_orig: list[int] = []
         promise_failures: list[CheckResult] = []
+        #: the input's structures, read before its graphs were dropped
+        before: dict[str, Struct] | None = None
         promised = 0
         touched: set[str] = set()
         for n, step in enumerate(steps, 1):
@@ -322,6 +328,8 @@ def _run(
                 after = view
                 result.steps.append(f"{label} (no change{': ' + plan.note if plan.note else ''})")
             else:
+                if view is orig and before is None:
+                    before = _release_graphs(orig, structural)
                 new_doc = fast_doc(plan.editor.apply(), newline)
                 msg = rebind(view, new_doc, lenient=out_lenient, schema=schema)
                 after = view_of(new_doc, msg)
@@ -362,7 +370,7 @@ def _run(
                     f"{len(changes)} change(s) in {n_layers} layer(s), all declared",
                 )
             )
-        checks.extend(structure_check(orig, final, structural))
+        checks.extend(structure_check(orig, final, structural, before))
         if promise_failures:
             checks.extend(promise_failures)
         else:
@@ -370,10 +378,37 @@ def _run(
         checks.append(_idempotence(final, steps, phase, newline, out_lenient, schema, view_of))
         result.warnings.extend(_analysis_warnings(final, phase, touched))
         result.warnings = list(dict.fromkeys(result.warnings))
+        # The graphs are rebuilt on demand (result.net.graph(phase)); held until the result is
+        # dropped, they would double the memory the diff and the output text are made in.
+        orig.forget_graphs()
+        final.forget_graphs()
     bad = [c for c in checks if not c.ok]
     if bad:
         raise CheckFailed(path, bad)
     return result
+
+
+def _release_graphs(orig: NetView, structural: Sequence[StructChange]) -> dict[str, Struct]:
+    """Read the input's structures (what the structure check needs of its graphs), then drop
+    its graphs: the first step is planned, and the output's graphs are about to be built."""
+    from .checks import phase_independent
+    from .steps import structure
+
+    out: dict[str, Struct] = {}
+    if not any(c.kind == "rewrite" for c in structural):
+        for phase in orig.built_phases():
+            out[phase] = structure(orig, phase)
+        orig.forget_graphs()
+        if not phase_independent(orig):
+            # the check compares both phases: read the other one now, one graph at a time
+            for phase in ("TRAIN", "TEST"):
+                if phase not in out:
+                    # (if it does not build, the check builds it again and reports why)
+                    with suppress(RewriterError):
+                        out[phase] = structure(orig, phase)
+                    orig.forget_graphs()
+    orig.forget_graphs()
+    return out
 
 
 def _bind_detail(orig: NetView, final: NetView, lenient: bool) -> str:
@@ -468,29 +503,41 @@ def _opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]]
     """Line opcodes for one changed stretch. Most edits replace values in place: the same
     number of lines on both sides, and no changed line reappears elsewhere; those are paired
     line by line (what difflib would find too), anything else goes to difflib."""
-    if len(a) != len(b) or _crossing(a, b):
+    changed = _changed_lines(a, b) if len(a) == len(b) else None
+    if changed is None or _crossing(a, b, changed):
         sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
         return [(str(op), i1, i2, j1, j2) for op, i1, i2, j1, j2 in sm.get_opcodes()]
     out: list[tuple[str, int, int, int, int]] = []
-    i = 0
-    n = len(a)
-    while i < n:
-        same = a[i] == b[i]
-        j = i + 1
-        while j < n and (a[j] == b[j]) == same:
-            j += 1
-        out.append(("equal" if same else "replace", i, j, i, j))
-        i = j
+    pos = 0
+    k = 0
+    while k < len(changed):
+        start = changed[k]
+        end = start + 1
+        k += 1
+        while k < len(changed) and changed[k] == end:
+            end += 1
+            k += 1
+        if pos < start:
+            out.append(("equal", pos, start, pos, start))
+        out.append(("replace", start, end, start, end))
+        pos = end
+    if pos < len(a):
+        out.append(("equal", pos, len(a), pos, len(a)))
     return out
 
 
-def _crossing(a: list[str], b: list[str]) -> bool:
+def _changed_lines(a: list[str], b: list[str]) -> list[int]:
+    """Indices of the lines that differ between two stretches of the same length."""
+    return list(compress(count(), map(ne, a, b)))
+
+
+def _crossing(a: list[str], b: list[str], changed: list[int]) -> bool:
     """Could a changed line be matched with a line elsewhere on the other side?"""
-    changed = [i for i in range(len(a)) if a[i] != b[i]]
     if not changed:
         return False
-    sa, sb = set(a), set(b)
-    return any(a[i] in sb or b[i] in sa for i in changed)
+    old = {a[i] for i in changed}
+    new = {b[i] for i in changed}
+    return not (old.isdisjoint(b) and new.isdisjoint(a))
 
 
 _OTHER_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
@@ -657,13 +704,38 @@ def _range(start: int, stop: int) -> str:
 
 def doc_text(doc: Document) -> tuple[str, list[int]]:
     """``doc.code`` and where each top-level field starts in it (relative to the first field;
-    the last entry is the end of the last field)."""
-    from itertools import accumulate
+    the last entry is the end of the last field).
 
+    Untouched fields that follow each other in the source are copied as one slice: an edit
+    touches a few fields here and there, so most of the text goes over in long runs.
+    """
     if doc.pristine:
         return doc.code, offsets_of(doc)
-    pieces = [f.code for f in doc.fields]
-    return "".join(pieces) + doc.src[doc.tail_start :], [0, *accumulate(map(len, pieces))]
+    src = doc.src
+    pieces: list[str] = []
+    offsets = [0]
+    total = 0
+    lo = hi = -1  # the run of untouched source being gathered
+    for f in doc.fields:
+        if f.pristine and f.src is src:
+            if f.start != hi:
+                if lo >= 0:
+                    pieces.append(src[lo:hi])
+                lo = f.start
+            hi = f.end
+            total += hi - f.start
+        else:
+            if lo >= 0:
+                pieces.append(src[lo:hi])
+                lo = hi = -1
+            code = f.code
+            pieces.append(code)
+            total += len(code)
+        offsets.append(total)
+    if lo >= 0:
+        pieces.append(src[lo:hi])
+    pieces.append(src[doc.tail_start :])
+    return "".join(pieces), offsets
 
 
 def offsets_of(doc: Document) -> list[int]:

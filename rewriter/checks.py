@@ -36,7 +36,7 @@ from .errors import RewriterError
 if TYPE_CHECKING:
     from .schema import Schema
     from .select import NetView
-    from .steps import StructChange
+    from .steps import Struct, StructChange
 
 __all__ = [
     "CheckFailed",
@@ -472,16 +472,27 @@ def _step_for(
 
 def phase_independent(view: NetView) -> bool:
     """No include/exclude rule and no NetState: both phases see the same layers."""
-    msg = view.message
-    if msg.HasField("state"):
-        return False
-    return not any(len(layer.include) or len(layer.exclude) for layer in msg.layer)
+    got = view.phase_free
+    if got is None:
+        msg = view.message
+        got = not msg.HasField("state") and not any(
+            len(layer.include) or len(layer.exclude) for layer in msg.layer
+        )
+        view.phase_free = got
+    return got
 
 
 def structure_check(
-    orig: NetView, final: NetView, changes: Sequence[StructChange]
+    orig: NetView,
+    final: NetView,
+    changes: Sequence[StructChange],
+    before: Mapping[str, Struct] | None = None,
 ) -> list[CheckResult]:
-    """Check (c): both phases' nets equal the original ones transformed by ``changes``."""
+    """Check (c): both phases' nets equal the original ones transformed by ``changes``.
+
+    ``before`` holds the original's structures already read (by phase), so that its graphs
+    need not be kept, or built again, until the new ones are.
+    """
     from .steps import structure, transform
 
     results: list[CheckResult] = []
@@ -499,13 +510,12 @@ def structure_check(
             )
             continue
         try:
-            before = structure(orig, phase)
+            expected = before[phase] if before and phase in before else structure(orig, phase)
         except RewriterError as e:
             results.append(
                 CheckResult("structure", True, f"{phase}: the original net does not build ({e})")
             )
             continue
-        expected = before
         for c in changes:
             expected = transform(expected, c)
         try:

@@ -89,6 +89,8 @@ class NetView:
         self._layers: list[Any] | None = None
         self._by_name: dict[str, list[int]] | None = None
         self._edges: dict[str, tuple[list[list[int]], list[list[int]]]] = {}
+        #: no include/exclude rule and no NetState (rewriter.checks.phase_independent)
+        self.phase_free: bool | None = None
 
     # --- document side -------------------------------------------------------------------------
     def require_current(self, what: str) -> None:
@@ -177,6 +179,21 @@ class NetView:
 
     def has_graph(self, phase: str) -> bool:
         return phase in self._graphs
+
+    def built_phases(self) -> list[str]:
+        """The phases whose graph is cached, in the order they were built."""
+        return list(self._graphs)
+
+    def forget_graphs(self) -> None:
+        """Drop the cached graphs and what was derived from them (rebuilt on demand).
+
+        A graph takes about as much memory as the tree of the text it came from; the engine
+        drops the input's once it has read what its checks need, before the output's is built.
+        """
+        self._graphs.clear()
+        self._backward.clear()
+        self._where.clear()
+        self._edges.clear()
 
     def doc_index(self, source_index: int | None) -> int | None:
         """The document layer index of a graph layer (None for splits and the legacy Input)."""

@@ -301,7 +301,7 @@ def structure(view: NetView, phase: str) -> Struct:
     if not unsplit:
         return [(layer.name, layer.type, layer.bottoms, layer.tops) for layer in graph.layers]
     return [
-        (layer.name, layer.type, tuple(unsplit.get(b, b) for b in layer.bottoms), layer.tops)
+        (layer.name, layer.type, tuple(map(unsplit.get, layer.bottoms, layer.bottoms)), layer.tops)
         for layer in graph.layers
         if not layer.inserted_split
     ]
