@@ -19,8 +19,12 @@ change does. :func:`diff_texts` compares two versions of a file at three levels:
 
 Speed: layers whose text is byte-identical are not converted or deepdiffed at all, and each
 graph is built once per phase (once in all when no layer has include/exclude rules, since the
-TEST net is then the TRAIN net). Renderers live in :mod:`rewriter.render`; the JSON schema is
-documented in docs/diff.md (``schema_version`` 1).
+TEST net is then the TRAIN net). Memory: one tree at a time (each is dropped once its side is
+bound), one live message at a time (the other parked as its serialized bytes), one graph at a
+time (the old side's facts are reduced to what the comparison reads before the new graph is
+built), and no graphs kept in the result: the drawing renderers rebuild them on demand
+(``FileDiff.new_facts`` / ``old_facts``). Renderers live in :mod:`rewriter.render`; the JSON
+schema is documented in docs/diff.md (``schema_version`` 1).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import os
 import struct
 import subprocess
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +43,7 @@ from .errors import RewriterError
 
 if TYPE_CHECKING:
     from .bind import Bound
-    from .cst import Document, Field
+    from .cst import Document
     from .graph import Graph
     from .netinit import Backward
     from .schema import Schema
@@ -306,8 +310,8 @@ class FileDiff:
     phases: dict[str, PhaseDiff] = field(default_factory=dict)
     weights: list[WeightWarning] = field(default_factory=list)
     #: facts per phase of the new (and old) version, for drawing; not part of the JSON
-    new_facts: dict[str, PhaseFacts] = field(default_factory=dict, repr=False, compare=False)
-    old_facts: dict[str, PhaseFacts] = field(default_factory=dict, repr=False, compare=False)
+    new_facts: Mapping[str, PhaseFacts] = field(default_factory=dict, repr=False, compare=False)
+    old_facts: Mapping[str, PhaseFacts] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def path(self) -> str:
@@ -495,15 +499,13 @@ def _rank_paths(prefix: tuple[Any, ...], value: Any, rank: dict[tuple[Any, ...],
 # --------------------------------------------------------------------------- one version
 
 
-@dataclass
+@dataclass(slots=True)
 class _Unit:
     """One top-level ``layer`` (or V1 ``layers``) entry of a net."""
 
     index: int  # position among the document's units
     name: str
     type: str
-    field: Field
-    msg: Any
 
 
 def _type_name(msg: Any) -> str:
@@ -515,8 +517,53 @@ def _type_name(msg: Any) -> str:
     return str(ev.name) if ev is not None else str(value)
 
 
+def _digest(text: str) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class _Message:
+    """A bound message that can be parked as its serialized bytes and brought back on demand.
+
+    The live message of a net costs about five times the file's size, its bytes a third of it:
+    a diff keeps one side's message parked while it works on the other.
+    """
+
+    __slots__ = ("_cls", "_msg", "_data")
+
+    def __init__(self, msg: Any) -> None:
+        self._cls = type(msg)
+        self._msg: Any = msg
+        self._data: bytes | None = None
+
+    def get(self) -> Any:
+        if self._msg is None:
+            msg = self._cls()
+            assert self._data is not None
+            msg.MergeFromString(self._data)
+            self._msg = msg
+        return self._msg
+
+    def park(self) -> None:
+        if self._msg is not None:
+            if self._data is None:
+                self._data = self._msg.SerializePartialToString()
+            self._msg = None
+
+
+def _standalone(msg: Any) -> Any:
+    """A copy of a sub-message that does not keep its whole parent message alive."""
+    copy = type(msg)()
+    copy.CopyFrom(msg)
+    return copy
+
+
 class _Version:
-    """One side of a diff: tree, binding, layer units and (lazily) the phase graphs."""
+    """One side of a diff: the bound message (parkable), the layer units and their digests.
+
+    The tree is dropped as soon as the units are read: nothing after binding needs it.
+    """
 
     def __init__(
         self,
@@ -531,67 +578,98 @@ class _Version:
         from .cst import parse
 
         self.path = path
-        self.doc: Document = parse(text, path)
-        self.bound: Bound = bind(self.doc, schema, root, lenient)
-        self.bound.raise_for_errors()
-        self.message: Any = self.bound.message
-        self.kind = "solver" if self.bound.root.endswith("SolverParameter") else "net"
-        if not self.bound.root.endswith(("SolverParameter", "NetParameter")):
+        doc: Document = parse(text, path)
+        bound: Bound = bind(doc, schema, root, lenient)
+        bound.raise_for_errors()
+        message: Any = bound.message
+        self.kind = "solver" if bound.root.endswith("SolverParameter") else "net"
+        if not bound.root.endswith(("SolverParameter", "NetParameter")):
             self.kind = "other"
-        self.units: list[_Unit] = []
+        #: per unit (top-level layer entry): its name, its type, and 16 bytes each in
+        #: ``digests`` of its text (equal digests: byte-identical entries); units themselves
+        #: are made only for the few layers a diff looks at
+        self.names: list[str] = []
+        self.types: list[str] = []
+        self.digests = b""
         self.unit_field = ""
+        #: no layer has include/exclude rules: TRAIN and TEST nets are the same net
+        self.independent = True
+        #: the net's own fields (its layers left out)
+        self.top: dict[str, Any] = {}
         if self.kind == "net":
-            self._collect_units()
+            self.top = message_to_dict(message, ("layer", "layers"))
+            self._collect_units(doc, message)
+            self.independent = not any(
+                len(x.include) or len(x.exclude) for x in message.layer
+            ) and not any(len(x.include) or len(x.exclude) for x in message.layers)
+        self._message = _Message(message)
+        #: unit index -> standalone copy of its message (see :meth:`pin`)
+        self._pinned: dict[int, Any] = {}
         self._facts: dict[str, PhaseFacts | str] = {}
 
-    def _collect_units(self) -> None:
-        msg = self.message
+    @property
+    def message(self) -> Any:
+        return self._message.get()
+
+    def park(self) -> None:
+        """Keep the message only as bytes until it is needed again."""
+        self._message.park()
+
+    def pin(self, units: Iterable[_Unit]) -> None:
+        """Copy these units' messages out, so they stay readable with the message parked."""
+        msgs = None
+        for u in units:
+            if u.index not in self._pinned:
+                msgs = getattr(self.message, self.unit_field) if msgs is None else msgs
+                self._pinned[u.index] = _standalone(msgs[u.index])
+
+    def unit(self, i: int) -> _Unit:
+        return _Unit(i, self.names[i], self.types[i])
+
+    def digest(self, i: int) -> bytes:
+        return self.digests[16 * i : 16 * i + 16]
+
+    def unit_msg(self, u: _Unit) -> Any:
+        got = self._pinned.get(u.index)
+        return got if got is not None else getattr(self.message, self.unit_field)[u.index]
+
+    def _collect_units(self, doc: Document, msg: Any) -> None:
         # Caffe reads V1 ``layers`` when there are any (and then drops ``layer``).
         name = "layers" if len(msg.layers) else "layer"
         self.unit_field = name
-        fields = self.doc.get_all(name)
+        fields = doc.get_all(name)
         msgs = getattr(msg, name)
         if len(fields) != len(msgs):  # cannot happen for a bound document; be safe
             raise RewriterError(f"{self.path}: {name} entries do not match the message")
-        for i, (f, m) in enumerate(zip(fields, msgs, strict=True)):
-            self.units.append(_Unit(i, str(m.name), _type_name(m), f, m))
-
-    def phase_independent(self) -> bool:
-        """No layer has include/exclude rules: TRAIN and TEST nets are the same net."""
-        msg = self.message
-        return not any(len(x.include) or len(x.exclude) for x in msg.layer) and not any(
-            len(x.include) or len(x.exclude) for x in msg.layers
-        )
+        types: dict[str, str] = {}  # one string per type name, not one per layer
+        digests: list[bytes] = []
+        for f, m in zip(fields, msgs, strict=True):
+            t = _type_name(m)
+            self.names.append(str(m.name))
+            self.types.append(types.setdefault(t, t))
+            digests.append(_digest(f.value_text))
+        self.digests = b"".join(digests)
 
     def facts(self, phase: str) -> PhaseFacts | str:
-        """The phase's graph facts, or the error text Caffe stops with."""
+        """The phase's graph facts, or the error text Caffe stops with (kept)."""
         got = self._facts.get(phase)
         if got is not None:
             return got
-        from .graph import build_graph, gc_paused
-        from .netinit import Backward
-
         other = "TEST" if phase == "TRAIN" else "TRAIN"
-        prev = self._facts.get(other)
-        result: PhaseFacts | str
-        try:
-            with gc_paused():
-                if isinstance(prev, PhaseFacts) and self.phase_independent():
-                    # Same layers, same verdicts; only the TRAIN-only warnings differ.
-                    graph = replace(prev.graph, phase=phase)
-                    bw = prev.backward
-                    if phase == "TRAIN":
-                        bw = graph.backward()
-                    else:
-                        bw = Backward(graph=graph, layers=bw.layers, warnings=graph.warnings)
-                    result = replace(prev, graph=graph, backward=bw)
-                else:
-                    graph = build_graph(self.message, phase=phase)
-                    result = phase_facts(graph, graph.backward())
-        except RewriterError as e:
-            result = str(e)
+        result, _ = _compute_facts(self._message, phase, self._facts.get(other), self.independent)
         self._facts[phase] = result
         return result
+
+    def iter_facts(self) -> Iterator[tuple[str, PhaseFacts | str, bool]]:
+        """(phase, facts, derived from the previous phase's) for TRAIN then TEST, keeping
+        nothing: the message is parked once a graph is built, so at most one graph (and no
+        message) is alive while the caller reduces each phase."""
+        prev: PhaseFacts | str | None = None
+        for phase in PHASES:
+            got, derived = _compute_facts(self._message, phase, prev, self.independent, park=True)
+            yield phase, got, derived
+            prev = got if self.independent else None
+        self.park()
 
 
 # --------------------------------------------------------------------------- graph facts
@@ -611,7 +689,7 @@ def layer_state(graph: Graph, backward: Backward, index: int) -> str:
     return "backward only" if v.needs_backward_final else "no backward"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EdgeFact:
     """A bottom of a (non-split) layer and where its data comes from."""
 
@@ -699,28 +777,119 @@ def phase_facts(graph: Graph, backward: Backward) -> PhaseFacts:
 # --------------------------------------------------------------------------- diff
 
 
-def _match_units(
-    old: list[_Unit], new: list[_Unit]
-) -> tuple[list[tuple[_Unit, _Unit]], list[tuple[_Unit, _Unit]], list[_Unit], list[_Unit]]:
-    """(same-name pairs, renamed pairs, removed, added)."""
-    by_key: dict[tuple[str, int], _Unit] = {}
+def _compute_facts(
+    source: _Message,
+    phase: str,
+    prev: PhaseFacts | str | None,
+    independent: bool,
+    park: bool = False,
+) -> tuple[PhaseFacts | str, bool]:
+    """One phase's facts (or Caffe's error) and whether they were derived from ``prev``, the
+    other phase's: a net without include/exclude rules has the same layers and verdicts in both
+    phases, only the TRAIN-only warnings differ."""
+    from .graph import build_graph, gc_paused
+    from .netinit import Backward
+
+    try:
+        with gc_paused():
+            if isinstance(prev, PhaseFacts) and independent:
+                graph = replace(prev.graph, phase=phase)
+                bw = prev.backward
+                if phase == "TRAIN":
+                    bw = graph.backward()
+                else:
+                    bw = Backward(graph=graph, layers=bw.layers, warnings=graph.warnings)
+                return replace(prev, graph=graph, backward=bw), True
+            graph = build_graph(source.get(), phase=phase)
+            if park:
+                source.park()
+            return phase_facts(graph, graph.backward()), False
+    except RewriterError as e:
+        return str(e), False
+
+
+class _LazyFacts(Mapping[str, PhaseFacts]):
+    """One side's phase facts for drawing, built again from the parked message on each read.
+
+    Only the drawing renderers (Markdown, HTML) read them, once; keeping both nets' graphs
+    alive in every diff result would more than double a diff's peak memory.
+    """
+
+    def __init__(self, source: _Message, independent: bool, phases: tuple[str, ...]) -> None:
+        self._source = source
+        self._independent = independent
+        self._phases = phases
+
+    def __getitem__(self, phase: str) -> PhaseFacts:
+        if phase not in self._phases:
+            raise KeyError(phase)
+        prev: PhaseFacts | str | None = None
+        if phase == "TEST" and self._independent:
+            prev, _ = _compute_facts(self._source, "TRAIN", None, True)
+        got, _ = _compute_facts(self._source, phase, prev, self._independent)
+        self._source.park()
+        assert isinstance(got, PhaseFacts)
+        return got
+
+    def __contains__(self, phase: object) -> bool:
+        return phase in self._phases
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._phases)
+
+    def __len__(self) -> int:
+        return len(self._phases)
+
+
+def _pair_units(
+    old_v: _Version, new_v: _Version
+) -> tuple[list[tuple[_Unit, _Unit]], list[_Unit], list[_Unit]]:
+    """(same-name pairs whose text differs, removed, added): the k-th layer of a name is
+    paired with the k-th; byte-identical pairs are left out (nothing to compare)."""
+    by_key: dict[tuple[str, int], int] = {}
     count: dict[str, int] = {}
-    for u in old:
-        k = count.get(u.name, 0)
-        count[u.name] = k + 1
-        by_key[(u.name, k)] = u
+    for i, name in enumerate(old_v.names):
+        k = count.get(name, 0)
+        count[name] = k + 1
+        by_key[(name, k)] = i
     pairs: list[tuple[_Unit, _Unit]] = []
     added: list[_Unit] = []
     count = {}
-    for u in new:
-        k = count.get(u.name, 0)
-        count[u.name] = k + 1
-        o = by_key.pop((u.name, k), None)
-        if o is None:
-            added.append(u)
-        else:
-            pairs.append((o, u))
-    removed = sorted(by_key.values(), key=lambda u: u.index)
+    for j, name in enumerate(new_v.names):
+        k = count.get(name, 0)
+        count[name] = k + 1
+        i = by_key.pop((name, k), -1)
+        if i < 0:
+            added.append(new_v.unit(j))
+        elif old_v.digest(i) != new_v.digest(j):
+            pairs.append((old_v.unit(i), new_v.unit(j)))
+    removed = [old_v.unit(i) for i in sorted(by_key.values())]
+    return pairs, removed, added
+
+
+def _last_pairs(
+    old_v: _Version, new_v: _Version, names: set[str]
+) -> dict[str, tuple[_Unit, _Unit]]:
+    """For each name, the last pair :func:`_pair_units` makes of it, changed or not."""
+    olds: dict[str, list[int]] = {n: [] for n in names}
+    news: dict[str, list[int]] = {n: [] for n in names}
+    for side, v in ((olds, old_v), (news, new_v)):
+        for i, name in enumerate(v.names):
+            got = side.get(name)
+            if got is not None:
+                got.append(i)
+    out: dict[str, tuple[_Unit, _Unit]] = {}
+    for name in names:
+        m = min(len(olds[name]), len(news[name]))
+        if m:
+            out[name] = (old_v.unit(olds[name][m - 1]), new_v.unit(news[name][m - 1]))
+    return out
+
+
+def _match_renames(
+    old_v: _Version, new_v: _Version, removed: list[_Unit], added: list[_Unit]
+) -> tuple[list[tuple[_Unit, _Unit]], list[_Unit], list[_Unit]]:
+    """(renamed pairs, removed, added) of the layers left over by :func:`_pair_units`."""
     renamed: list[tuple[_Unit, _Unit]] = []
     # Exact content first; then allowing blob names equal to the layer's name to follow it.
     for abstract in (False, True):
@@ -728,10 +897,10 @@ def _match_units(
             break
         sigs: dict[bytes, list[_Unit]] = {}
         for u in removed:
-            sigs.setdefault(_signature(u, abstract), []).append(u)
+            sigs.setdefault(_signature(u, old_v.unit_msg(u), abstract), []).append(u)
         still_added: list[_Unit] = []
         for u in added:
-            cands = sigs.get(_signature(u, abstract))
+            cands = sigs.get(_signature(u, new_v.unit_msg(u), abstract))
             if cands:
                 renamed.append((cands.pop(0), u))
             else:
@@ -740,13 +909,13 @@ def _match_units(
         removed = [u for u in removed if id(u) not in taken]
         added = still_added
     renamed.sort(key=lambda p: p[1].index)
-    return pairs, renamed, removed, added
+    return renamed, removed, added
 
 
-def _signature(u: _Unit, abstract: bool) -> bytes:
+def _signature(u: _Unit, unit_msg: Any, abstract: bool) -> bytes:
     """The layer's content without its name (and blob names equal to it, if ``abstract``)."""
-    msg = type(u.msg)()
-    msg.CopyFrom(u.msg)
+    msg = type(unit_msg)()
+    msg.CopyFrom(unit_msg)
     msg.ClearField("name")
     if abstract:
         for blobs in (msg.bottom, msg.top):
@@ -756,11 +925,9 @@ def _signature(u: _Unit, abstract: bool) -> bytes:
     return bytes(msg.SerializeToString(deterministic=True))
 
 
-def _unit_text(u: _Unit) -> str:
-    return u.field.value_text
-
-
 def _layer_changes(
+    old_v: _Version,
+    new_v: _Version,
     pairs: list[tuple[_Unit, _Unit]],
     renamed: list[tuple[_Unit, _Unit]],
     removed: list[_Unit],
@@ -768,14 +935,16 @@ def _layer_changes(
 ) -> list[LayerChange]:
     out: list[tuple[int, int, LayerChange]] = []
     for o, n in pairs:
-        if _unit_text(o) == _unit_text(n):
-            continue  # byte-identical: nothing to convert or compare
-        changes = _deep_changes(message_to_dict(o.msg), message_to_dict(n.msg))
+        changes = _deep_changes(
+            message_to_dict(old_v.unit_msg(o)), message_to_dict(new_v.unit_msg(n))
+        )
         if changes:
             out.append((n.index, 0, LayerChange("modified", n.name, n.type, o.name, n.name,
                                                 tuple(changes))))  # fmt: skip
     for o, n in renamed:
-        changes = _deep_changes(message_to_dict(o.msg), message_to_dict(n.msg))
+        changes = _deep_changes(
+            message_to_dict(old_v.unit_msg(o)), message_to_dict(new_v.unit_msg(n))
+        )
         out.append(
             (n.index, 0, LayerChange("renamed", n.name, n.type, o.name, n.name, tuple(changes)))
         )
@@ -788,29 +957,50 @@ def _layer_changes(
     return [c for _, _, c in out]
 
 
-def _param_count(v: _Version, u: _Unit) -> int:
-    for phase in PHASES:
-        facts = v._facts.get(phase)
-        if isinstance(facts, PhaseFacts):
-            for li, key in enumerate(facts.keys):
-                if key is not None and key[0] == u.name:
-                    return len(facts.graph.layers[li].params)
-    from .layer_params import param_blob_count
+@dataclass
+class _ParamCounts:
+    """What counting a layer's parameter blobs needs of one side once its graphs are gone."""
 
-    count = param_blob_count(u.type, u.msg, len(u.msg.bottom))
-    return len(u.msg.param) if count is None else count
+    #: unit index -> a standalone copy of the layer's message (the fallback without a graph)
+    msgs: dict[int, Any] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)
+    #: per phase whose graph built (in PHASES order): name -> params of its first graph layer
+    by_phase: list[dict[str, int]] = field(default_factory=list)
+
+    def want(self, v: _Version, u: _Unit) -> None:
+        if u.index not in self.msgs:
+            self.msgs[u.index] = _standalone(v.unit_msg(u))
+            self.names.add(u.name)
+
+    def add_phase(self, facts: PhaseFacts) -> None:
+        found: dict[str, int] = {}
+        if self.names:
+            for li, key in enumerate(facts.keys):
+                if key is not None and key[0] in self.names and key[0] not in found:
+                    found[key[0]] = len(facts.graph.layers[li].params)
+        self.by_phase.append(found)
+
+    def count(self, u: _Unit) -> int:
+        for found in self.by_phase:
+            if u.name in found:
+                return found[u.name]
+        from .layer_params import param_blob_count
+
+        msg = self.msgs[u.index]
+        count = param_blob_count(u.type, msg, len(msg.bottom))
+        return len(msg.param) if count is None else count
 
 
 def _weight_warnings(
-    old_v: _Version,
-    new_v: _Version,
+    old_counts: _ParamCounts,
+    new_counts: _ParamCounts,
     renamed: list[tuple[_Unit, _Unit]],
     layers: list[LayerChange],
-    pairs: list[tuple[_Unit, _Unit]],
+    by_new: dict[str, tuple[_Unit, _Unit]],
 ) -> list[WeightWarning]:
     out: list[WeightWarning] = []
     for o, n in renamed:
-        if _param_count(new_v, n):
+        if new_counts.count(n):
             out.append(
                 WeightWarning(
                     n.name,
@@ -820,13 +1010,12 @@ def _weight_warnings(
                     "copies weights by layer name, so this layer starts from its fillers",
                 )
             )
-    by_new = {n.name: (o, n) for o, n in pairs}
     for lc in layers:
         if lc.change != "modified" or lc.name not in by_new:
             continue
         o, n = by_new[lc.name]
         why = [f.path for f in lc.fields if f.path == "type" or _shape_path(f.path)]
-        if why and (_param_count(old_v, o) or _param_count(new_v, n)):
+        if why and (old_counts.count(o) or new_counts.count(n)):
             out.append(
                 WeightWarning(
                     n.name,
@@ -848,45 +1037,134 @@ def _shape_path(path: str) -> bool:
     return not rest or leaf in names
 
 
-def _phase_diff(
-    phase: str,
-    old: PhaseFacts | str,
-    new: PhaseFacts | str,
+_EdgeKey = tuple[str | None, str, str]
+
+
+@dataclass
+class _OldPhase:
+    """One phase of the old net in new names, reduced to what :func:`_phase_diff` compares, so
+    the old graph is freed before the new one is built."""
+
+    #: layer key -> (needs backward, state, params, param updates, param lr_mult)
+    verdicts: dict[tuple[str, int], tuple[bool, str, int, tuple[bool, ...], tuple[float, ...]]]
+    #: layer key -> per bottom "flows", "cut" or None (no gradient); layers whose bottoms
+    #: all get none are left out
+    gradient: dict[tuple[str, int], tuple[str | None, ...]]
+    edges: dict[_EdgeKey, None]
+    losses: dict[tuple[str, str], float]
+    warnings: dict[tuple[str, str | None], str]
+
+
+def _edge_set(
+    facts: PhaseFacts, rename: dict[str, str], blob_rename: dict[str, str]
+) -> dict[_EdgeKey, None]:
+    """Data edges (source layer, target layer, blob), names mapped (empty maps: as they are)."""
+    names = [layer.name for layer in facts.graph.layers]
+    if rename:
+        names = [rename.get(n, n) for n in names]
+    out: dict[_EdgeKey, None] = {}
+    for e in facts.edges:
+        blob = blob_rename.get(e.blob, e.blob) if blob_rename else e.blob
+        src = None if e.source is None else names[e.source]
+        out[(src, names[e.target], blob)] = None
+    return out
+
+
+def _losses(
+    facts: PhaseFacts, rename: dict[str, str], blob_rename: dict[str, str]
+) -> dict[tuple[str, str], float]:
+    """Loss outputs (producing layer, blob) -> summed weight, names mapped."""
+    out: dict[tuple[str, str], float] = {}
+    for layer in facts.graph.layers:
+        for k, w in enumerate(layer.loss_weights):
+            if not w:
+                continue
+            if layer.inserted_split:
+                src, blob = _split_origin(facts, layer.index)
+            else:
+                src, blob = layer.name, layer.tops[k]
+            src, blob = rename.get(src, src), blob_rename.get(blob, blob)
+            out[(src, blob)] = out.get((src, blob), 0.0) + w
+    return out
+
+
+def _warnings(bw: Backward, rename: dict[str, str]) -> dict[tuple[str, str | None], str]:
+    """Analysis warnings by (kind, layer), layer names mapped."""
+    out: dict[tuple[str, str | None], str] = {}
+    for w in bw.warnings:
+        layer = rename.get(w.layer, w.layer) if w.layer else w.layer
+        out.setdefault((w.kind, layer), w.message)
+    return out
+
+
+def _old_phase(
+    old: PhaseFacts,
     rename: dict[str, str],
     blob_rename: dict[str, str],
-) -> PhaseDiff:
+    same_net: _OldPhase | None = None,
+) -> _OldPhase:
+    """Reduce the old side's facts; ``same_net``: the other phase's reduction when this phase
+    was derived from it (same layers, verdicts and edges; only the warnings differ)."""
+    warnings = _warnings(old.backward, rename)
+    if same_net is not None:
+        return replace(same_net, warnings=warnings)
+    keys: list[tuple[str, int] | None] = [
+        k if k is None or k[0] not in rename else (rename[k[0]], k[1]) for k in old.keys
+    ]
+    verdicts: dict[tuple[str, int], tuple[bool, str, int, tuple[bool, ...], tuple[float, ...]]]
+    verdicts = {}
+    layers, bws, states = old.graph.layers, old.backward.layers, old.states
+    for li, k in enumerate(keys):
+        if k is not None and k not in verdicts:
+            v = bws[li]
+            verdicts[k] = (v.needs_backward_final, states[li], len(layers[li].params),
+                           v.param_updates, v.param_lr_mult)  # fmt: skip
+    gradient: dict[tuple[str, int], list[str | None]] = {}
+    for e in old.edges:
+        k = keys[e.target]
+        if k is None:
+            continue
+        # (layers of one key, possible after renames: the later one's bottoms win)
+        got = gradient.get(k)
+        if got is None:
+            if e.gradient == "none":
+                continue
+            got = gradient[k] = []
+        if len(got) <= e.bottom:
+            got.extend([None] * (e.bottom + 1 - len(got)))
+        got[e.bottom] = None if e.gradient == "none" else e.gradient
+    return _OldPhase(
+        verdicts,
+        {k: tuple(g) for k, g in gradient.items()},
+        _edge_set(old, rename, blob_rename),
+        _losses(old, rename, blob_rename),
+        warnings,
+    )
+
+
+def _phase_diff(phase: str, old: _OldPhase | str, new: PhaseFacts | str) -> PhaseDiff:
     pd = PhaseDiff(phase)
     if isinstance(old, str) or isinstance(new, str):
         pd.old_error = old if isinstance(old, str) else None
         pd.new_error = new if isinstance(new, str) else None
         return pd
-    og, ng = old.graph, new.graph
-
-    # keys of the old graph in new names
-    def okey(li: int) -> tuple[str, int] | None:
-        k = old.keys[li]
-        return None if k is None else (rename.get(k[0], k[0]), k[1])
-
-    old_by_key: dict[tuple[str, int], int] = {}
-    for li in range(len(og.layers)):
-        k = okey(li)
-        if k is not None:
-            old_by_key.setdefault(k, li)
+    ng = new.graph
     for key, ni in new.by_key.items():
-        oi = old_by_key.get(key)
-        if oi is None:
+        got = old.verdicts.get(key)
+        if got is None:
             continue
-        vo, vn = old.backward.layers[oi], new.backward.layers[ni]
-        nl, ol = ng.layers[ni], og.layers[oi]
-        if vo.needs_backward_final != vn.needs_backward_final:
+        o_nbf, o_state, o_params, o_updates, o_lr = got
+        vn = new.backward.layers[ni]
+        nl = ng.layers[ni]
+        if o_nbf != vn.needs_backward_final:
             pd.backward.append(
-                BackwardChange(nl.name, nl.type, vo.needs_backward_final,
-                               vn.needs_backward_final, old.states[oi], new.states[ni])
+                BackwardChange(nl.name, nl.type, o_nbf, vn.needs_backward_final, o_state,
+                               new.states[ni])
             )  # fmt: skip
         for p in nl.params:
-            if p.index < len(ol.params):
-                was = vo.param_updates[p.index]
-                old_lr: float | None = vo.param_lr_mult[p.index]
+            if p.index < o_params:
+                was = o_updates[p.index]
+                old_lr: float | None = o_lr[p.index]
             else:
                 was, old_lr = False, None
             now = vn.param_updates[p.index]
@@ -896,41 +1174,22 @@ def _phase_diff(
                                 old_lr, vn.param_lr_mult[p.index])
                 )  # fmt: skip
 
-    def name_of(facts: PhaseFacts, li: int | None, mapped: bool) -> str | None:
-        if li is None:
-            return None
-        name = facts.graph.layers[li].name
-        return rename.get(name, name) if mapped else name
-
     # gradient into each bottom: flows <-> cut
-    old_grad: dict[tuple[tuple[str, int], int], str] = {}
-    for e in old.edges:
-        k = okey(e.target)
-        if k is not None:
-            old_grad[(k, e.bottom)] = e.gradient
     for e in new.edges:
         tkey = new.keys[e.target]
         assert tkey is not None
-        was_g = old_grad.get((tkey, e.bottom))
+        old_g = old.gradient.get(tkey, ())
+        was_g = old_g[e.bottom] if e.bottom < len(old_g) else None
         if was_g is None or {was_g, e.gradient} != {"flows", "cut"}:
             continue
+        src = None if e.source is None else ng.layers[e.source].name
         pd.gradient.append(
-            GradientChange(ng.layers[e.target].name, e.bottom, e.blob,
-                           name_of(new, e.source, False),
+            GradientChange(ng.layers[e.target].name, e.bottom, e.blob, src,
                            "cut" if e.gradient == "cut" else "restored")
         )  # fmt: skip
 
     # rewired edges (source layer, target layer, blob) in new names
-    def edge_set(facts: PhaseFacts, mapped: bool) -> dict[tuple[str | None, str, str], None]:
-        out: dict[tuple[str | None, str, str], None] = {}
-        for e in facts.edges:
-            tgt = name_of(facts, e.target, mapped)
-            assert tgt is not None
-            blob = blob_rename.get(e.blob, e.blob) if mapped else e.blob
-            out[(name_of(facts, e.source, mapped), tgt, blob)] = None
-        return out
-
-    oe, ne = edge_set(old, True), edge_set(new, False)
+    oe, ne = old.edges, _edge_set(new, {}, {})
     for s, t, b in ne:
         if (s, t, b) not in oe:
             pd.edges.append(EdgeChange(s, t, b, "added"))
@@ -939,37 +1198,14 @@ def _phase_diff(
             pd.edges.append(EdgeChange(s, t, b, "removed"))
 
     # loss outputs
-    def losses(facts: PhaseFacts, mapped: bool) -> dict[tuple[str, str], float]:
-        out: dict[tuple[str, str], float] = {}
-        g = facts.graph
-        for layer in g.layers:
-            for k, w in enumerate(layer.loss_weights):
-                if not w:
-                    continue
-                if layer.inserted_split:
-                    src, blob = _split_origin(facts, layer.index)
-                else:
-                    src, blob = layer.name, layer.tops[k]
-                if mapped:
-                    src, blob = rename.get(src, src), blob_rename.get(blob, blob)
-                out[(src, blob)] = out.get((src, blob), 0.0) + w
-        return out
-
-    ol_, nl_ = losses(old, True), losses(new, False)
+    ol_, nl_ = old.losses, _losses(new, {}, {})
     for lkey in list(nl_) + [k for k in ol_ if k not in nl_]:
         w_old, w_new = ol_.get(lkey), nl_.get(lkey)
         if w_old != w_new:
             pd.losses.append(LossChange(lkey[1], lkey[0], w_old, w_new))
 
     # analysis warnings, by (kind, layer)
-    def warns(bw: Backward, mapped: bool) -> dict[tuple[str, str | None], str]:
-        out: dict[tuple[str, str | None], str] = {}
-        for w in bw.warnings:
-            layer = rename.get(w.layer, w.layer) if (mapped and w.layer) else w.layer
-            out.setdefault((w.kind, layer), w.message)
-        return out
-
-    ow, nw = warns(old.backward, True), warns(new.backward, False)
+    ow, nw = old.warnings, _warnings(new.backward, {})
     for wkey, msg in nw.items():
         if wkey not in ow:
             pd.warnings.append(WarningChange("added", wkey[0], wkey[1], msg))
@@ -996,6 +1232,8 @@ def _split_origin(facts: PhaseFacts, li: int) -> tuple[str, str]:
 
 
 def _diff_versions(old: _Version, new: _Version) -> FileDiff:
+    """Compare two sides; at most one side's message or graph is alive at a time once the
+    per-layer comparison is done."""
     fd = FileDiff(old.path, new.path, new.kind, "modified")
     if old.kind != "net" or new.kind != "net":
         if old.kind != new.kind:
@@ -1003,32 +1241,59 @@ def _diff_versions(old: _Version, new: _Version) -> FileDiff:
         fd.fields = _deep_changes(message_to_dict(old.message), message_to_dict(new.message))
         fd.status = "modified" if fd.has_changes else "unchanged"
         return fd
-    skip = ("layer", "layers")
-    fd.fields = _deep_changes(
-        message_to_dict(old.message, skip), message_to_dict(new.message, skip)
-    )
+    fd.fields = _deep_changes(old.top, new.top)
     if old.unit_field != new.unit_field:
         fd.fields.append(FieldChange("(format)", "changed", old.unit_field, new.unit_field))
-    pairs, renamed, removed, added = _match_units(old.units, new.units)
-    fd.layers = _layer_changes(pairs, renamed, removed, added)
+    pairs, removed, added = _pair_units(old, new)
+    # Copy the old layers the comparison reads, so that only the new side's message is alive.
+    old.pin([o for o, _ in pairs] + (removed if added else []))
+    old.park()
+    renamed, removed, added = _match_renames(old, new, removed, added)
+    fd.layers = _layer_changes(old, new, pairs, renamed, removed, added)
     rename = {o.name: n.name for o, n in renamed}
     blob_rename: dict[str, str] = {}
     for o, n in renamed:
-        for ot, nt in zip(o.msg.top, n.msg.top, strict=False):
+        for ot, nt in zip(old.unit_msg(o).top, new.unit_msg(n).top, strict=False):
             if ot != nt:
                 blob_rename[ot] = nt
+    # the layers whose parameter blobs the weight warnings may count
+    old_counts, new_counts = _ParamCounts(), _ParamCounts()
+    by_new = _last_pairs(old, new, {lc.name for lc in fd.layers if lc.change == "modified"})
+    for _, n in renamed:
+        new_counts.want(new, n)
+    for lc in fd.layers:
+        if lc.change == "modified" and lc.name in by_new:
+            o, n = by_new[lc.name]
+            old_counts.want(old, o)
+            new_counts.want(new, n)
     if fd.fields or fd.layers:
-        for phase in PHASES:
-            of, nf = old.facts(phase), new.facts(phase)
-            fd.phases[phase] = _phase_diff(phase, of, nf, rename, blob_rename)
-            if isinstance(nf, PhaseFacts):
-                fd.new_facts[phase] = nf
+        new.park()
+        olds: dict[str, _OldPhase | str] = {}
+        old_built: list[str] = []
+        for phase, of, derived in old.iter_facts():
             if isinstance(of, PhaseFacts):
-                fd.old_facts[phase] = of
+                prev = olds.get("TRAIN") if derived else None
+                olds[phase] = _old_phase(
+                    of, rename, blob_rename, prev if isinstance(prev, _OldPhase) else None
+                )
+                old_counts.add_phase(of)
+                old_built.append(phase)
+            else:
+                olds[phase] = of
+            del of
+        new_built: list[str] = []
+        for phase, nf, _ in new.iter_facts():
+            fd.phases[phase] = _phase_diff(phase, olds.pop(phase), nf)
+            if isinstance(nf, PhaseFacts):
+                new_counts.add_phase(nf)
+                new_built.append(phase)
+            del nf
+        fd.new_facts = _LazyFacts(new._message, new.independent, tuple(new_built))
+        fd.old_facts = _LazyFacts(old._message, old.independent, tuple(old_built))
     else:
         # Nothing semantic changed: the graphs are the same; skip building them.
         fd.phases = {phase: PhaseDiff(phase) for phase in PHASES}
-    fd.weights = _weight_warnings(old, new, renamed, fd.layers, pairs)
+    fd.weights = _weight_warnings(old_counts, new_counts, renamed, fd.layers, by_new)
     fd.status = "modified" if fd.has_changes else "unchanged"
     return fd
 
@@ -1055,11 +1320,17 @@ def diff_texts(
             if new_text is None
             else _Version(new_text, new_path, lenient=lenient, schema=schema, root=root)
         )
+        # Only one tree at a time: the new side's is gone, its message parked, and its text
+        # (when the caller passed the only reference) released.
+        new_text = None
+        if new_v is not None and new_v.kind == "net":
+            new_v.park()
         old_v = (
             None
             if old_text is None
             else _Version(old_text, old_path, lenient=lenient, schema=schema, root=root)
         )
+        old_text = None
         if old_v is None and new_v is None:
             raise RewriterError(f"{new_path}: missing on both sides")
         if old_v is None or new_v is None:
@@ -1169,10 +1440,15 @@ def diff_git(
     """Compare the working copy of ``path`` with its version at ``rev``."""
     from .fileio import read_text
 
-    old = git_show(path, rev)
-    new = read_text(path) if Path(path).exists() else None
+    # (texts passed straight through: diff_texts lets each go once its side is parsed)
     return diff_texts(
-        old, new, f"{rev}:{path}", str(path), lenient=lenient, schema=schema, root=root
+        git_show(path, rev),
+        read_text(path) if Path(path).exists() else None,
+        f"{rev}:{path}",
+        str(path),
+        lenient=lenient,
+        schema=schema,
+        root=root,
     )
 
 
@@ -1210,12 +1486,12 @@ def textconv(text: str, path: str = "<string>", *, lenient: bool = True) -> str:
         return "\n".join(out) + "\n"
     _flatten("", message_to_dict(v.message, ("layer", "layers")), out)
     seen: dict[str, int] = {}
-    for u in v.units:
-        k = seen.get(u.name, 0)
-        seen[u.name] = k + 1
-        label = u.name if k == 0 else f"{u.name}@{k + 1}"
+    for i, name in enumerate(v.names):
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        label = name if k == 0 else f"{name}@{k + 1}"
         label = label.replace("]", "\\]")
-        d = message_to_dict(u.msg, ("name",))
+        d = message_to_dict(v.unit_msg(v.unit(i)), ("name",))
         _flatten(f"{v.unit_field}[{label}]", d, out)
     for phase in PHASES:
         facts = v.facts(phase)

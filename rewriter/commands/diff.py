@@ -114,11 +114,13 @@ def diff(
         else:
             from rewriter.fileio import read_text
 
-            old_text = None if str(old) in _NULL else read_text(old)
-            new_text = None if str(new) in _NULL else read_text(new)
+            # Both read (old first), then handed over without a local reference: diff_texts
+            # drops each text once its side is parsed.
+            texts = [None if str(p) in _NULL else read_text(p) for p in (old, new)]
             fd = semdiff.diff_texts(
-                old_text, new_text, str(old), str(new), lenient=lenient, schema=schema, root=root
-            )
+                texts.pop(0), texts.pop(0), str(old), str(new),
+                lenient=lenient, schema=schema, root=root,
+            )  # fmt: skip
             result = semdiff.DiffResult([fd])
     _emit(_render(result, fmt, _use_color(color, output)), output)
     raise typer.Exit(EXIT_FOUND if exit_code and result.has_changes else EXIT_OK)
