@@ -8,7 +8,9 @@ Target (issue 5): the binary upgrade streams, so its peak memory stays under 1.5
 * ``stream_tracemalloc``: the same with tracemalloc on (peak Python-heap allocations);
 * ``in_memory``: what Caffe's ``upgrade_net_proto_binary`` does - parse the whole file, upgrade
   the message, serialise it - for comparison; its output must be byte-identical to ours;
-* ``text``: the comment-preserving text upgrade of a synthetic V1 net (``--text-layers``).
+* ``text``: the comment-preserving text upgrade of a synthetic V1 net (``--text-layers``), in
+  this process (time, lines kept) and, as ``text_child``, in a fresh child (``ru_maxrss``
+  growth over the file size; bench/run.py's target for every operation is 20x).
 
     python bench/bench_upgrade.py [--mb 320] [--text-layers 2000] [--dir DIR] [--keep]
 
@@ -77,6 +79,30 @@ with open(sys.argv[2], "wb") as fh:
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": dt, "base_kb": base, "peak_kb": peak}))
+"""
+)
+
+_TEXT = (
+    _CHILD_PRELUDE
+    + """
+from bench.bench_upgrade import v1_text
+from rewriter.upgrade import upgrade_text
+def hwm_kb():
+    # VmHWM, not ru_maxrss: after fork + exec ru_maxrss starts at the (large) parent's RSS
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+upgrade_text(v1_text(20), "warm.prototxt")  # the modules the upgrade imports lazily
+with open(sys.argv[1], encoding="utf-8") as fh:
+    text = fh.read()
+base = hwm_kb()
+t0 = time.perf_counter()
+changed = upgrade_text(text, sys.argv[1]).changed
+dt = time.perf_counter() - t0
+peak = hwm_kb()
+print(json.dumps({"seconds": dt, "base_kb": base, "peak_kb": peak, "changed": changed}))
 """
 )
 
@@ -267,6 +293,16 @@ def main() -> None:
                 1 for ln in text.splitlines() if _LEGACY.search(ln)
             ),
             "comments_kept": result.document.code.count("# lr") == text.count("# lr"),
+        }
+        del result
+        text_path = scratch / "synthetic_v1.prototxt"
+        text_path.write_text(text, encoding="utf-8")
+        c = _child(_TEXT, str(text_path))
+        grown_kb = c["peak_kb"] - c["base_kb"]
+        figures["text_child"] = {
+            "seconds": round(c["seconds"], 3),
+            "peak_rss_growth_mb": round(grown_kb / 1024, 1),
+            "peak_rss_growth_over_file_size": round(grown_kb * 1024 / len(text.encode()), 1),
         }
     finally:
         if args.keep:

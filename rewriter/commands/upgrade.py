@@ -131,8 +131,8 @@ def upgrade(
                 from rewriter.upgrade import parse_for_upgrade, upgrade_document
 
                 text = read_text(path)
-                doc = parse_for_upgrade(text, str(path), kind=kind)
-                result = upgrade_document(doc, kind=kind)
+                # No name for the tree: upgrade_document frees it once the text is rewritten.
+                result = upgrade_document(parse_for_upgrade(text, str(path), kind=kind), kind=kind)
                 changed = result.changed
                 new = result.document.code
                 for note in result.deliberate_differences:
