@@ -41,6 +41,7 @@ from rewriter.layer_params import (
     param_roles,
 )
 from rewriter.layer_params import allow_force_backward as _allow_force
+from rewriter.schema import is_repeated
 
 if TYPE_CHECKING:
     from rewriter.netinit import Backward
@@ -644,10 +645,7 @@ def v1_to_v2_message(net: Any) -> Any:
     ``transform_param`` sub-message copied by name. V1 has no ``propagate_down``. Any ``layer``
     entries already present are dropped, as Caffe does.
     """
-    out = type(net)()
-    out.CopyFrom(net)
-    out.ClearField("layers")
-    out.ClearField("layer")
+    out = _copy_without(net, ("layers", "layer"))
     v2_fields = out.layer.add().DESCRIPTOR.fields_by_name
     out.ClearField("layer")
     for v1 in net.layers:
@@ -693,8 +691,7 @@ def v1_to_v2_message(net: Any) -> Any:
 
 def _upgrade_inputs(net: Any) -> Any:
     """``UpgradeNetInput``: legacy ``input`` + ``input_dim``/``input_shape`` -> Input layer."""
-    out = type(net)()
-    out.CopyFrom(net)
+    out = _copy_without(net, ("input", "input_shape", "input_dim"))
     has_shape = len(net.input_shape) > 0
     has_dim = len(net.input_dim) > 0
     if has_shape or has_dim:
@@ -704,8 +701,8 @@ def _upgrade_inputs(net: Any) -> Any:
             )
         if has_dim and not has_shape and len(net.input_dim) < 4 * len(net.input):
             raise CaffeError("Incorrect input blob dimension specifications.", "upgrade_proto.cpp")
-        out.ClearField("layer")
-        layer = out.layer.add()
+        alone = len(out.layer) == 0
+        layer = out.layer.add() if alone else type(out.layer[0])()
         layer.name = "input"
         layer.type = "Input"
         for i, blob in enumerate(net.input):
@@ -715,11 +712,37 @@ def _upgrade_inputs(net: Any) -> Any:
                 shape.CopyFrom(net.input_shape[i])
             else:
                 shape.dim.extend(net.input_dim[4 * i : 4 * i + 4])
-        for old in net.layer:
-            out.layer.add().CopyFrom(old)
-    out.ClearField("input")
-    out.ClearField("input_shape")
-    out.ClearField("input_dim")
+        if not alone:
+            out = with_first_layer(out, layer)
+    return out
+
+
+def _copy_without(net: Any, skip: tuple[str, ...]) -> Any:
+    """A copy of ``net`` without the fields in ``skip``. (Copying everything and clearing a
+    big list afterwards leaves the cleared list's memory with protobuf until the message
+    goes: on a V1 net that was the peak of the whole in-memory upgrade.)"""
+    out = type(net)()
+    for fd, value in net.ListFields():
+        if fd.name in skip:
+            continue
+        if is_repeated(fd):
+            getattr(out, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(out, fd.name).CopyFrom(value)
+        else:
+            setattr(out, fd.name, value)
+    return out
+
+
+def with_first_layer(net: Any, layer: Any) -> Any:
+    """``net`` (a copy of our own) with ``layer`` in front of its ``layer`` list: in place
+    where protobuf can insert, without copying the other layers."""
+    if hasattr(net.layer, "insert"):
+        net.layer.insert(0, layer)
+        return net
+    out = type(net)()  # protobuf without RepeatedCompositeContainer.insert
+    out.layer.add().CopyFrom(layer)
+    out.MergeFrom(net)
     return out
 
 

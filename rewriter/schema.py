@@ -287,3 +287,12 @@ def schema_from_proto(
     origin = str(proto)
     schema = Schema(data, package=DEFAULT_PACKAGE, origin=origin)
     return _with_detected_package(schema, data, origin, main_file=proto.name)
+
+
+def is_repeated(fd: Any) -> bool:
+    """Whether a field descriptor is repeated, on every protobuf we support (``label`` is
+    gone from the newest releases; ``is_repeated`` is missing from the oldest)."""
+    rep = getattr(fd, "is_repeated", None)
+    if rep is not None:
+        return bool(rep)
+    return bool(getattr(fd, "label", 0) == 3)

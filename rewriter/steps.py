@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .cst import Document, Field, ListBody, MessageBody, encode_string
 from .edit import Editor
 from .errors import RewriterError
+from .schema import is_repeated
 from .select import SELECTOR_KEYS, NetView, select
 
 if TYPE_CHECKING:
@@ -708,17 +709,10 @@ def _msg_value(msg: Any, path: Sequence[str]) -> tuple[bool, Any]:
         msg = getattr(msg, name)
     leaf = path[-1]
     fd = msg.DESCRIPTOR.fields_by_name[leaf]
-    if _repeated(fd):
+    if is_repeated(fd):
         values = list(getattr(msg, leaf))
         return bool(values), values
     return msg.HasField(leaf), getattr(msg, leaf)
-
-
-def _repeated(fd: Any) -> bool:
-    rep = getattr(fd, "is_repeated", None)
-    if rep is not None:
-        return bool(rep)
-    return bool(getattr(fd, "label", 0) == 3)
 
 
 def _bn_global_stats(ctx: StepContext, plan: Plan, k: int) -> None:

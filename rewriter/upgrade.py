@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cst import Document, Field, ListBody, MessageBody, encode_string, parse
 from .errors import Diagnostic, Location, RewriterError
+from .schema import is_repeated
 
 if TYPE_CHECKING:
     from .schema import Schema
@@ -249,13 +250,6 @@ def _enum_name(msg: Any, name: str) -> str:
     return str(ev.name) if ev is not None else str(value)
 
 
-def _is_repeated(fd: Any) -> bool:
-    rep = getattr(fd, "is_repeated", None)
-    if rep is not None:
-        return bool(rep)
-    return bool(getattr(fd, "label", 0) == 3)
-
-
 @dataclass
 class _PaddingPlan:
     """UpgradeV0PaddingLayers: which connections survive, and the pads / bottoms they take."""
@@ -374,7 +368,7 @@ def _v0_layer_to_v1(
         if fd.message_type is not None:
             getattr(container, fname).SetInParent()
             getattr(container, fname).CopyFrom(value)
-        elif _is_repeated(fd):
+        elif is_repeated(fd):
             getattr(container, fname).append(value)
         else:
             setattr(container, fname, value)
@@ -455,18 +449,6 @@ def bn_upgrade_layer(layer: Any) -> None:
     for p in layer.param:
         p.lr_mult = 0.0
         p.decay_mult = 0.0
-
-
-def _with_first_layer(net: Any, layer: Any) -> Any:
-    """``net`` (a copy of our own) with ``layer`` in front of its ``layer`` list: in place
-    where protobuf can insert, without copying the other layers."""
-    if hasattr(net.layer, "insert"):
-        net.layer.insert(0, layer)
-        return net
-    out = type(net)()  # protobuf without RepeatedCompositeContainer.insert
-    out.layer.add().CopyFrom(layer)
-    out.MergeFrom(net)
-    return out
 
 
 def upgrade_net_message_caffe(net: Any, param_file: str = "") -> MessageUpgrade:
@@ -564,7 +546,9 @@ def upgrade_net_message_caffe(net: Any, param_file: str = "") -> MessageUpgrade:
         probe = type(net)()
         layer = _input_layer(net, type(probe.layer.add()))
         if layer is not None:
-            net = _with_first_layer(net, layer)
+            from .graph import with_first_layer
+
+            net = with_first_layer(net, layer)
             sources = [None, *sources]
         net.ClearField("input")
         net.ClearField("input_shape")
