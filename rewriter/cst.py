@@ -24,6 +24,7 @@ import bisect
 import gc
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Union
 
@@ -60,6 +61,7 @@ _TOKEN_RE = re.compile(
 )
 
 _CLOSE_FOR = {"{": "}", "<": ">"}
+_ONE = tuple((i,) for i in range(256))  # shared single-position tuples for body indexes
 _LINE_STARTS: dict[int, tuple[str, list[int]]] = {}
 
 # Kinds of field value: a scalar string, a number or other word (identifier, enum, bool, inf),
@@ -92,7 +94,7 @@ class MessageBody:
         self.close_start = close_start
         self.end = end
         self.pristine = pristine
-        self._index: dict[str, list[int]] | None = None
+        self._index: dict[str, tuple[int, ...]] | None = None
 
     @property
     def code(self) -> str:
@@ -116,12 +118,17 @@ class MessageBody:
         """True for ``param { lr_mult: 1 }``: edits keep such a block on one line."""
         return "\n" not in self.code
 
-    def index(self) -> dict[str, list[int]]:
+    def index(self) -> dict[str, tuple[int, ...]]:
+        """Field name -> positions, cached. Kept small because a big net has one per block:
+        names are interned and a single position is a shared tuple."""
         if self._index is None:
-            idx: dict[str, list[int]] = {}
+            lists: dict[str, list[int]] = {}
             for i, f in enumerate(self.fields):
-                idx.setdefault(f.name, []).append(i)
-            self._index = idx
+                lists.setdefault(f.name, []).append(i)
+            self._index = {
+                sys.intern(name): _ONE[hits[0]] if len(hits) == 1 and hits[0] < 256 else tuple(hits)
+                for name, hits in lists.items()
+            }
         return self._index
 
     def get(self, name: str) -> Field | None:
@@ -317,7 +324,7 @@ class Document:
         self.tail_start = tail_start
         self.pristine = pristine
         self.path = path
-        self._index: dict[str, list[int]] | None = None
+        self._index: dict[str, tuple[int, ...]] | None = None
         self._body: MessageBody | None = None
 
     @property
