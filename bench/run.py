@@ -1,6 +1,6 @@
 """The benchmark harness: every operation on generated nets and on the corpus, against protobuf.
 
-    python bench/run.py            # full run: 1k, 10k and 100k layers + the corpus (~9 min on a quiet 2-core machine)
+    python bench/run.py            # full run: 1k, 10k and 100k layers + the corpus (~9 min)
     python bench/run.py --quick    # 1k and 10k layers, no corpus memory runs (~3 min)
     python bench/run.py --write bench/RESULTS.md
 
