@@ -192,39 +192,14 @@ def _sha(path: Path) -> str:
     return h.hexdigest()
 
 
-_V1_NAMES = {
-    "Convolution": "CONVOLUTION",
-    "ReLU": "RELU",
-    "Eltwise": "ELTWISE",
-    "InnerProduct": "INNER_PRODUCT",
-    "SoftmaxWithLoss": "SOFTMAX_LOSS",
-}
-
-
 _LEGACY = re.compile(r"^(layers \{|  type: [A-Z]|  blobs_lr|  weight_decay|input)")
 
 
 def v1_text(n_layers: int) -> str:
     """bench.gen's resnet net written the V1 way (legacy inputs, enum types, blobs_lr)."""
-    from bench.gen import resnet
+    from bench.gen import resnet, to_v1
 
-    text = resnet(n_layers)
-    start = text.index('layer {\n  name: "data"')
-    end = text.index("}\n}\n", start) + 4
-    legacy = (
-        'input: "data"  # images\ninput_dim: 1\ninput_dim: 3\ninput_dim: 32\ninput_dim: 32\n'
-        'input: "label"\ninput_dim: 1\ninput_dim: 1\ninput_dim: 1\ninput_dim: 1\n'
-    )
-    text = text[:start] + legacy + text[end:]
-    text = text.replace("layer {\n", "layers {\n")
-    text = re.sub(
-        r'^  type: "(\w+)"$', lambda m: f"  type: {_V1_NAMES[m.group(1)]}", text, flags=re.M
-    )
-    return re.sub(
-        r"  param \{\n    lr_mult: (\S+)\n    decay_mult: (\S+)\n  \}\n",
-        r"  blobs_lr: \1  # lr\n  weight_decay: \2\n",
-        text,
-    )
+    return to_v1(resnet(n_layers))
 
 
 def main() -> None:
