@@ -309,7 +309,7 @@ class ComposedField(Field):
 class Document:
     """A whole text file: its top-level fields plus the trivia after them."""
 
-    __slots__ = ("src", "fields", "tail_start", "pristine", "path", "_index", "_body")
+    __slots__ = ("src", "fields", "tail_start", "pristine", "path", "_body")
 
     def __init__(
         self,
@@ -324,7 +324,6 @@ class Document:
         self.tail_start = tail_start
         self.pristine = pristine
         self.path = path
-        self._index: dict[str, tuple[int, ...]] | None = None
         self._body: MessageBody | None = None
 
     @property

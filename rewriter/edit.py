@@ -298,7 +298,7 @@ class Editor:
                     else:
                         carry = style.newline + style.indent
                         f = make_field(f.code.lstrip(" \t"))
-                elif dropped and not lead.lstrip("\ufeff") and _glued_after(body, out):
+                elif dropped and not lead.lstrip("\ufeff") and _glued_after(out):
                     # The removed field's line break was all that kept this one apart
                     # (``A: 0\nB: 1 C: 2`` minus B).
                     carry += line_break or " "
@@ -355,7 +355,7 @@ def _first_line_break(prefix: str) -> str:
     return prefix[:nl].lstrip("\ufeff") + rest[: len(rest) - len(rest.lstrip(" \t"))]
 
 
-def _glued_after(body: MessageBody, fields: list[Field]) -> bool:
+def _glued_after(fields: list[Field]) -> bool:
     """Whether a field name printed right after these would run on with the last token
     (``0name``); after ``}``, a quote, ``;`` or ``{`` it may follow directly."""
     if not fields:
