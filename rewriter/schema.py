@@ -296,3 +296,11 @@ def is_repeated(fd: Any) -> bool:
     if rep is not None:
         return bool(rep)
     return bool(getattr(fd, "label", 0) == 3)
+
+
+def message_from_wire(cls: type[Any], data: bytes) -> Any:
+    """The message of class ``cls`` that ``data`` encodes. Merge, unlike Parse, accepts unset
+    required fields, as a message parked by ``SerializePartialToString`` may have."""
+    msg = cls()
+    msg.MergeFromString(data)
+    return msg

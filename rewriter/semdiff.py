@@ -539,10 +539,10 @@ class _Message:
 
     def get(self) -> Any:
         if self._msg is None:
-            msg = self._cls()
+            from .schema import message_from_wire
+
             assert self._data is not None
-            msg.MergeFromString(self._data)
-            self._msg = msg
+            self._msg = message_from_wire(self._cls, self._data)
         return self._msg
 
     def park(self) -> None:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cst import Document, Field, ListBody, MessageBody, encode_string, parse
 from .errors import Diagnostic, Location, RewriterError
-from .schema import is_repeated
+from .schema import is_repeated, message_from_wire
 
 if TYPE_CHECKING:
     from .schema import Schema
@@ -1469,13 +1469,6 @@ def _graph_signature(msg: Any, phase: str, stages: tuple[str, ...]) -> Any:
     return (g.net_name, g.force_backward, g.layers, g.blob_list, g.inputs, g.outputs)
 
 
-def _from_wire(cls: type[Any], data: bytes) -> Any:
-    """The message ``data`` encodes (Merge, unlike Parse, accepts unset required fields)."""
-    msg = cls()
-    msg.MergeFromString(data)
-    return msg
-
-
 def _read_the_old_way(box: list[Any]) -> Any:
     """``build_graph``'s own in-memory upgrade of the net in ``box``, done once for every
     phase rather than once per graph (``build_graph`` of the result starts with the same,
@@ -1493,7 +1486,7 @@ def _read_the_old_way(box: list[Any]) -> Any:
     del msg
     # The copies it made leave their cleared layers in the message's arena (about half its
     # size); a round trip through the wire format keeps the same message without them.
-    return _from_wire(type(net), net.SerializePartialToString())
+    return message_from_wire(type(net), net.SerializePartialToString())
 
 
 def _graph_difference(
@@ -1573,7 +1566,7 @@ class _NetRun:
     def message(self) -> Any:
         """Caffe's upgrade of the net, as a message again."""
         if self.wire is not None:
-            self.expected.message = _from_wire(type(self.expected.message), self.wire)
+            self.expected.message = message_from_wire(type(self.expected.message), self.wire)
             self.wire = None
         return self.expected.message
 
@@ -1604,7 +1597,7 @@ def _upgrade_net_body(
     expected.message = type(expected.message)()  # for its class, until ``_NetRun.message``
 
     def upgraded() -> Any:
-        return _from_wire(type(expected.message), wire)
+        return message_from_wire(type(expected.message), wire)
 
     original: Any = msg  # read, never modified, by the steps and the graph check
     no_nan = re.search("nan", doc.src, re.IGNORECASE) is None
