@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .cst import (
+    _REC,
     KIND_LIST,
     KIND_MESSAGE,
     KIND_STRING,
@@ -175,6 +176,13 @@ def detect_kind(doc: Document, schema: Schema) -> str:
     return SOLVER if n_solver > n_net else NET
 
 
+#: one unit of binding work: fields (a tuple, or a parsed body read from its records), the
+#: position to go on from, and the message type, field table and message they go into
+_Work = tuple[Any, int, "Descriptor", dict[str, FieldInfo], "Message"]
+_SLOW = object()  # fast_value: not a one-token value, read it the general way
+_FAILED = object()  # fast_value: a bad value, already reported
+
+
 class _ValueError(Exception):
     def __init__(self, offset: int, message: str, expected: str | None = None) -> None:
         super().__init__(message)
@@ -196,120 +204,222 @@ class _Binder:
         self.diags.append(Diagnostic(severity, message, loc, expected, code))
 
     def bind_fields(self, fields: Iterable[Field], desc: Descriptor, msg: Message) -> None:
+        """Bind fields depth first, in file order.
+
+        A work list instead of recursion: 10,000-deep nesting must not overflow the stack. A
+        parsed (packed) body is read straight from its records in the common cases, a known
+        message field or a one-token scalar, without building :class:`Field` objects; anything
+        else (unknown names, lists, odd values, errors) goes through :meth:`bind_field`.
+        """
         table = field_table(desc)
-        # Work list instead of recursion: 10,000-deep nesting must not overflow the stack.
-        stack: list[tuple[Iterable[Field], Descriptor, dict[str, FieldInfo], Message]] = [
-            (fields, desc, table, msg)
-        ]
+        stack: list[_Work] = [(tuple(fields), 0, desc, table, msg)]
+        bind_field = self.bind_field
+        fast_value = self.fast_value
         while stack:
-            fields, desc, table, msg = stack.pop()
-            for f in fields:
-                name = f.name
-                info = table.get(name)
-                if info is None:
-                    self.unknown(f, desc, table)
-                    continue
-                body = f.body
-                if info.message is not None:
-                    if body is None:
-                        self.diag(
-                            "error",
-                            f.value_start,
-                            f"field '{name}' is a message ({info.full_type})",
-                            "'{' after the field name",
-                            "type",
-                        )
-                        continue
-                    bodies: list[MessageBody]
-                    if isinstance(body, MessageBody):
-                        bodies = [body]
-                    else:
-                        bodies = [it for it in body.items if isinstance(it, MessageBody)]
-                        if len(bodies) != len(body.items):
-                            self.diag(
-                                "error",
-                                f.value_start,
-                                f"list for message field '{name}' holds scalars",
-                                "messages in braces",
-                                "type",
-                            )
-                            continue
-                    sub_table = field_table(info.message)
-                    for b in bodies:
-                        if info.repeated:
-                            sub = getattr(msg, name).add()
-                        else:
-                            if msg.HasField(name):
-                                self.diag(
-                                    "error",
-                                    f.name_start,
-                                    f"field '{name}' is set more than once",
-                                    f"one '{name}' in {desc.full_name} (it is not repeated)",
-                                    "duplicate",
-                                )
+            source, i, desc, table, msg = stack.pop()
+            if isinstance(source, MessageBody):
+                packed = source._packed
+                assert packed is not None
+                src = source.src
+                hi = source._hi
+                while i < hi:
+                    j = i * _REC
+                    ns, ne, vs, ve, _end, oe, cs, nsub = packed[j + 1 : j + _REC]
+                    name = src[ns:ne]
+                    info = table.get(name)
+                    nxt = i + 1 + nsub
+                    if info is None or oe == -2:
+                        pass
+                    elif oe >= 0:
+                        sub_desc = info.message
+                        if sub_desc is not None:
+                            if info.repeated:
+                                sub = getattr(msg, name).add()
+                            elif msg.HasField(name):
+                                self.duplicate(ns, name, desc)
+                                i = nxt
                                 continue
-                            sub = getattr(msg, name)
-                            sub.SetInParent()
-                        stack.append((b.fields, info.message, sub_table, sub))
-                    continue
-                # Scalar field.
-                if isinstance(body, MessageBody):
+                            else:
+                                sub = getattr(msg, name)
+                                sub.SetInParent()
+                            body = MessageBody._view(
+                                src, vs, oe, cs, ve, packed, i + 1, nxt, source._lists
+                            )
+                            stack.append((source, nxt, desc, table, msg))
+                            stack.append((body, i + 1, sub_desc, field_table(sub_desc), sub))
+                            break
+                    elif info.message is None:
+                        value = fast_value(src[vs:ve], vs, info)
+                        if value is not _SLOW:
+                            if value is not _FAILED:
+                                self.set_value(msg, info, [value], ns, vs, desc)
+                            i = nxt
+                            continue
+                    pushed = bind_field(source._field_at(i), desc, table, msg, stack)
+                    if pushed:
+                        stack.insert(len(stack) - pushed, (source, nxt, desc, table, msg))
+                        break
+                    i = nxt
+            else:
+                n = len(source)
+                while i < n:
+                    f = source[i]
+                    i += 1
+                    pushed = bind_field(f, desc, table, msg, stack)
+                    if pushed:
+                        stack.insert(len(stack) - pushed, (source, i, desc, table, msg))
+                        break
+
+    def bind_field(
+        self,
+        f: Field,
+        desc: Descriptor,
+        table: dict[str, FieldInfo],
+        msg: Message,
+        stack: list[_Work],
+    ) -> int:
+        """Bind one field; returns how many bodies (of a message field) it pushed to bind next."""
+        name = f.name
+        info = table.get(name)
+        if info is None:
+            self.unknown(f, desc, table)
+            return 0
+        body = f.body
+        if info.message is not None:
+            if body is None:
+                self.diag(
+                    "error",
+                    f.value_start,
+                    f"field '{name}' is a message ({info.full_type})",
+                    "'{' after the field name",
+                    "type",
+                )
+                return 0
+            bodies: list[MessageBody]
+            if isinstance(body, MessageBody):
+                bodies = [body]
+            else:
+                bodies = [it for it in body.items if isinstance(it, MessageBody)]
+                if len(bodies) != len(body.items):
                     self.diag(
                         "error",
                         f.value_start,
-                        f"field '{name}' is a {info.full_type}, not a message",
-                        f"'{name}: <{info.full_type}>'",
+                        f"list for message field '{name}' holds scalars",
+                        "messages in braces",
                         "type",
                     )
-                    continue
-                try:
-                    if body is not None:  # a list
-                        if not info.repeated:
-                            raise _ValueError(
-                                f.value_start,
-                                f"field '{name}' is not repeated and cannot take a list",
-                                "a single value",
-                            )
-                        values = []
-                        for it in body.items:
-                            if not isinstance(it, tuple):  # a message in a scalar list
-                                raise _ValueError(
-                                    it.start,
-                                    f"field '{name}' is a {info.full_type}, not a message",
-                                    f"'{name}: [<{info.full_type}>, ...]'",
-                                )
-                            values.append(self.value(f, info, [it]))
-                    else:
-                        values = [self.value(f, info, None)]
-                except _ValueError as e:
-                    self.diag("error", e.offset, e.message, e.expected, "value")
-                    continue
+                    return 0
+            sub_table = field_table(info.message)
+            work: list[_Work] = []
+            for b in bodies:
                 if info.repeated:
-                    try:
-                        getattr(msg, name).extend(values)
-                    except ValueError:  # UnicodeEncodeError included
-                        self.not_utf8(f)
+                    sub = getattr(msg, name).add()
                 else:
                     if msg.HasField(name):
-                        self.diag(
-                            "error",
-                            f.name_start,
-                            f"field '{name}' is set more than once",
-                            f"one '{name}' in {desc.full_name} (it is not repeated)",
-                            "duplicate",
-                        )
+                        self.duplicate(f.name_start, name, desc)
                         continue
-                    try:
-                        setattr(msg, name, values[0])
-                    except ValueError:  # UnicodeEncodeError included
-                        self.not_utf8(f)
+                    sub = getattr(msg, name)
+                    sub.SetInParent()
+                if b._packed is not None:
+                    work.append((b, b._lo, info.message, sub_table, sub))
+                else:
+                    work.append((b.fields, 0, info.message, sub_table, sub))
+            stack.extend(reversed(work))
+            return len(work)
+        # Scalar field.
+        if isinstance(body, MessageBody):
+            self.diag(
+                "error",
+                f.value_start,
+                f"field '{name}' is a {info.full_type}, not a message",
+                f"'{name}: <{info.full_type}>'",
+                "type",
+            )
+            return 0
+        try:
+            if body is not None:  # a list
+                if not info.repeated:
+                    raise _ValueError(
+                        f.value_start,
+                        f"field '{name}' is not repeated and cannot take a list",
+                        "a single value",
+                    )
+                values = []
+                for it in body.items:
+                    if not isinstance(it, tuple):  # a message in a scalar list
+                        raise _ValueError(
+                            it.start,
+                            f"field '{name}' is a {info.full_type}, not a message",
+                            f"'{name}: [<{info.full_type}>, ...]'",
+                        )
+                    values.append(self.value(f, info, [it]))
+            else:
+                values = [self.value(f, info, None)]
+        except _ValueError as e:
+            self.diag("error", e.offset, e.message, e.expected, "value")
+            return 0
+        self.set_value(msg, info, values, f.name_start, f.value_start, desc)
+        return 0
 
-    def not_utf8(self, f: Field) -> None:
+    def set_value(
+        self,
+        msg: Message,
+        info: FieldInfo,
+        values: list[Any],
+        name_start: int,
+        value_start: int,
+        desc: Descriptor,
+    ) -> None:
+        name = info.name
+        if info.repeated:
+            try:
+                getattr(msg, name).extend(values)
+            except ValueError:  # UnicodeEncodeError included
+                self.not_utf8(name, value_start)
+        elif msg.HasField(name):
+            self.duplicate(name_start, name, desc)
+        else:
+            try:
+                setattr(msg, name, values[0])
+            except ValueError:  # UnicodeEncodeError included
+                self.not_utf8(name, value_start)
+
+    def duplicate(self, name_start: int, name: str, desc: Descriptor) -> None:
+        self.diag(
+            "error",
+            name_start,
+            f"field '{name}' is set more than once",
+            f"one '{name}' in {desc.full_name} (it is not repeated)",
+            "duplicate",
+        )
+
+    def fast_value(self, text: str, offset: int, info: FieldInfo) -> Any:
+        """The value of a one-token scalar, _SLOW for anything else (the general path then
+        reads it), _FAILED after reporting a bad value."""
+        c = text[0]
+        if c == '"' or c == "'":
+            if (
+                "\\" not in text
+                and text.count(c) == 2
+                and text[-1] == c
+                and info.type in (_STRING, _BYTES)
+            ):
+                return text[1:-1]
+            return _SLOW
+        if _HAS_TRIVIA(text):
+            return _SLOW
+        try:
+            return self.word(text, offset, info)
+        except _ValueError as e:
+            self.diag("error", e.offset, e.message, e.expected, "value")
+            return _FAILED
+
+    def not_utf8(self, name: str, value_start: int) -> None:
         """A string whose bytes are not UTF-8: protobuf refuses it, so do we (not a crash)."""
         self.diag(
             "error",
-            f.value_start,
-            f"the string value of '{f.name}' is not valid UTF-8",
+            value_start,
+            f"the string value of '{name}' is not valid UTF-8",
             "UTF-8 text",
             "value",
         )

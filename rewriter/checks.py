@@ -170,18 +170,19 @@ def to_py(msg: Any, names: Iterable[str]) -> dict[str, Any]:
 def changed_names(old: Field, new: Field) -> set[str] | None:
     """Names of the child fields an edit added, removed or rewrote inside one block.
 
-    Edits share untouched children with the old tree (same objects), so identity tells what
-    changed. None when the block was rewritten as a whole (compare every field then).
+    Edits keep untouched children (the same span of the same text, see ``Field.__eq__``), so
+    equality tells what changed. None when the block was rewritten as a whole (compare every
+    field then).
     """
     ob, nb = old.body, new.body
     if not isinstance(ob, MessageBody) or not isinstance(nb, MessageBody) or new.pristine:
         return None
     if old.name != new.name:
         return None
-    old_ids = {id(c) for c in ob.fields}
-    new_ids = {id(c) for c in nb.fields}
-    names = {c.name for c in nb.fields if id(c) not in old_ids}
-    names.update(c.name for c in ob.fields if id(c) not in new_ids)
+    old_kids, new_kids = ob.fields, nb.fields
+    old_set, new_set = set(old_kids), set(new_kids)
+    names = {c.name for c in new_kids if c not in old_set}
+    names.update(c.name for c in old_kids if c not in new_set)
     return names
 
 

@@ -16,6 +16,10 @@ Layout of ownership (in the spirit of libcst and txtpbfmt):
 Nodes are immutable by convention. Each keeps a reference to the text it was parsed from and
 offsets into it, so an untouched subtree prints as one slice of the original text; an edit builds
 new nodes along the path to the change (see :mod:`rewriter.edit`) and only those re-render.
+
+Memory: inside each top-level block the parser keeps no node objects, only packed records of
+offsets (see :class:`MessageBody`); nodes are built when read. A field is therefore identified
+by its span of its source text (``Field.__eq__``), not by object identity.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import gc
 import os
 import re
 import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from typing import Union
 
@@ -72,10 +77,37 @@ KIND_MESSAGE = "m"
 KIND_LIST = "l"
 
 
-class MessageBody:
-    """``{ fields }`` or ``< fields >``: brackets, fields, and the trivia before the close."""
+_REC = 9  # ints per packed field record, see MessageBody
+_BIG = 2**31 - 1
+_TYPECODE_SMALL = "i"  # offsets of files under 2 GB fit 32 bits: half the memory of "q"
 
-    __slots__ = ("src", "start", "open_end", "fields", "close_start", "end", "pristine", "_index")
+
+class MessageBody:
+    """``{ fields }`` or ``< fields >``: brackets, fields, and the trivia before the close.
+
+    Memory: a parsed body does not keep :class:`Field` objects. Each top-level block keeps its
+    whole subtree as records of ints in one array (``start, name_start, name_end, value_start,
+    value_end, end, open_end, close_start, n_descendants`` per field, in file order; open_end is
+    -1 for a scalar and -2 for a list, whose :class:`ListBody` sits in a side table), about a
+    quarter of the objects' size. ``fields`` builds the Field objects (and views of the nested
+    bodies) each time it is read; they are equal in every attribute from one read to the next,
+    but not the same objects. Bodies built by edits hold their fields as a plain tuple.
+    """
+
+    __slots__ = (
+        "src",
+        "start",
+        "open_end",
+        "_fields",
+        "close_start",
+        "end",
+        "pristine",
+        "_index",
+        "_packed",
+        "_lo",
+        "_hi",
+        "_lists",
+    )
 
     def __init__(
         self,
@@ -90,11 +122,119 @@ class MessageBody:
         self.src = src
         self.start = start
         self.open_end = open_end
-        self.fields: tuple[Field, ...] = tuple(fields)
+        self._fields: tuple[Field, ...] | None = tuple(fields)
         self.close_start = close_start
         self.end = end
         self.pristine = pristine
         self._index: dict[str, tuple[int, ...]] | None = None
+        self._packed: array[int] | None = None
+        self._lo = 0
+        self._hi = 0
+        self._lists: dict[int, ListBody] | None = None
+
+    @classmethod
+    def _view(
+        cls,
+        src: str,
+        start: int,
+        open_end: int,
+        close_start: int,
+        end: int,
+        packed: array[int],
+        lo: int,
+        hi: int,
+        lists: dict[int, ListBody] | None,
+    ) -> MessageBody:
+        """A parsed body whose fields are the records ``lo .. hi`` of ``packed``."""
+        body = cls.__new__(cls)
+        body.src = src
+        body.start = start
+        body.open_end = open_end
+        body._fields = None
+        body.close_start = close_start
+        body.end = end
+        body.pristine = True
+        body._index = None
+        body._packed = packed
+        body._lo = lo
+        body._hi = hi
+        body._lists = lists
+        return body
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        fields = self._fields
+        if fields is not None:
+            return fields
+        return tuple(self._unpack())
+
+    def _unpack(self) -> Iterator[Field]:
+        packed = self._packed
+        assert packed is not None
+        src = self.src
+        lists = self._lists
+        view = MessageBody._view
+        i = self._lo
+        hi = self._hi
+        while i < hi:
+            j = i * _REC
+            s, ns, ne, vs, ve, e, oe, cs, nsub = packed[j : j + _REC]
+            body: MessageBody | ListBody | None
+            if oe >= 0:
+                body = view(src, vs, oe, cs, ve, packed, i + 1, i + 1 + nsub, lists)
+            elif oe == -1:
+                body = None
+            else:
+                assert lists is not None
+                body = lists[i]
+            yield Field(src, s, ns, ne, vs, ve, e, body)
+            i += 1 + nsub
+
+    def _names(self) -> Iterator[str]:
+        """The field names in order, without building the fields."""
+        if self._packed is None:
+            for f in self.fields:
+                yield f.name
+            return
+        packed = self._packed
+        src = self.src
+        i = self._lo
+        hi = self._hi
+        while i < hi:
+            j = i * _REC
+            yield src[packed[j + 1] : packed[j + 2]]
+            i += 1 + packed[j + 8]
+
+    def _field_at(self, i: int) -> Field:
+        """The field of record ``i`` (packed bodies only)."""
+        packed = self._packed
+        assert packed is not None
+        j = i * _REC
+        s, ns, ne, vs, ve, e, oe, cs, nsub = packed[j : j + _REC]
+        body: MessageBody | ListBody | None = None
+        if oe >= 0:
+            body = MessageBody._view(
+                self.src, vs, oe, cs, ve, packed, i + 1, i + 1 + nsub, self._lists
+            )
+        elif oe == -2:
+            assert self._lists is not None
+            body = self._lists[i]
+        return Field(self.src, s, ns, ne, vs, ve, e, body)
+
+    def _matching(self, name: str) -> Iterator[Field]:
+        """The fields named ``name`` (packed bodies only), without building the others."""
+        packed = self._packed
+        assert packed is not None
+        src = self.src
+        size = len(name)
+        i = self._lo
+        hi = self._hi
+        while i < hi:
+            j = i * _REC
+            ns = packed[j + 1]
+            if packed[j + 2] - ns == size and src.startswith(name, ns):
+                yield self._field_at(i)
+            i += 1 + packed[j + 8]
 
     @property
     def code(self) -> str:
@@ -119,25 +259,37 @@ class MessageBody:
         return "\n" not in self.code
 
     def index(self) -> dict[str, tuple[int, ...]]:
-        """Field name -> positions, cached. Kept small because a big net has one per block:
-        names are interned and a single position is a shared tuple."""
-        if self._index is None:
-            lists: dict[str, list[int]] = {}
-            for i, f in enumerate(self.fields):
-                lists.setdefault(f.name, []).append(i)
-            self._index = {
-                sys.intern(name): _ONE[hits[0]] if len(hits) == 1 and hits[0] < 256 else tuple(hits)
-                for name, hits in lists.items()
-            }
-        return self._index
+        """Field name -> positions. Kept small because a big net has one per block: names are
+        interned and a single position is a shared tuple. Cached only for bodies built by edits
+        (a parsed body would keep it as long as the tree lives)."""
+        if self._index is not None:
+            return self._index
+        lists: dict[str, list[int]] = {}
+        for i, name in enumerate(self._names()):
+            lists.setdefault(name, []).append(i)
+        index = {
+            sys.intern(name): _ONE[hits[0]] if len(hits) == 1 and hits[0] < 256 else tuple(hits)
+            for name, hits in lists.items()
+        }
+        if self._packed is None:
+            self._index = index
+        return index
 
     def get(self, name: str) -> Field | None:
         """The last field of that name (protobuf keeps the last of a repeated singular)."""
+        if self._packed is not None:
+            found = None
+            for f in self._matching(name):
+                found = f
+            return found
         hits = self.index().get(name)
         return self.fields[hits[-1]] if hits else None
 
     def get_all(self, name: str) -> list[Field]:
-        return [self.fields[i] for i in self.index().get(name, ())]
+        if self._packed is not None:
+            return list(self._matching(name))
+        fields = self.fields
+        return [fields[i] for i in self.index().get(name, ())]
 
     def __repr__(self) -> str:
         return f"MessageBody({len(self.fields)} fields)"
@@ -195,6 +347,19 @@ class Field:
 
     # Parsed fields print as one slice of their source; see _ComposedField for edited ones.
     pristine = True
+
+    # A parsed body builds its Field objects each time they are read (see MessageBody), so a
+    # field is known by what it is, not by which object it is: the same span of the same
+    # source text. Fields an edit built around a new body (ComposedField) are unique objects.
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(self) is not Field or type(other) is not Field:
+            return False
+        return self.src is other.src and self.start == other.start and self.end == other.end
+
+    def __hash__(self) -> int:
+        return hash((id(self.src), self.start, self.end))
 
     @property
     def name_start(self) -> int:
@@ -293,6 +458,12 @@ class ComposedField(Field):
 
     __slots__ = ()
     pristine = False
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
     @property
     def code(self) -> str:
@@ -504,18 +675,28 @@ def encode_string(value: str) -> str:
 
 
 class _Frame:
-    __slots__ = ("fields", "start", "name_start", "name_end", "open_pos", "open_end", "close")
+    """An open block. ``rec`` is its record in the packed array (-1: a top-level block, whose
+    field is a real :class:`Field` built when it closes)."""
+
+    __slots__ = ("start", "name_start", "name_end", "open_pos", "open_end", "close", "rec")
 
     def __init__(
-        self, start: int, name_start: int, name_end: int, open_pos: int, open_end: int, close: str
+        self,
+        start: int,
+        name_start: int,
+        name_end: int,
+        open_pos: int,
+        open_end: int,
+        close: str,
+        rec: int,
     ) -> None:
-        self.fields: list[Field] = []
         self.start = start
         self.name_start = name_start
         self.name_end = name_end
         self.open_pos = open_pos
         self.open_end = open_end
         self.close = close
+        self.rec = rec
 
 
 # One match per construct in the common case: a scalar field (groups 2-5), a block opening
@@ -571,7 +752,11 @@ def _own_bom(doc: Document) -> Document:
 
 
 class _Parser:
-    """Fast path: one regex event per construct; anything unusual goes to :meth:`step`."""
+    """Fast path: one regex event per construct; anything unusual goes to :meth:`step`.
+
+    Top-level fields become :class:`Field` objects; everything inside a top-level block goes
+    into that block's packed array of records (see :class:`MessageBody`).
+    """
 
     def __init__(
         self, src: str, path: str, start: int = 0, end: int | None = None, depth: int = 0
@@ -579,8 +764,11 @@ class _Parser:
         self.src = src
         self.path = path
         self.top: list[Field] = []
-        self.fields = self.top
         self.stack: list[_Frame] = []
+        #: the records of the open top-level block (None at the top level) and its lists
+        self.packed: array[int] | None = None
+        self.lists: dict[int, ListBody] | None = None
+        self.typecode = "i" if len(src) < _BIG else "q"
         # A message inside a list is parsed in place over [start, end) of the whole text, so
         # its offsets (and error locations) are those of the file; depth counts such nesting.
         self.end = len(src) if end is None else end
@@ -598,66 +786,153 @@ class _Parser:
     def run(self) -> Document:
         src = self.src
         n = self.end
+        top = self.top
+        stack = self.stack
+        typecode = self.typecode
         while True:
             pos = self.pos
-            field_start = self.field_start
-            fields = self.fields
-            stack = self.stack
-            top = self.top
+            packed = self.packed
             for m in _EVENT.finditer(src, pos, n):
                 if m.start() != pos:
                     break
                 li = m.lastindex
                 if li == 4:
                     end = m.end()
-                    fields.append(Field(src, pos, m.start(1), m.end(1), m.start(3), m.end(3), end))
+                    if packed is None:
+                        top.append(Field(src, pos, m.start(1), m.end(1), m.start(3), m.end(3), end))
+                    else:
+                        packed.extend(
+                            (pos, m.start(1), m.end(1), m.start(3), m.end(3), end, -1, -1, 0)
+                        )
                     pos = end  # one int object for this field's end and the next one's start
                 elif li == 7:
                     op = m.start(6)
                     end = m.end()
-                    frame = _Frame(pos, m.start(1), m.end(1), op, end, _CLOSE_FOR[src[op]])
-                    stack.append(frame)
-                    fields = frame.fields
+                    if packed is None:
+                        packed = self.packed = array(typecode)
+                        rec = -1
+                    else:
+                        rec = len(packed) // _REC
+                        packed.extend((pos, m.start(1), m.end(1), op, 0, 0, end, 0, 0))
+                    stack.append(
+                        _Frame(pos, m.start(1), m.end(1), op, end, _CLOSE_FOR[src[op]], rec)
+                    )
                     pos = end
                 else:
                     q = m.start(8)
                     if not stack or stack[-1].close != src[q]:
                         break
-                    frame = stack.pop()
-                    fields = stack[-1].fields if stack else top
-                    close_end = q + 1
                     end = m.end()
-                    body = MessageBody(
-                        src, frame.open_pos, frame.open_end, frame.fields, pos, close_end
-                    )
-                    fields.append(
-                        Field(
-                            src,
-                            frame.start,
-                            frame.name_start,
-                            frame.name_end,
-                            frame.open_pos,
-                            close_end,
-                            end,
-                            body,
-                        )
-                    )
+                    self._close(stack.pop(), pos, q + 1, end)
+                    packed = self.packed
                     pos = end
-            field_start = pos
-            self.pos = pos
-            self.field_start = field_start
-            self.fields = fields
+            self.pos = self.field_start = pos
             if len(stack) > 100_000:
                 raise self.fail(stack[-1].open_pos, "nesting deeper than 100000 blocks")
             done = self.step(n)
             if done is not None:
                 return done
 
+    def _close(self, frame: _Frame, close_start: int, close_end: int, end: int) -> None:
+        """A block closed: fill in its record, or build the top-level field it ends."""
+        packed = self.packed
+        assert packed is not None
+        if frame.rec >= 0:
+            j = frame.rec * _REC
+            packed[j + 4] = close_end
+            packed[j + 5] = end
+            packed[j + 7] = close_start
+            packed[j + 8] = len(packed) // _REC - frame.rec - 1
+            return
+        body = MessageBody._view(
+            self.src,
+            frame.open_pos,
+            frame.open_end,
+            close_start,
+            close_end,
+            packed,
+            0,
+            len(packed) // _REC,
+            self.lists,
+        )
+        self.top.append(
+            Field(
+                self.src,
+                frame.start,
+                frame.name_start,
+                frame.name_end,
+                frame.open_pos,
+                close_end,
+                end,
+                body,
+            )
+        )
+        self.packed = None
+        self.lists = None
+
+    def _add(
+        self, start: int, ns: int, ne: int, vs: int, ve: int, end: int, lb: ListBody | None
+    ) -> None:
+        """A scalar or list field, at the top level or in the open block."""
+        packed = self.packed
+        if packed is None:
+            self.top.append(Field(self.src, start, ns, ne, vs, ve, end, lb))
+            return
+        if lb is not None:
+            if self.lists is None:
+                self.lists = {}
+            self.lists[len(packed) // _REC] = lb
+        packed.extend((start, ns, ne, vs, ve, end, -1 if lb is None else -2, -1, 0))
+
+    def _last(self) -> tuple[int, int, int, int] | None:
+        """(record or -1, value_start, value_end, end) of the last field at the current level,
+        which the slow path may extend; record -1 means the last top-level field."""
+        stack = self.stack
+        packed = self.packed
+        if not stack or packed is None:
+            if not self.top:
+                return None
+            f = self.top[-1]
+            return -1, f.value_start, f.value_end, f.end
+        i = stack[-1].rec + 1
+        total = len(packed) // _REC
+        last = -1
+        while i < total:
+            last = i
+            i += 1 + packed[i * _REC + 8]
+        if last < 0:
+            return None
+        j = last * _REC
+        return last, packed[j + 3], packed[j + 4], packed[j + 5]
+
+    def _extend_last(self, rec: int, value_end: int, end: int) -> None:
+        if rec < 0:
+            f = self.top[-1]
+            self.top[-1] = type(f)(
+                f.src, f.start, f.name_start, f.name_end, f.value_start, value_end, end, f.body
+            )
+            return
+        packed = self.packed
+        assert packed is not None
+        packed[rec * _REC + 4] = value_end
+        packed[rec * _REC + 5] = end
+
+    def _last_kind(self, rec: int) -> str:
+        if rec < 0:
+            return self.top[-1].kind
+        packed = self.packed
+        assert packed is not None
+        oe = packed[rec * _REC + 6]
+        if oe >= 0:
+            return KIND_MESSAGE
+        if oe == -2:
+            return KIND_LIST
+        return KIND_STRING if self.src[packed[rec * _REC + 3]] in "\"'" else KIND_WORD
+
     def step(self, n: int) -> Document | None:
         """Handle one construct the fast path did not take; returns the document at the end."""
         src = self.src
         stack = self.stack
-        fields = self.fields
         field_start = self.field_start
         q = _skip(_TRIVIA, src, self.pos)
         if q >= n:
@@ -674,27 +949,20 @@ class _Parser:
             if stack:
                 raise self.fail(q, f"unexpected '{c}'", f"'{stack[-1].close}'")
             raise self.fail(q, f"unexpected '{c}' at the top level", "a field name")
-        if (c == ";" or c == ",") and fields and _no_separator(fields[-1]):
+        last = self._last() if c in ";,\"'" else None
+        if (c == ";" or c == ",") and last is not None and _no_separator(src[last[2] : last[3]]):
             # A separator on its own line still belongs to the field before it.
-            fields[-1] = _extend(fields[-1], _skip(_SUFFIX_RE, src, q))
-            self.pos = self.field_start = fields[-1].end
+            end = _skip(_SUFFIX_RE, src, q)
+            self._extend_last(last[0], last[2], end)
+            self.pos = self.field_start = end
             return None
-        if (c == '"' or c == "'") and fields and fields[-1].kind == KIND_STRING:
+        if (c == '"' or c == "'") and last is not None and self._last_kind(last[0]) == KIND_STRING:
             # Adjacent string literals concatenate, possibly across lines and comments.
             sm = _VALUE_RE.match(src, q)
             if sm is None:
                 raise self.fail(q, "unterminated string", "a closing quote on the same line")
-            prev = fields[-1]
             end = _skip(_SUFFIX_RE, src, sm.end())
-            fields[-1] = Field(
-                src,
-                prev.start,
-                prev.name_start,
-                prev.name_end,
-                prev.value_start,
-                sm.end(),
-                end,
-            )
+            self._extend_last(last[0], sm.end(), end)
             self.pos = self.field_start = end
             return None
         # General path: a field name, then ':' and/or a value, with trivia anywhere between.
@@ -713,15 +981,20 @@ class _Parser:
         v = src[r]
         if v == "{" or v == "<":
             open_end = _skip(_OPEN_TRAIL, src, r + 1)
-            frame = _Frame(field_start, name_start, name_end, r, open_end, _CLOSE_FOR[v])
-            stack.append(frame)
-            self.fields = frame.fields
+            packed = self.packed
+            if packed is None:
+                packed = self.packed = array(self.typecode)
+                rec = -1
+            else:
+                rec = len(packed) // _REC
+                packed.extend((field_start, name_start, name_end, r, 0, 0, open_end, 0, 0))
+            stack.append(_Frame(field_start, name_start, name_end, r, open_end, _CLOSE_FOR[v], rec))
             self.pos = self.field_start = open_end
             return None
         if v == "[":
             lb, r_end = _parse_list(src, r, self.path, self.depth)
             end = _skip(_SUFFIX_RE, src, r_end)
-            fields.append(Field(src, field_start, name_start, name_end, r, r_end, end, lb))
+            self._add(field_start, name_start, name_end, r, r_end, end, lb)
             self.pos = self.field_start = end
             return None
         if not has_colon:
@@ -732,7 +1005,7 @@ class _Parser:
                 raise self.fail(r, "unterminated string", "a closing quote on the same line")
             raise self.fail(r, _describe(src, r), "a value")
         end = _skip(_SUFFIX_RE, src, vm.end())
-        fields.append(Field(src, field_start, name_start, name_end, r, vm.end(), end))
+        self._add(field_start, name_start, name_end, r, vm.end(), end, None)
         self.pos = self.field_start = end
         return None
 
@@ -744,15 +1017,9 @@ def _skip(pattern: re.Pattern[str], src: str, pos: int) -> int:
     return m.end()
 
 
-def _no_separator(f: Field) -> bool:
-    s = f.suffix
-    return ";" not in s.split("#", 1)[0] and "," not in s.split("#", 1)[0]
-
-
-def _extend(f: Field, end: int) -> Field:
-    return type(f)(
-        f.src, f.start, f.name_start, f.name_end, f.value_start, f.value_end, end, f.body
-    )
+def _no_separator(suffix: str) -> bool:
+    code = suffix.split("#", 1)[0]
+    return ";" not in code and "," not in code
 
 
 def _describe(src: str, q: int) -> str:

@@ -985,10 +985,11 @@ def _step_v0(
         return None
     plan = v0_padding_plan(msg)
     kept = set(plan.kept)
-    conns = [f for f in body.fields if f.name == "layers"]
+    fields = body.fields
+    conns = [f for f in fields if f.name == "layers"]
     sp = _Splices(doc.src)
     actions: dict[int, _Action] = {}
-    index = {id(f): i for i, f in enumerate(body.fields)}
+    index = {id(f): i for i, f in enumerate(fields)}
     for k, f in enumerate(conns):
         assert isinstance(f.body, MessageBody)
         if k not in kept:

@@ -1,0 +1,191 @@
+"""The parsed tree keeps each top-level block's subtree as packed records (rewriter.cst) and
+builds Field objects on demand. These tests pin down that the records describe every byte
+exactly as the objects did, that nothing built from them depends on object identity, and that
+the memory stays bounded."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import pytest
+
+from rewriter.cst import Document, Field, ListBody, MessageBody, parse
+from rewriter.edit import Editor
+
+from .conftest import corpus_params, read_corpus
+
+
+def render(body: MessageBody) -> str:
+    """A body printed from its parts only (never from a pristine slice)."""
+    return body.open_text + "".join(render_field(f) for f in body.fields) + body.close_text
+
+
+def render_field(f: Field) -> str:
+    value = render(f.body) if isinstance(f.body, MessageBody) else f.value_text
+    return f.prefix + f.name + f.separator + value + f.suffix
+
+
+def attrs(f: Field) -> tuple[object, ...]:
+    body = f.body
+    shape: object = None
+    if isinstance(body, MessageBody):
+        shape = (body.start, body.open_end, body.close_start, body.end)
+    elif isinstance(body, ListBody):
+        shape = tuple(
+            (it.start, it.end) if isinstance(it, MessageBody) else it for it in body.items
+        )
+    return (f.start, f.name_start, f.name_end, f.value_start, f.value_end, f.end, f.kind, shape)
+
+
+@pytest.mark.parametrize("row", corpus_params())
+def test_every_part_of_every_corpus_file_prints_back(row: dict[str, str] | None) -> None:
+    path, text = read_corpus(row)
+    try:
+        doc = parse(text, str(path))
+    except Exception:  # the one shell template; its error is tested in test_cst_corpus
+        pytest.skip("not text format")
+    printed = "".join(render_field(f) for f in doc.fields) + doc.src[doc.tail_start :]
+    assert printed == text
+    for _, f in doc.walk():
+        assert f.code == text[f.start : f.end]
+
+
+TRICKY = """\
+# head comment
+layer {  # after the open
+  name: "a" 'b'   # adjacent strings
+    "c"
+  type: "Convolution"
+  top: "x"
+  ;
+  param < lr_mult: 1, decay_mult: 0 >
+  param { lr_mult: 2 }
+  convolution_param {
+    kernel_size: [3, 3]
+    weight_filler { type: "xavier" }
+    [ext.field]: 1
+    pad
+      :
+      1
+  }
+  dim: [1, 2,
+        3]
+  list_of { x: [{ a: 1 }, { b: { c: 2 } }] }
+  empty {}
+  # tail of the layer
+}
+layer { name: "b" }
+top_scalar: 3;
+"""
+
+
+def test_slow_path_constructs_inside_blocks() -> None:
+    doc = parse(TRICKY)
+    assert doc.code == TRICKY
+    assert "".join(render_field(f) for f in doc.fields) + TRICKY[doc.tail_start :] == TRICKY
+    layer = doc.fields[0].message
+    names = [f.name for f in layer.fields]
+    assert names == [
+        "name",
+        "type",
+        "top",
+        "param",
+        "param",
+        "convolution_param",
+        "dim",
+        "list_of",
+        "empty",
+    ]
+    name = layer.get("name")
+    assert name is not None and name.value_text == '"a" \'b\'   # adjacent strings\n    "c"'
+    top = layer.get("top")
+    assert top is not None and top.suffix == "\n  ;"  # a separator on its own line
+    conv = layer.get("convolution_param")
+    assert conv is not None
+    inner = conv.message
+    assert [f.name for f in inner.fields] == ["kernel_size", "weight_filler", "[ext.field]", "pad"]
+    ks = inner.get("kernel_size")
+    assert ks is not None and isinstance(ks.body, ListBody) and len(ks.body.items) == 2
+    pad = inner.get("pad")
+    assert pad is not None and pad.value_text == "1" and pad.separator == "\n      :\n      "
+    filler = inner.get("weight_filler")
+    assert filler is not None and filler.message.get("type") is not None
+    lst = layer.get("list_of")
+    assert lst is not None
+    x = lst.message.get("x")
+    assert x is not None and isinstance(x.body, ListBody)
+    deep = x.body.items[1]
+    assert isinstance(deep, MessageBody)
+    b = deep.get("b")
+    assert b is not None and b.message.get("c") is not None
+    empty = layer.get("empty")
+    assert empty is not None and empty.message.fields == ()
+    assert [f.name for f in layer.get_all("param")] == ["param", "param"]
+    assert layer.index()["param"] == (3, 4)
+    assert [f.name for f in doc.fields] == ["layer", "layer", "top_scalar"]
+
+
+def test_fields_read_twice_are_equal_field_by_field() -> None:
+    doc = parse(TRICKY)
+    for top in doc.fields:
+        if isinstance(top.body, MessageBody):
+            first = [attrs(f) for _, f in Document(TRICKY, [top], top.end).walk()]
+            again = [attrs(f) for _, f in Document(TRICKY, [top], top.end).walk()]
+            assert first == again and len(first) > 1
+
+
+def test_edits_on_packed_bodies_keep_every_other_byte() -> None:
+    doc = parse(TRICKY)
+    ed = Editor(doc)
+    conv = (0, 5)  # layer 0, field 5: convolution_param
+    ed.set_value((*conv, 3), "2")  # pad
+    out = ed.apply()
+    assert out.code == TRICKY.replace("      1\n  }", "      2\n  }")
+    assert out.fields[1] is doc.fields[1] and out.fields[2] is doc.fields[2]
+    assert parse(out.code).code == out.code
+
+
+def _net(n: int) -> str:
+    parts = ['name: "n"\n']
+    for i in range(n):
+        parts.append(
+            "layer {\n"
+            f'  name: "conv{i}"\n  type: "Convolution"\n'
+            f'  bottom: "conv{i - 1}"\n  top: "conv{i}"\n'
+            "  param {\n    lr_mult: 1\n    decay_mult: 1\n  }\n"
+            "  param {\n    lr_mult: 2\n    decay_mult: 0\n  }\n"
+            "  convolution_param {\n    num_output: 64\n    kernel_size: 3\n"
+            '    weight_filler {\n      type: "xavier"\n    }\n  }\n}\n'
+        )
+    return "".join(parts)
+
+
+def test_tree_memory_stays_a_small_multiple_of_the_file() -> None:
+    text = _net(3000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        doc = parse(text)
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert doc.code is text
+    # Field objects for every field were ~9x the file; the packed records are ~2.5x.
+    assert retained < 4 * len(text), retained / len(text)
+
+
+def test_an_edit_shows_only_its_own_children_as_changed() -> None:
+    # The checks re-read (and diff) only the children an edit touched; they find them by field
+    # equality, which must hold between a parsed body's fields read at different times.
+    from rewriter.checks import changed_names
+
+    doc = parse(TRICKY)
+    ed = Editor(doc)
+    ed.set_value((0, 3, 0), "0")  # param < lr_mult: 1 ... >
+    out = ed.apply()
+    assert changed_names(doc.fields[0], out.fields[0]) == {"param"}
+    assert doc.fields[0].message.fields[5] == out.fields[0].message.fields[5]
+    assert doc.fields[0].message.fields[3] != out.fields[0].message.fields[3]
+    assert len(set(doc.fields[0].message.fields) | set(doc.fields[0].message.fields)) == 9
