@@ -32,7 +32,7 @@ from operator import ne
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checks import Change, CheckFailed, CheckResult
+from .checks import Change, CheckFailed, CheckResult, Kept
 from .errors import RewriterError
 
 if TYPE_CHECKING:
@@ -269,6 +269,7 @@ def _run(
 ) -> Result:
     from .bind import bind
     from .checks import ADDED, rebind, semantic_diff, structure_check
+    from .edit import Editor
     from .select import NetView
     from .steps import STEPS, fast_doc, plan_step
 
@@ -300,8 +301,9 @@ def _run(
 
         view = orig
         origin: list[int | None] = list(range(len(orig)))
-        effects: dict[int, set[tuple[str, ...]]] = {}
+        effects: dict[int, frozenset[tuple[str, ...]]] = {}
         step_of: dict[int, dict[tuple[str, ...], str]] = {}
+        declared: dict[Any, tuple[frozenset[tuple[str, ...]], dict[tuple[str, ...], str]]] = {}
         net_effects: set[tuple[str, ...]] = set()
         structural: list[StructChange] = []
         removed_orig: list[int] = []
@@ -310,6 +312,8 @@ def _run(
         before: dict[str, Struct] | None = None
         promised = 0
         touched: set[str] = set()
+        #: original values of what the steps edit (each step edits its input's message in place)
+        kept: Kept = {}
         for n, step in enumerate(steps, 1):
             plan = plan_step(view, step, phase)
             label = f"{n}:{step.kind}"
@@ -317,9 +321,16 @@ def _run(
                 ko = origin[k]
                 if ko is None:  # a layer an earlier step added: covered by ADDED
                     continue
-                effects.setdefault(ko, set()).update(paths)
-                for p in paths:
-                    step_of.setdefault(ko, {}).setdefault(p, label)
+                # One step declares the same paths in thousands of layers: share the records.
+                memo_key = (effects.get(ko), step_of.get(ko) and id(step_of[ko]), frozenset(paths))
+                shared = declared.get(memo_key)
+                if shared is None:
+                    old = effects.get(ko, frozenset())
+                    labels = dict(step_of.get(ko) or {})
+                    for p in paths:
+                        labels.setdefault(p, label)
+                    shared = declared[memo_key] = (old | memo_key[2], labels)
+                effects[ko], step_of[ko] = shared
             net_effects |= plan.net_effects
             structural.extend(plan.structural)
             if STEPS[step.kind].analysis_warnings:
@@ -331,7 +342,10 @@ def _run(
                 if view is orig and before is None:
                     before = _release_graphs(orig, structural)
                 new_doc = fast_doc(plan.editor.apply(), newline)
-                msg = rebind(view, new_doc, lenient=out_lenient, schema=schema)
+                plan.editor = Editor(new_doc)  # done: let its records go before the checks
+                msg = rebind(
+                    view, new_doc, lenient=out_lenient, schema=schema, keep=kept, origin=origin
+                )
                 after = view_of(new_doc, msg)
                 if plan.removed:
                     gone = set(plan.removed)
@@ -339,7 +353,7 @@ def _run(
                     origin = [o for i, o in enumerate(origin) if i not in gone]
                 for k in plan.inserted:
                     origin.insert(k, None)
-                    effects.setdefault(ADDED, set()).add(("*",))
+                    effects[ADDED] = effects.get(ADDED, frozenset()) | {("*",)}
                 result.steps.append(label)
             if plan.promise is not None:
                 promised += 1
@@ -349,6 +363,7 @@ def _run(
                     )
             result.warnings.extend(plan.warnings)
             view = after
+            del plan, after  # the editor's records and the step's selections
 
         final = view
         result.document = final.doc
@@ -356,8 +371,9 @@ def _run(
         checks = result.checks
         checks.append(CheckResult("parse-bind", True, _bind_detail(orig, final, out_lenient)))
         changes, failures = semantic_diff(
-            orig, final, origin, effects, net_effects, removed_orig, step_of
+            orig, final, origin, effects, net_effects, removed_orig, step_of, kept
         )
+        kept.clear()
         result.changes = changes
         if failures:
             checks.extend(failures)
@@ -581,6 +597,10 @@ def unified_diff(
     if a_text == b_text:
         return ""
     regions = _changed_regions(old, new, len(a_text), len(b_text), b_offsets)
+    # A field replaced by an edited one: only the stretch between what their texts share at
+    # the start and at the end changed (a value or two), not the whole layer. Without this,
+    # edits in most layers make one cluster of the whole file, split into lines twice.
+    regions = [_trim(a_text, b_text, *r) for r in regions]
     # Widen every changed character range to whole lines, by the same amount on both sides
     # (the text around a change is the same on both sides); merge ranges that then touch.
     spans: list[list[int]] = []
@@ -622,6 +642,28 @@ def unified_diff(
         a_pos, b_pos = ctx_a1, ctx_b1
         k = end + 1
     return "".join(out)
+
+
+def _trim(a: str, b: str, a0: int, a1: int, b0: int, b1: int) -> tuple[int, int, int, int]:
+    """The range (a0, a1) of ``a`` / (b0, b1) of ``b`` without the text both start and end
+    with (found by halving: slice comparisons run in C)."""
+    size = min(a1 - a0, b1 - b0)
+    lo, hi = 0, size
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[a0 : a0 + mid] == b[b0 : b0 + mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    a0, b0, size = a0 + lo, b0 + lo, size - lo
+    lo, hi = 0, size
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[a1 - mid : a1] == b[b1 - mid : b1]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return a0, a1 - lo, b0, b1 - lo
 
 
 def _back_lines(text: str, pos: int, n: int) -> int:

@@ -320,7 +320,7 @@ class _Binder:
                         continue
                     sub = getattr(msg, name)
                     sub.SetInParent()
-                if b._packed is not None:
+                if b.is_view:
                     work.append((b, b._lo, info.message, sub_table, sub))
                 else:
                     work.append((b.fields, 0, info.message, sub_table, sub))

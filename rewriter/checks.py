@@ -27,6 +27,7 @@ Run on every apply (:func:`rewriter.apply.apply`), in this order:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +180,9 @@ def changed_names(old: Field, new: Field) -> set[str] | None:
         return None
     if old.name != new.name:
         return None
+    fast = nb.edited_names(ob)
+    if fast is not None:
+        return fast
     old_kids, new_kids = ob.fields, nb.fields
     old_set, new_set = set(old_kids), set(new_kids)
     names = {c.name for c in new_kids if c not in old_set}
@@ -210,18 +214,30 @@ def _full_bind(doc: Document, lenient: bool, schema: Schema | None, path: str) -
     return bound.message
 
 
+#: original values of the layers the engine edited in place: original layer index ->
+#: (the field names kept, or None for the whole layer; a LayerParameter holding those values)
+Kept = dict[int, tuple[set[str] | None, Any]]
+
+
 def rebind(
     old: NetView,
     new_doc: Document,
     *,
     lenient: bool,
     schema: Schema | None,
+    keep: Kept | None = None,
+    origin: Sequence[int | None] | None = None,
 ) -> Any:
     """The message of ``new_doc``, re-reading only what changed since ``old`` (check a).
 
     Each edited layer contributes the text of its edited fields (every field of an edited
     name); identical texts -- one step making the same edit in hundreds of similar layers --
     are parsed and bound once, as the same text always binds to the same values.
+
+    With ``keep``, ``old``'s message is edited in place instead of copied (``old`` is
+    detached: see :meth:`NetView.detach`), and the original values of what changes are saved
+    in ``keep`` under their original layer index (``origin`` maps ``old``'s layer indices to
+    the original ones), for the semantic diff.
     """
     from .bind import bind
     from .cst import parse
@@ -248,7 +264,10 @@ def rebind(
             if not names:
                 continue
             assert isinstance(b.body, MessageBody)
-            kids = "".join(c.code for c in b.body.fields if c.name in names)
+            body = b.body
+            kids = "".join(
+                body.child(i).code for i, name in enumerate(body.names()) if name in names
+            )
             text = "layer {\n" + kids + "\n}\n"
             key = (tuple(sorted(names)), text)
         slot = unique.get(key)
@@ -257,7 +276,7 @@ def rebind(
             parts.append(text)
         targets.append((layer_of[i], names, slot))
     if not targets:
-        return old.message
+        return old.message if keep is None else _detach(old, lenient, schema)
     try:
         part_doc = parse("".join(parts), path)
     except ParseError:
@@ -266,12 +285,19 @@ def rebind(
     parts_msg: Any = bound.message
     if bound.errors or len(parts_msg.layer) != len(parts):
         return _full_bind(new_doc, lenient, schema, path)
-    msg = type(old.message)()
-    msg.CopyFrom(old.message)
+    if keep is None:
+        msg = type(old.message)()
+        msg.CopyFrom(old.message)
+    else:
+        msg = _detach(old, lenient, schema)
     bound_parts = list(parts_msg.layer)
     for k, names, slot in targets:
         layer = msg.layer[k]
         part = bound_parts[slot]
+        if keep is not None:
+            ko = origin[k] if origin is not None else k
+            if ko is not None:
+                _keep(keep, ko, layer, names)
         if names is None:
             layer.CopyFrom(part)
             continue
@@ -283,10 +309,73 @@ def rebind(
     return msg
 
 
+def _detach(view: NetView, lenient: bool, schema: Schema | None) -> Any:
+    """Take ``view``'s message to edit it in place; ``view`` binds its text again if asked."""
+    doc, path = view.doc, view.path
+    return view.detach(lambda: _full_bind(doc, lenient, schema, path))
+
+
+def _keep(keep: Kept, ko: int, layer: Any, names: set[str] | None) -> None:
+    """Save the values of ``names`` (None: all) of ``layer`` before they are edited, unless
+    an earlier step saved them already (those are the original values)."""
+    entry = keep.get(ko)
+    if entry is None:
+        saved = type(layer)()
+        if names is None:
+            saved.CopyFrom(layer)
+            keep[ko] = (None, saved)
+        else:
+            _copy_fields(layer, saved, names)
+            keep[ko] = (set(names), saved)
+        return
+    have, saved = entry
+    if have is None:
+        return
+    if names is None:
+        whole = type(layer)()
+        whole.CopyFrom(layer)
+        for name in have:
+            if name in whole.DESCRIPTOR.fields_by_name:
+                whole.ClearField(name)
+        whole.MergeFrom(saved)
+        keep[ko] = (None, whole)
+        return
+    _copy_fields(layer, saved, names - have)
+    have |= names
+
+
+def _copy_fields(source: Any, target: Any, names: Iterable[str]) -> None:
+    from .schema import is_repeated
+
+    known = source.DESCRIPTOR.fields_by_name
+    for name in names:
+        fd = known.get(name)
+        if fd is None:
+            continue
+        if is_repeated(fd):
+            getattr(target, name).extend(getattr(source, name))
+        elif fd.message_type is not None:
+            if source.HasField(name):
+                getattr(target, name).CopyFrom(getattr(source, name))
+        elif source.HasField(name):
+            setattr(target, name, getattr(source, name))
+
+
+def kept_layer(orig: NetView, kept: Kept | None, ko: int, names: set[str] | None) -> Any:
+    """The original layer ``ko`` for comparing ``names`` (None: every field): its saved
+    values when they cover ``names``, else the original message's layer."""
+    entry = kept.get(ko) if kept else None
+    if entry is not None:
+        have, saved = entry
+        if have is None or (names is not None and names <= have):
+            return saved
+    return orig.layer(ko)
+
+
 # --------------------------------------------------------------------------- semantic diff
 
 
-def _covered(path: Sequence[str | int], value: Any, effects: set[tuple[str, ...]]) -> bool:
+def _covered(path: Sequence[str | int], value: Any, effects: AbstractSet[tuple[str, ...]]) -> bool:
     if ("*",) in effects:
         return True
     names = tuple(p for p in path if isinstance(p, str))
@@ -354,12 +443,14 @@ def semantic_diff(
     orig: NetView,
     final: NetView,
     origin: Sequence[int | None],
-    effects: Mapping[int, set[tuple[str, ...]]],
+    effects: Mapping[int, AbstractSet[tuple[str, ...]]],
     net_effects: set[tuple[str, ...]],
     removed: Iterable[int],
     step_of: Mapping[int, Mapping[tuple[str, ...], str]] | None = None,
+    kept: Kept | None = None,
 ) -> tuple[list[Change], list[CheckResult]]:
-    """Changes between the original and final messages, and any outside declared effects."""
+    """Changes between the original and final messages, and any outside declared effects.
+    ``kept``: original values of the layers :func:`rebind` edited in place."""
     # Layers whose edited fields read the same before and after (the same text binds to the
     # same values) share one DeepDiff: keyed by the texts.
     memo: dict[tuple[Any, ...], list[tuple[tuple[str | int, ...], str, str, Any, Any]]] = {}
@@ -376,8 +467,8 @@ def semantic_diff(
         fo, ff = orig.field(ko), final.field(kf)
         if fo is ff:
             continue
-        om, nm = orig.layer(ko), final.layer(kf)
         names = changed_names(fo, ff)
+        om, nm = kept_layer(orig, kept, ko, names), final.layer(kf)
         if names is None:
             names = {fd.name for fd, _ in om.ListFields()} | {fd.name for fd, _ in nm.ListFields()}
             key: tuple[Any, ...] = (ko, kf)

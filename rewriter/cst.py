@@ -78,6 +78,9 @@ KIND_LIST = "l"
 
 
 _REC = 9  # ints per packed field record, see MessageBody
+#: the fields of the bodies built last (see MessageBody.fields), oldest first
+_RECENT: dict[int, tuple[MessageBody, tuple[Field, ...]]] = {}
+_RECENT_SIZE = 32
 _BIG = 2**31 - 1
 _TYPECODE_SMALL = "i"  # offsets of files under 2 GB fit 32 bits: half the memory of "q"
 
@@ -107,6 +110,7 @@ class MessageBody:
         "_lo",
         "_hi",
         "_lists",
+        "_mixed",
     )
 
     def __init__(
@@ -131,6 +135,48 @@ class MessageBody:
         self._lo = 0
         self._hi = 0
         self._lists: dict[int, ListBody] | None = None
+        self._mixed: tuple[int | Field, ...] | None = None
+
+    @classmethod
+    def edited(
+        cls,
+        base: MessageBody,
+        fields: Sequence[Field],
+    ) -> MessageBody:
+        """``base`` with new children (an edit): the children it kept from a parsed ``base``
+        stay records (an int each, instead of a Field and its body), the others are objects.
+        An edited layer keeps most of its fields; this keeps its memory near the parsed one."""
+        body = cls(base.src, base.start, base.open_end, fields, base.close_start, base.end, False)
+        packed = base._packed
+        if packed is None or base._mixed is not None:
+            return body
+        src = base.src
+        # Edits keep the children they leave in order: walk base's records alongside.
+        r = base._lo
+        hi = base._hi
+        mixed: list[int | Field] = []
+        kept = False
+        for f in fields:
+            if type(f) is Field and f.src is src:
+                start = f.start
+                while r < hi and packed[r * _REC] < start:
+                    r += 1 + packed[r * _REC + 8]
+                if r < hi and packed[r * _REC] == start and packed[r * _REC + 5] == f.end:
+                    mixed.append(r)
+                    kept = True
+                    continue
+            mixed.append(f)
+        if kept:
+            body._fields = None
+            body._mixed = tuple(mixed)
+            body._packed = packed
+            body._lists = base._lists
+        return body
+
+    @property
+    def is_view(self) -> bool:
+        """A parsed body whose fields are all records (see :meth:`_records`)."""
+        return self._packed is not None and self._mixed is None
 
     @classmethod
     def _view(
@@ -159,6 +205,7 @@ class MessageBody:
         body._lo = lo
         body._hi = hi
         body._lists = lists
+        body._mixed = None
         return body
 
     @property
@@ -166,7 +213,22 @@ class MessageBody:
         fields = self._fields
         if fields is not None:
             return fields
-        return tuple(self._unpack())
+        # Callers often read the same few bodies again and again (a step looks at one layer's
+        # children several times); the last bodies' fields are kept for them.
+        key = id(self)
+        hit = _RECENT.get(key)
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        mixed = self._mixed
+        if mixed is not None:
+            at = self._field_at
+            fields = tuple(x if isinstance(x, Field) else at(x) for x in mixed)
+        else:
+            fields = tuple(self._unpack())
+        if len(_RECENT) >= _RECENT_SIZE:
+            del _RECENT[next(iter(_RECENT))]
+        _RECENT[key] = (self, fields)
+        return fields
 
     def _unpack(self) -> Iterator[Field]:
         packed = self._packed
@@ -190,13 +252,53 @@ class MessageBody:
             yield Field(src, s, ns, ne, vs, ve, e, body)
             i += 1 + nsub
 
+    def edited_names(self, old: MessageBody) -> set[str] | None:
+        """Names of the children that differ between ``old`` (a parsed body) and this body,
+        an edit of it; None when this body was not built from ``old``'s records. Read from the
+        records, without building either body's fields."""
+        mixed = self._mixed
+        packed = old._packed
+        if mixed is None or not old.is_view or self._packed is not packed:
+            return None
+        assert packed is not None
+        src = old.src
+        kept: set[int] = set()
+        names: set[str] = set()
+        for x in mixed:
+            if isinstance(x, Field):
+                names.add(x.name)
+            else:
+                kept.add(x)
+        i = old._lo
+        hi = old._hi
+        while i < hi:
+            j = i * _REC
+            if i not in kept:
+                names.add(src[packed[j + 1] : packed[j + 2]])
+            i += 1 + packed[j + 8]
+        return names
+
+    def names(self) -> list[str]:
+        """The field names in order (without building the fields of a parsed body)."""
+        return list(self._names())
+
     def _names(self) -> Iterator[str]:
         """The field names in order, without building the fields."""
-        if self._packed is None:
+        mixed = self._mixed
+        packed = self._packed
+        if mixed is not None and packed is not None:
+            src = self.src
+            for x in mixed:
+                yield (
+                    x.name
+                    if isinstance(x, Field)
+                    else src[packed[x * _REC + 1] : packed[x * _REC + 2]]
+                )
+            return
+        if packed is None:
             for f in self.fields:
                 yield f.name
             return
-        packed = self._packed
         src = self.src
         i = self._lo
         hi = self._hi
@@ -240,9 +342,21 @@ class MessageBody:
     def code(self) -> str:
         if self.pristine:
             return self.src[self.start : self.end]
-        parts = [self.src[self.start : self.open_end]]
-        parts.extend(f.code for f in self.fields)
-        parts.append(self.src[self.close_start : self.end])
+        src = self.src
+        parts = [src[self.start : self.open_end]]
+        mixed = self._mixed
+        if mixed is not None:
+            packed = self._packed
+            assert packed is not None
+            for x in mixed:
+                if isinstance(x, Field):
+                    parts.append(x.code)
+                else:
+                    j = x * _REC
+                    parts.append(src[packed[j] : packed[j + 5]])
+        else:
+            parts.extend(f.code for f in self.fields)
+        parts.append(src[self.close_start : self.end])
         return "".join(parts)
 
     @property
@@ -260,8 +374,8 @@ class MessageBody:
 
     def index(self) -> dict[str, tuple[int, ...]]:
         """Field name -> positions. Kept small because a big net has one per block: names are
-        interned and a single position is a shared tuple. Cached only for bodies built by edits
-        (a parsed body would keep it as long as the tree lives)."""
+        interned and a single position is a shared tuple. Cached only for big bodies built by
+        edits (the top level): a small body is scanned faster than a dict is kept for it."""
         if self._index is not None:
             return self._index
         lists: dict[str, list[int]] = {}
@@ -271,13 +385,41 @@ class MessageBody:
             sys.intern(name): _ONE[hits[0]] if len(hits) == 1 and hits[0] < 256 else tuple(hits)
             for name, hits in lists.items()
         }
-        if self._packed is None:
+        if self._fields is not None and len(self._fields) > 32:
             self._index = index
         return index
 
+    def child(self, i: int) -> Field:
+        """``fields[i]``, built alone (a parsed body does not build its other fields)."""
+        fields = self._fields
+        if fields is not None:
+            return fields[i]
+        mixed = self._mixed
+        if mixed is not None:
+            x = mixed[i]
+            return x if isinstance(x, Field) else self._field_at(x)
+        packed = self._packed
+        assert packed is not None
+        r = self._lo
+        hi = self._hi
+        if i < 0:
+            return self.fields[i]
+        while r < hi:
+            if i == 0:
+                return self._field_at(r)
+            i -= 1
+            r += 1 + packed[r * _REC + 8]
+        raise IndexError("field index out of range")
+
+    def positions(self, name: str) -> tuple[int, ...]:
+        """Indices of the fields named ``name`` (``index().get(name, ())`` without the dict)."""
+        if self._fields is not None:
+            return self.index().get(name, ())
+        return tuple(i for i, n in enumerate(self._names()) if n == name)
+
     def get(self, name: str) -> Field | None:
         """The last field of that name (protobuf keeps the last of a repeated singular)."""
-        if self._packed is not None:
+        if self.is_view:
             found = None
             for f in self._matching(name):
                 found = f
@@ -286,8 +428,10 @@ class MessageBody:
         return self.fields[hits[-1]] if hits else None
 
     def get_all(self, name: str) -> list[Field]:
-        if self._packed is not None:
+        if self.is_view:
             return list(self._matching(name))
+        if self._mixed is not None:
+            return [self.child(i) for i in self.positions(name)]
         fields = self.fields
         return [fields[i] for i in self.index().get(name, ())]
 

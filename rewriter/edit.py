@@ -204,9 +204,7 @@ class Editor:
                 src, n = opened + closed, len(opened)
                 nb = MessageBody(src, 0, n, new_children, n, len(src), False)
             else:
-                nb = MessageBody(
-                    b.src, b.start, b.open_end, new_children, b.close_start, b.end, False
-                )
+                nb = MessageBody.edited(b, new_children)
             fields[i] = ComposedField(
                 f.src, f.start, f.name_start, f.name_end, f.value_start, f.value_end, f.end, nb
             )

@@ -28,6 +28,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from rewriter.errors import RewriterError
@@ -456,16 +457,16 @@ class _Shared:
     layer named like its top, a bottom and the top it reads, an in-place layer's bottoms and
     tops and its producer's tops all end up as the same objects in the graph."""
 
-    __slots__ = ("strs", "names", "specs")
+    __slots__ = ("names", "specs")
 
     def __init__(self) -> None:
-        self.strs: dict[str, str] = {}
         self.names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.specs: dict[_Spec, _Spec] = {}
 
     def names_of(self, names: Iterable[str]) -> tuple[str, ...]:
-        strs = self.strs
-        t = tuple([strs.setdefault(s, s) for s in names])
+        # Names are interned (not shared through a dict of this graph's own): the views of
+        # the net and every graph built from it then hold one object per name between them.
+        t = tuple([intern(s) for s in names])
         return self.names.setdefault(t, t)
 
 
@@ -473,14 +474,10 @@ def _layer_def(msg: Any, index: int, shared: _Shared) -> _LayerDef:
     params = msg.param
     loss_weight = msg.loss_weight
     propagate_down = msg.propagate_down
-    strs = shared.strs
-    name = msg.name
-    layer_type = msg.type
-    layer_type = strs.setdefault(layer_type, layer_type)
     specs = shared.specs
     return _LayerDef(
-        strs.setdefault(name, name),
-        layer_type,
+        intern(msg.name),
+        intern(msg.type),
         shared.names_of(msg.bottom),
         shared.names_of(msg.top),
         tuple([float(w) for w in loss_weight]) if loss_weight else (),
@@ -870,7 +867,6 @@ def _insert_splits(layers: list[_LayerDef], shared: _Shared) -> list[_LayerDef]:
         reads[src] += 1
     out: list[_LayerDef] = []
     next_split_top = array("i", [0]) * n_slots
-    strs = shared.strs
     at = 0
     for i, layer in enumerate(layers):
         out.append(layer)  # the filtered defs are fresh objects: rewrite them in place
@@ -912,7 +908,6 @@ def _insert_splits(layers: list[_LayerDef], shared: _Shared) -> list[_LayerDef]:
             if weight:
                 layer.loss_weights = ()
                 next_split_top[slot + j] += 1
-    del strs
     return out
 
 

@@ -19,7 +19,7 @@ Steps never execute anything from a recipe: keys are data, typed by :data:`STEPS
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -502,11 +502,17 @@ def _children(f: Field) -> tuple[Field, ...]:
     return body.fields if isinstance(body, MessageBody) else ()
 
 
+def _child(f: Field, i: int) -> Field:
+    body = f.body
+    assert isinstance(body, MessageBody)
+    return body.child(i)
+
+
 def _last_index(f: Field, name: str) -> int | None:
     body = f.body
     if not isinstance(body, MessageBody):
         return None
-    hits = body.index().get(name)
+    hits = body.positions(name)
     return hits[-1] if hits else None
 
 
@@ -531,7 +537,7 @@ class _Params:
         self._blocks: dict[int, list[int]] = {}
         self._groups: dict[str, list[tuple[int, int]]] | None = None
         self._info: dict[int, tuple[int, tuple[str, ...]]] = {}
-        self._where: dict[int, int] | None = None
+        self._where: Mapping[int, int] | None = None
 
     def blocks(self, k: int) -> list[int]:
         """Child indices of the layer's ``param`` blocks (message order)."""
@@ -539,9 +545,9 @@ class _Params:
         if got is None:
             layer = self.view.field(k)
             body = layer.body
-            got = list(body.index().get("param", ())) if isinstance(body, MessageBody) else []
+            got = list(body.positions("param")) if isinstance(body, MessageBody) else []
             for i in got:
-                if not isinstance(_children(layer)[i].body, MessageBody):
+                if not isinstance(_child(layer, i).body, MessageBody):
                     raise self.ctx.error(
                         f"{self.view.describe(k)}: 'param' written as a list is not supported"
                     )
@@ -619,7 +625,7 @@ class _Params:
                 return False  # the default already
             layer = view.field(k)
             bpath = view.field_path(k) + (blocks[j],)
-            block = _children(layer)[blocks[j]]
+            block = _child(layer, blocks[j])
             ci = _last_index(block, name)
             if ci is not None:
                 self.ed.set_value(bpath + (ci,), num(value))
@@ -959,7 +965,7 @@ def _plan_remove_param_blocks(ctx: StepContext) -> Plan:
         plan.declare(k, ("param",))
         layer = view.field(k)
         for bi in params.blocks(k):
-            block = _children(layer)[bi]
+            block = _child(layer, bi)
             kids = _children(block)
             path = view.field_path(k) + (bi,)
             if any(c.name == "name" for c in kids):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +250,89 @@ def test_large_unindented_file_is_linear() -> None:
     assert result.changed and len(result.changes) == 2002
     assert "\nlr_mult: 0\n" in result.code
     assert time.process_time() - start < 15
+
+
+MULTI = [
+    Step("freeze", upto="conv1"),
+    Step("set-lr", layers=["conv1", "fc"], value=0.5),
+    Step("zero-decay", glob="*"),
+    Step("set-field", layers=["fc"], field="inner_product_param.num_output", value=3),
+]
+
+
+def _copying_rebind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every step copy its input's message again (the engine before it edited in place)."""
+    import rewriter.checks
+
+    plain = rewriter.checks.rebind
+
+    def copy(*args: object, **kw: object) -> object:
+        kw.pop("keep", None)
+        kw.pop("origin", None)
+        return plain(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rewriter.checks, "rebind", copy)
+
+
+def _summary(result: object) -> tuple[object, ...]:
+    r: Any = result
+    return (
+        r.code,
+        [c.as_dict() for c in r.changes],
+        [c.as_dict() for c in r.checks],
+        r.net_before.message.SerializeToString(deterministic=True),
+        r.net.message.SerializeToString(deterministic=True),
+    )
+
+
+def test_editing_the_message_in_place_equals_copying_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step edits its input's message in place and keeps only the original values of what
+    it changes; the changes, checks, and both messages (``net_before`` is bound again from the
+    input's text) equal those of copying the message at every step."""
+    runs = [lambda case=case: run_case(case)[0] for case in CASES]
+    runs.append(lambda: apply(parse(NET), MULTI))
+    # a later step rewriting what an earlier one changed, and a step undoing one
+    runs.append(lambda: apply(parse(NET), [Step("freeze", upto="fc"), Step("unfreeze", glob="*")]))
+    in_place = [_summary(run()) for run in runs]
+    _copying_rebind(monkeypatch)
+    copied = [_summary(run()) for run in runs]
+    for got, want in zip(in_place, copied, strict=True):
+        assert got == want
+    full = bind(parse(NET), None, "caffe.NetParameter").message
+    assert in_place[-2][3] == full.SerializeToString(deterministic=True)
+    assert len(in_place[-2][1]) >= 6  # lr_mult, decay_mult and num_output changes
+
+
+def test_diff_of_edits_in_many_layers_splits_only_the_changed_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Freezing half of a net edits a value or two in hundreds of layers a few lines apart.
+    The diff equals difflib's, and only the few lines around each edit are split into lines
+    (splitting whole layers made one stretch of half the file, twice: ~4x its size)."""
+    import rewriter.apply
+
+    parts = ['name: "n"\n']
+    for i in range(400):
+        parts.append(
+            f'layer {{\n  name: "c{i}"\n  type: "Convolution"\n'
+            f'  bottom: "{f"c{i - 1}" if i else "data"}"\n  top: "c{i}"\n'
+            "  param {\n    lr_mult: 1\n  }\n  param {\n    lr_mult: 2\n  }\n"
+            "  convolution_param {\n    num_output: 8\n    kernel_size: 1\n  }\n}\n"
+            f'layer {{\n  name: "r{i}"\n  type: "ReLU"\n  bottom: "c{i}"\n  top: "c{i}"\n}}\n'
+        )
+    text = 'layer { name: "data" type: "Input" top: "data" }\n' + "".join(parts)
+    split: list[int] = []
+    plain_split = rewriter.apply._split_lines
+
+    def spy(t: str) -> list[str]:
+        split.append(len(t))
+        return plain_split(t)
+
+    monkeypatch.setattr(rewriter.apply, "_split_lines", spy)
+    result = apply(parse(text), Step("freeze", upto="c199"))
+    diff = result.diff
+    assert apply_patch(text, diff) == result.code
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in "+++---"]
+    assert len(changed) == 800 and all("lr_mult" in line for line in changed)
+    assert diff.count("\n@@ ") == 200  # one hunk per frozen layer, as difflib groups them
+    assert max(split) < len(text) / 50, max(split)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rewriter.bind import bind
@@ -10,6 +12,7 @@ from rewriter.errors import RewriterError
 from rewriter.recipe import Recipe, Step
 from rewriter.select import NetView, select
 from rewriter.steps import bottom_writers, fed_by
+from tests.conftest import corpus_params, read_corpus
 
 # data -> stem -> stem_relu (in place) -> {left, right, merge}; merge(left, stem, right) -> loss
 # A TEST-only branch: acc reads merge; "aux" exists only in TEST.
@@ -136,3 +139,47 @@ def test_stop_gradient_errors_and_warnings() -> None:
     result = apply(parse(NET), cut_all)
     assert any("get no gradient any more but still change through weight decay" in w
                for w in result.warnings)  # fmt: skip
+
+
+def _naive_edges(graph: object) -> tuple[list[list[int]], list[list[int]]]:
+    g: Any = graph
+    preds: list[list[int]] = [[] for _ in g.layers]
+    succs: list[list[int]] = [[] for _ in g.layers]
+    last: dict[int, int] = {}
+    for layer in g.layers:
+        for bid in layer.bottom_ids:
+            if bid in last:
+                preds[layer.index].append(last[bid])
+                succs[last[bid]].append(layer.index)
+        for tid in layer.top_ids:
+            last[tid] = layer.index
+    return preds, succs
+
+
+@pytest.mark.parametrize("row", corpus_params(kind="net", fmt="V2", fork="no")[::5])
+def test_packed_edges_and_index_maps_equal_plain_lists(row: dict[str, str] | None) -> None:
+    """The packed neighbour lists and document -> graph index maps read exactly like the
+    lists and dicts they replace (order and repeated edges included)."""
+    from rewriter.select import graph_edges
+
+    path, text = read_corpus(row)
+    doc = parse(text, str(path))
+    view = NetView(doc, bind(doc, None, "caffe.NetParameter", lenient=True).message)
+    try:
+        graph = view.graph("TRAIN")
+    except RewriterError:
+        pytest.skip("Caffe cannot build this net's TRAIN graph")
+    preds, succs = graph_edges(graph)
+    want_preds, want_succs = _naive_edges(graph)
+    assert [list(p) for p in preds] == want_preds
+    assert [list(s) for s in succs] == want_succs
+    assert len(preds) == len(graph.layers) and list(preds[-1]) == want_preds[-1]
+    where = view.graph_layers_of("TRAIN")
+    plain = {
+        k: layer.index
+        for layer in graph.layers
+        if (k := view.doc_index(layer.source_index)) is not None
+    }
+    assert dict(where.items()) == plain and len(where) == len(plain)
+    assert where.get(len(view.layer_fields)) is None and where.get(-1) is None
+    assert all(where[k] == v and k in where for k, v in plain.items())

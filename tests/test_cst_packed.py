@@ -189,3 +189,57 @@ def test_an_edit_shows_only_its_own_children_as_changed() -> None:
     assert doc.fields[0].message.fields[5] == out.fields[0].message.fields[5]
     assert doc.fields[0].message.fields[3] != out.fields[0].message.fields[3]
     assert len(set(doc.fields[0].message.fields) | set(doc.fields[0].message.fields)) == 9
+
+
+def test_an_edited_layer_keeps_its_untouched_fields_as_records() -> None:
+    text = _net(2000)
+    doc = parse(text)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        ed = Editor(doc)
+        for i, f in enumerate(doc.fields):
+            if f.name == "layer":
+                ed.set_value((i, 4, 0), "0")  # the first param's lr_mult
+        out = ed.apply()
+        del ed
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.code == text.replace("lr_mult: 1", "lr_mult: 0")
+    first = out.fields[1]
+    assert first.message._mixed is not None  # name, type, bottom, top, ... stay records
+    assert first.message.fields[0] == doc.fields[1].message.fields[0]
+    assert first.message.fields[5] == doc.fields[1].message.fields[5]
+    assert first.message.fields[4] != doc.fields[1].message.fields[4]
+    # Every kept child as a Field (and its body) was ~9x the file; as records ~3.4x.
+    assert retained < 5 * len(text), retained / len(text)
+
+
+def test_child_positions_and_names_read_like_fields() -> None:
+    """The shortcuts that skip building a parsed body's fields agree with ``fields``, for a
+    parsed body, an edited one (kept children as records) and a plain one."""
+    doc = parse(TRICKY)
+    ed = Editor(doc)
+    ed.set_value((0, 3, 0), "0")
+    ed.set_value((0, 5, 3), "2")
+    out = ed.apply()
+    bodies = [f.body for _, f in doc.walk() if isinstance(f.body, MessageBody)]
+    bodies += [f.body for _, f in out.walk() if isinstance(f.body, MessageBody)]
+    for _, f in doc.walk():  # messages in lists hold plain tuples of fields
+        if isinstance(f.body, ListBody):
+            bodies += [it for it in f.body.items if isinstance(it, MessageBody)]
+    assert any(b._mixed is not None for b in bodies) and any(b.is_view for b in bodies)
+    assert any(b._packed is None for b in bodies)
+    for body in bodies:
+        fields = body.fields
+        assert body.names() == [f.name for f in fields]
+        assert [attrs(body.child(i)) for i in range(len(fields))] == [attrs(f) for f in fields]
+        for name in set(body.names()) | {"missing"}:
+            want = tuple(i for i, f in enumerate(fields) if f.name == name)
+            assert body.positions(name) == want
+            assert [attrs(f) for f in body.get_all(name)] == [attrs(fields[i]) for i in want]
+        assert "".join(f.code for f in fields) in body.code
+        with pytest.raises(IndexError):
+            body.child(len(fields))
