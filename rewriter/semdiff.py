@@ -22,22 +22,27 @@ graph is built once per phase (once in all when no layer has include/exclude rul
 TEST net is then the TRAIN net). Memory: one tree at a time (each is dropped once its side is
 bound), one live message at a time (the other parked as its serialized bytes), one graph at a
 time (the old side's facts are reduced to what the comparison reads before the new graph is
-built), and no graphs kept in the result: the drawing renderers rebuild them on demand
-(``FileDiff.new_facts`` / ``old_facts``). Renderers live in :mod:`rewriter.render`; the JSON
-schema is documented in docs/diff.md (``schema_version`` 1).
+built: one shared record per layer and the edge set), facts packed (a phase's edges are flat
+arrays, :class:`EdgeFact` objects are made only when read), and no graphs kept in the result:
+the drawing renderers rebuild them on demand (``FileDiff.new_facts`` / ``old_facts``).
+Renderers live in :mod:`rewriter.render`; the JSON schema is documented in docs/diff.md
+(``schema_version`` 1).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import os
 import struct
 import subprocess
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .errors import RewriterError
 
@@ -704,74 +709,194 @@ class EdgeFact:
     gradient: str
 
 
+#: EdgeFact.gradient by its code in :class:`_EdgeList`
+_GRADIENTS = ("none", "flows", "cut")
+_NONE, _FLOWS, _CUT = 0, 1, 2
+
+
+class _EdgeList(Sequence[EdgeFact]):
+    """``PhaseFacts.edges``: flat arrays, an :class:`EdgeFact` made when one is read. Edge
+    objects would cost about half the file's size per phase; the diff reads the arrays.
+
+    Edges are in graph order of their target, then by bottom (a layer's edges are adjacent).
+    """
+
+    __slots__ = ("source", "target", "bottom", "blob", "grad")
+
+    def __init__(self) -> None:
+        #: graph index of the source layer, -1 for none
+        self.source = array("i")
+        self.target = array("i")
+        self.bottom = array("i")
+        self.blob: list[str] = []
+        #: index into _GRADIENTS
+        self.grad = bytearray()
+
+    def _edge(self, i: int) -> EdgeFact:
+        s = self.source[i]
+        return EdgeFact(None if s < 0 else s, self.target[i], self.bottom[i], self.blob[i],
+                        _GRADIENTS[self.grad[i]])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.blob)
+
+    @overload
+    def __getitem__(self, index: int) -> EdgeFact: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[EdgeFact]: ...
+
+    def __getitem__(self, index: int | slice) -> EdgeFact | list[EdgeFact]:
+        n = len(self.blob)
+        if isinstance(index, slice):
+            return list(map(self._edge, range(*index.indices(n))))
+        i = operator.index(index)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("edge index out of range")
+        return self._edge(i)
+
+    def __iter__(self) -> Iterator[EdgeFact]:
+        return map(self._edge, range(len(self.blob)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _EdgeList):
+            return (self.source, self.target, self.bottom, self.blob, self.grad) == (
+                other.source, other.target, other.bottom, other.blob, other.grad
+            )  # fmt: skip
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+class _KeyList(Sequence["tuple[str, int] | None"]):
+    """``PhaseFacts.keys``: ``(name, k)`` (the k-th layer of that name) per graph layer, None
+    for inserted splits; made when read from the occurrence array."""
+
+    __slots__ = ("_layers", "_occ")
+
+    def __init__(self, layers: Sequence[Any], occ: array[int]) -> None:
+        self._layers = layers
+        self._occ = occ
+
+    def _key(self, i: int) -> tuple[str, int] | None:
+        k = self._occ[i]
+        return None if k < 0 else (self._layers[i].name, k)
+
+    def __len__(self) -> int:
+        return len(self._occ)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, int] | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[str, int] | None]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[str, int] | None | list[tuple[str, int] | None]:
+        if isinstance(index, slice):
+            return list(map(self._key, range(*index.indices(len(self._occ)))))
+        i = operator.index(index)
+        if i < 0:
+            i += len(self._occ)
+        if not 0 <= i < len(self._occ):
+            raise IndexError("key index out of range")
+        return self._key(i)
+
+    def __iter__(self) -> Iterator[tuple[str, int] | None]:
+        return map(self._key, range(len(self._occ)))
+
+
 @dataclass
 class PhaseFacts:
     graph: Graph
     backward: Backward
     states: list[str]
-    edges: list[EdgeFact]
-    #: per graph layer: the layer is a Split Caffe inserted
-    keys: list[tuple[str, int] | None]
-    by_key: dict[tuple[str, int], int]
+    edges: Sequence[EdgeFact]
+    #: per graph layer: k when it is the k-th (from 0) non-split layer of its name, -1 for
+    #: a Split Caffe inserted
+    occurrence: array[int] = field(repr=False)
+
+    @property
+    def keys(self) -> Sequence[tuple[str, int] | None]:
+        """Per graph layer: ``(name, k)``, None for an inserted split."""
+        return _KeyList(self.graph.layers, self.occurrence)
+
+    @cached_property
+    def by_key(self) -> Mapping[tuple[str, int], int]:
+        """``(name, k)`` -> graph index (built when first read)."""
+        layers = self.graph.layers
+        return {(layers[li].name, k): li for li, k in enumerate(self.occurrence) if k >= 0}
 
 
 def phase_facts(graph: Graph, backward: Backward) -> PhaseFacts:
-    """States, data edges (splits resolved) and gradient state of every bottom."""
+    """States, data edges (splits resolved) and gradient state of every bottom.
+
+    One pass in net order: a bottom reads the version of its blob the last earlier writer
+    left (its producer or an in-place writer), through inserted splits to what they copy."""
     layers = graph.layers
-    blobs = graph.blob_list
+    n_blobs = len(graph.blob_list)
     verdicts = backward.layers
-    # writers of every blob id in net order (the producer first)
-    writers: list[list[int]] = []
-    for b in blobs:
-        w = [] if b.producer is None else [b.producer]
-        w.extend(b.writers)
-        writers.append(w)
-    # Caffe's forward pass (Net::Init): may a gradient arriving at this bottom be used?
-    blob_flag = [False] * len(blobs)
-    read_flag: list[tuple[bool, ...]] = []
-    for layer in layers:
-        flags = tuple(blob_flag[b] for b in layer.bottom_ids)
-        read_flag.append(flags)
-        if any(flags) or any(p.local_lr_mult != 0 for p in layer.params):
-            for t in layer.top_ids:
-                blob_flag[t] = True
-
-    def source(li: int, j: int) -> tuple[int | None, str]:
-        for _ in range(len(layers)):
-            bid = layers[li].bottom_ids[j]
-            w = writers[bid]
-            at = bisect_left(w, li)
-            src = w[at - 1] if at > 0 else None
-            if src is None or not layers[src].inserted_split:
-                return src, blobs[bid].name
-            li, j = src, 0
-        return None, blobs[layers[li].bottom_ids[j]].name
-
+    # per blob id, the version a reader would see now: the writer (-1: none yet) and, when
+    # reached through splits, the name of the blob they copy (None: the blob's own name)
+    src_of = array("i", [-1]) * n_blobs
+    name_of: list[str | None] = [None] * n_blobs
+    # Caffe's forward pass (Net::Init): may a gradient arriving at this blob be used?
+    blob_flag = bytearray(n_blobs)
     states: list[str] = []
-    edges: list[EdgeFact] = []
-    keys: list[tuple[str, int] | None] = []
-    by_key: dict[tuple[str, int], int] = {}
+    edges = _EdgeList()
+    e_src, e_tgt, e_bot, e_blob, e_grad = (
+        edges.source, edges.target, edges.bottom, edges.blob, edges.grad
+    )  # fmt: skip
+    occ = array("i")
     seen: dict[str, int] = {}
     for li, layer in enumerate(layers):
         states.append(layer_state(graph, backward, li))
+        bids = layer.bottom_ids
+        flagged = any(blob_flag[b] for b in bids) or any(p.local_lr_mult != 0 for p in layer.params)
         if layer.inserted_split:
-            keys.append(None)
+            occ.append(-1)
+            b0 = bids[0]
+            s, name = src_of[b0], name_of[b0]
+            if name is None:
+                name = layer.bottoms[0]
+            for t in layer.top_ids:
+                src_of[t] = s
+                name_of[t] = name
+                if flagged:
+                    blob_flag[t] = 1
             continue
         k = seen.get(layer.name, 0)
         seen[layer.name] = k + 1
-        keys.append((layer.name, k))
-        by_key[(layer.name, k)] = li
+        occ.append(k)
         v = verdicts[li]
-        for j in range(len(layer.bottoms)):
-            src, blob = source(li, j)
-            if v.bottom_need_backward[j]:
-                grad = "flows"
-            elif read_flag[li][j] and v.contributes_loss:
-                grad = "cut"
+        bnb = v.bottom_need_backward
+        loss = v.contributes_loss
+        for j, b in enumerate(bids):
+            got = name_of[b]
+            e_src.append(src_of[b])
+            e_tgt.append(li)
+            e_bot.append(j)
+            e_blob.append(layer.bottoms[j] if got is None else got)
+            if bnb[j]:
+                e_grad.append(_FLOWS)
+            elif blob_flag[b] and loss:
+                e_grad.append(_CUT)
             else:
-                grad = "none"
-            edges.append(EdgeFact(src, li, j, blob, grad))
-    return PhaseFacts(graph, backward, states, edges, keys, by_key)
+                e_grad.append(_NONE)
+        for t in layer.top_ids:
+            src_of[t] = li
+            name_of[t] = None
+            if flagged:
+                blob_flag[t] = 1
+    return PhaseFacts(graph, backward, states, edges, occ)
 
 
 # --------------------------------------------------------------------------- diff
@@ -975,9 +1100,12 @@ class _ParamCounts:
     def add_phase(self, facts: PhaseFacts) -> None:
         found: dict[str, int] = {}
         if self.names:
-            for li, key in enumerate(facts.keys):
-                if key is not None and key[0] in self.names and key[0] not in found:
-                    found[key[0]] = len(facts.graph.layers[li].params)
+            layers = facts.graph.layers
+            for li, k in enumerate(facts.occurrence):
+                if k >= 0:
+                    name = layers[li].name
+                    if name in self.names and name not in found:
+                        found[name] = len(layers[li].params)
         self.by_phase.append(found)
 
     def count(self, u: _Unit) -> int:
@@ -1038,6 +1166,16 @@ def _shape_path(path: str) -> bool:
 
 
 _EdgeKey = tuple[str | None, str, str]
+#: a layer's key: its name for the first layer of that name, else (name, k) for the k-th
+_Key = str | tuple[str, int]
+#: (needs backward, state, params, param updates, param lr_mult, per bottom "flows", "cut"
+#: or None: no gradient)
+_Record = tuple[bool, str, int, tuple[bool, ...], tuple[float, ...], tuple[str | None, ...]]
+_GRADIENT_OF = (None, "flows", "cut")
+
+
+def _key(name: str, k: int) -> _Key:
+    return name if k == 0 else (name, k)
 
 
 @dataclass
@@ -1045,29 +1183,12 @@ class _OldPhase:
     """One phase of the old net in new names, reduced to what :func:`_phase_diff` compares, so
     the old graph is freed before the new one is built."""
 
-    #: layer key -> (needs backward, state, params, param updates, param lr_mult)
-    verdicts: dict[tuple[str, int], tuple[bool, str, int, tuple[bool, ...], tuple[float, ...]]]
-    #: layer key -> per bottom "flows", "cut" or None (no gradient); layers whose bottoms
-    #: all get none are left out
-    gradient: dict[tuple[str, int], tuple[str | None, ...]]
-    edges: dict[_EdgeKey, None]
+    #: layer key -> its record (equal records are one object)
+    verdicts: dict[_Key, _Record]
+    #: data edges in old order -> the mark of the last phase that found it in the new net
+    edges: dict[_EdgeKey, int]
     losses: dict[tuple[str, str], float]
     warnings: dict[tuple[str, str | None], str]
-
-
-def _edge_set(
-    facts: PhaseFacts, rename: dict[str, str], blob_rename: dict[str, str]
-) -> dict[_EdgeKey, None]:
-    """Data edges (source layer, target layer, blob), names mapped (empty maps: as they are)."""
-    names = [layer.name for layer in facts.graph.layers]
-    if rename:
-        names = [rename.get(n, n) for n in names]
-    out: dict[_EdgeKey, None] = {}
-    for e in facts.edges:
-        blob = blob_rename.get(e.blob, e.blob) if blob_rename else e.blob
-        src = None if e.source is None else names[e.source]
-        out[(src, names[e.target], blob)] = None
-    return out
 
 
 def _losses(
@@ -1097,6 +1218,20 @@ def _warnings(bw: Backward, rename: dict[str, str]) -> dict[tuple[str, str | Non
     return out
 
 
+def _edge_arrays(facts: PhaseFacts) -> _EdgeList:
+    edges = facts.edges
+    if not isinstance(edges, _EdgeList):  # facts built by hand: pack them
+        packed = _EdgeList()
+        for e in edges:
+            packed.source.append(-1 if e.source is None else e.source)
+            packed.target.append(e.target)
+            packed.bottom.append(e.bottom)
+            packed.blob.append(e.blob)
+            packed.grad.append(_GRADIENTS.index(e.gradient))
+        edges = packed
+    return edges
+
+
 def _old_phase(
     old: PhaseFacts,
     rename: dict[str, str],
@@ -1108,54 +1243,76 @@ def _old_phase(
     warnings = _warnings(old.backward, rename)
     if same_net is not None:
         return replace(same_net, warnings=warnings)
-    keys: list[tuple[str, int] | None] = [
-        k if k is None or k[0] not in rename else (rename[k[0]], k[1]) for k in old.keys
-    ]
-    verdicts: dict[tuple[str, int], tuple[bool, str, int, tuple[bool, ...], tuple[float, ...]]]
-    verdicts = {}
     layers, bws, states = old.graph.layers, old.backward.layers, old.states
-    for li, k in enumerate(keys):
-        if k is not None and k not in verdicts:
-            v = bws[li]
-            verdicts[k] = (v.needs_backward_final, states[li], len(layers[li].params),
-                           v.param_updates, v.param_lr_mult)  # fmt: skip
-    gradient: dict[tuple[str, int], list[str | None]] = {}
-    for e in old.edges:
-        k = keys[e.target]
-        if k is None:
+    names = [layer.name for layer in layers]
+    if rename:
+        names = [rename.get(n, n) for n in names]
+    edges = _edge_arrays(old)
+    e_src, e_tgt, e_blob, e_grad = edges.source, edges.target, edges.blob, edges.grad
+    n_edges = len(e_blob)
+    verdicts: dict[_Key, _Record] = {}
+    out_edges: dict[_EdgeKey, int] = {}
+    # equal gradient tuples are one object, records of equal parts one object (by identity
+    # of the parts: 1 == 1.0 == True, but the report prints them differently)
+    grad_tuples: dict[tuple[str | None, ...], tuple[str | None, ...]] = {}
+    records: dict[tuple[Any, ...], _Record] = {}
+    at = 0
+    for li, k in enumerate(old.occurrence):
+        if k < 0:
             continue
-        # (layers of one key, possible after renames: the later one's bottoms win)
-        got = gradient.get(k)
+        name = names[li]
+        start = at
+        while at < n_edges and e_tgt[at] == li:
+            s = e_src[at]
+            blob = e_blob[at]
+            if blob_rename:
+                blob = blob_rename.get(blob, blob)
+            out_edges.setdefault((None if s < 0 else names[s], name, blob), 0)
+            at += 1
+        grads = tuple([_GRADIENT_OF[e_grad[x]] for x in range(start, at)])
+        key = _key(name, k)
+        got = verdicts.get(key)
         if got is None:
-            if e.gradient == "none":
-                continue
-            got = gradient[k] = []
-        if len(got) <= e.bottom:
-            got.extend([None] * (e.bottom + 1 - len(got)))
-        got[e.bottom] = None if e.gradient == "none" else e.gradient
-    return _OldPhase(
-        verdicts,
-        {k: tuple(g) for k, g in gradient.items()},
-        _edge_set(old, rename, blob_rename),
-        _losses(old, rename, blob_rename),
-        warnings,
-    )
+            v = bws[li]
+            grads = grad_tuples.setdefault(grads, grads)
+            nbf, state, n_params = v.needs_backward_final, states[li], len(layers[li].params)
+            updates, lr = v.param_updates, v.param_lr_mult
+            parts = (nbf, state, n_params, id(updates), id(lr), id(grads))
+            rec = records.get(parts)
+            if rec is None:
+                rec = records[parts] = (nbf, state, n_params, updates, lr, grads)
+            verdicts[key] = rec
+        else:
+            # (layers of one key, possible after renames: the first one's verdicts, the
+            # later one's bottoms)
+            merged = list(got[5])
+            merged[: len(grads)] = grads
+            verdicts[key] = got[:5] + (tuple(merged),)
+    return _OldPhase(verdicts, out_edges, _losses(old, rename, blob_rename), warnings)
 
 
-def _phase_diff(phase: str, old: _OldPhase | str, new: PhaseFacts | str) -> PhaseDiff:
+def _phase_diff(
+    phase: str, old: _OldPhase | str, new: PhaseFacts | str, mark: int = 1
+) -> PhaseDiff:
+    """``mark``: a number no other call on the same ``old`` uses (edges found are marked)."""
     pd = PhaseDiff(phase)
     if isinstance(old, str) or isinstance(new, str):
         pd.old_error = old if isinstance(old, str) else None
         pd.new_error = new if isinstance(new, str) else None
         return pd
     ng = new.graph
-    for key, ni in new.by_key.items():
-        got = old.verdicts.get(key)
+    layers = ng.layers
+    verdicts = old.verdicts
+    occ = new.occurrence
+    for ni, k in enumerate(occ):
+        if k < 0:
+            continue
+        nl = layers[ni]
+        got = verdicts.get(_key(nl.name, k))
         if got is None:
             continue
-        o_nbf, o_state, o_params, o_updates, o_lr = got
+        o_nbf, o_state, o_params, o_updates, o_lr, _ = got
         vn = new.backward.layers[ni]
-        nl = ng.layers[ni]
         if o_nbf != vn.needs_backward_final:
             pd.backward.append(
                 BackwardChange(nl.name, nl.type, o_nbf, vn.needs_backward_final, o_state,
@@ -1174,28 +1331,47 @@ def _phase_diff(phase: str, old: _OldPhase | str, new: PhaseFacts | str) -> Phas
                                 old_lr, vn.param_lr_mult[p.index])
                 )  # fmt: skip
 
-    # gradient into each bottom: flows <-> cut
-    for e in new.edges:
-        tkey = new.keys[e.target]
-        assert tkey is not None
-        old_g = old.gradient.get(tkey, ())
-        was_g = old_g[e.bottom] if e.bottom < len(old_g) else None
-        if was_g is None or {was_g, e.gradient} != {"flows", "cut"}:
+    # each bottom: gradient flows <-> cut; rewired edges (source layer, target layer, blob)
+    edges = _edge_arrays(new)
+    e_src, e_tgt, e_bot, e_blob, e_grad = (
+        edges.source, edges.target, edges.bottom, edges.blob, edges.grad
+    )  # fmt: skip
+    oe = old.edges
+    added: dict[_EdgeKey, None] = {}
+    no_grads: tuple[str | None, ...] = ()
+    last_t = -1
+    tname = ""
+    old_g = no_grads
+    for i in range(len(e_blob)):
+        t = e_tgt[i]
+        if t != last_t:
+            last_t = t
+            tname = layers[t].name
+            rec = verdicts.get(_key(tname, occ[t]))
+            old_g = no_grads if rec is None else rec[5]
+        s = e_src[i]
+        sname = None if s < 0 else layers[s].name
+        blob = e_blob[i]
+        ekey = (sname, tname, blob)
+        seen = oe.get(ekey)
+        if seen is None:
+            added[ekey] = None
+        elif seen != mark:
+            oe[ekey] = mark
+        j = e_bot[i]
+        was_g = old_g[j] if j < len(old_g) else None
+        if was_g is None:
             continue
-        src = None if e.source is None else ng.layers[e.source].name
-        pd.gradient.append(
-            GradientChange(ng.layers[e.target].name, e.bottom, e.blob, src,
-                           "cut" if e.gradient == "cut" else "restored")
-        )  # fmt: skip
-
-    # rewired edges (source layer, target layer, blob) in new names
-    oe, ne = old.edges, _edge_set(new, {}, {})
-    for s, t, b in ne:
-        if (s, t, b) not in oe:
-            pd.edges.append(EdgeChange(s, t, b, "added"))
-    for s, t, b in oe:
-        if (s, t, b) not in ne:
-            pd.edges.append(EdgeChange(s, t, b, "removed"))
+        g = e_grad[i]
+        if (was_g == "flows" and g == _CUT) or (was_g == "cut" and g == _FLOWS):
+            pd.gradient.append(
+                GradientChange(tname, j, blob, sname, "cut" if g == _CUT else "restored")
+            )
+    for s_, t_, b_ in added:
+        pd.edges.append(EdgeChange(s_, t_, b_, "added"))
+    for (s_, t_, b_), seen in oe.items():
+        if seen != mark:
+            pd.edges.append(EdgeChange(s_, t_, b_, "removed"))
 
     # loss outputs
     ol_, nl_ = old.losses, _losses(new, {}, {})
@@ -1283,7 +1459,7 @@ def _diff_versions(old: _Version, new: _Version) -> FileDiff:
             del of
         new_built: list[str] = []
         for phase, nf, _ in new.iter_facts():
-            fd.phases[phase] = _phase_diff(phase, olds.pop(phase), nf)
+            fd.phases[phase] = _phase_diff(phase, olds.pop(phase), nf, PHASES.index(phase) + 1)
             if isinstance(nf, PhaseFacts):
                 new_counts.add_phase(nf)
                 new_built.append(phase)
