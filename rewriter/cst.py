@@ -81,6 +81,7 @@ _REC = 9  # ints per packed field record, see MessageBody
 #: the fields of the bodies built last (see MessageBody.fields), oldest first
 _RECENT: dict[int, tuple[MessageBody, tuple[Field, ...]]] = {}
 _RECENT_SIZE = 32
+_CHUNK = 4096 * _REC  # ints per array of records (about 150 KB)
 _BIG = 2**31 - 1
 _TYPECODE_SMALL = "i"  # offsets of files under 2 GB fit 32 bits: half the memory of "q"
 
@@ -437,6 +438,58 @@ class MessageBody:
 
     def __repr__(self) -> str:
         return f"MessageBody({len(self.fields)} fields)"
+
+
+class _BlockBody(MessageBody):
+    """The body of a parsed top-level block: its offsets are read from its own record in the
+    document's array instead of being kept as int objects (a big net has one per layer)."""
+
+    __slots__ = ("_rec",)
+    _rec: int
+
+    @classmethod
+    def _of(
+        cls, src: str, packed: array[int], rec: int, lists: dict[int, ListBody] | None
+    ) -> _BlockBody:
+        body = cls.__new__(cls)
+        body.src = src
+        body._fields = None
+        body.pristine = True
+        body._index = None
+        body._packed = packed
+        body._lists = lists
+        body._mixed = None
+        body._rec = rec
+        return body
+
+    def _at(self, k: int) -> int:
+        packed = self._packed
+        assert packed is not None
+        return packed[self._rec * _REC + k]
+
+    @property
+    def start(self) -> int:  # type: ignore[override]
+        return self._at(3)
+
+    @property
+    def open_end(self) -> int:  # type: ignore[override]
+        return self._at(6)
+
+    @property
+    def close_start(self) -> int:  # type: ignore[override]
+        return self._at(7)
+
+    @property
+    def end(self) -> int:  # type: ignore[override]
+        return self._at(4)
+
+    @property
+    def _lo(self) -> int:  # type: ignore[override]
+        return self._rec + 1
+
+    @property
+    def _hi(self) -> int:  # type: ignore[override]
+        return self._rec + 1 + self._at(8)
 
 
 ListItem = Union[tuple[str, int, int], MessageBody]  # noqa: UP007 (runtime alias, py3.10)
@@ -898,8 +951,9 @@ def _own_bom(doc: Document) -> Document:
 class _Parser:
     """Fast path: one regex event per construct; anything unusual goes to :meth:`step`.
 
-    Top-level fields become :class:`Field` objects; everything inside a top-level block goes
-    into that block's packed array of records (see :class:`MessageBody`).
+    Top-level fields become :class:`Field` objects; every block, and everything inside a
+    top-level block, goes into one packed array of records for the document (see
+    :class:`MessageBody`); a top-level block's body reads its offsets from its own record.
     """
 
     def __init__(
@@ -909,10 +963,9 @@ class _Parser:
         self.path = path
         self.top: list[Field] = []
         self.stack: list[_Frame] = []
-        #: the records of the open top-level block (None at the top level) and its lists
-        self.packed: array[int] | None = None
+        #: the records of every block and what is inside (see MessageBody), and their lists
+        self.packed: array[int] = array("i" if len(src) < _BIG else "q")
         self.lists: dict[int, ListBody] | None = None
-        self.typecode = "i" if len(src) < _BIG else "q"
         # A message inside a list is parsed in place over [start, end) of the whole text, so
         # its offsets (and error locations) are those of the file; depth counts such nesting.
         self.end = len(src) if end is None else end
@@ -932,32 +985,29 @@ class _Parser:
         n = self.end
         top = self.top
         stack = self.stack
-        typecode = self.typecode
         while True:
             pos = self.pos
-            packed = self.packed
+            packed = self.packed  # (the slow path may have started a new chunk)
             for m in _EVENT.finditer(src, pos, n):
                 if m.start() != pos:
                     break
                 li = m.lastindex
                 if li == 4:
                     end = m.end()
-                    if packed is None:
-                        top.append(Field(src, pos, m.start(1), m.end(1), m.start(3), m.end(3), end))
-                    else:
+                    if stack:
                         packed.extend(
                             (pos, m.start(1), m.end(1), m.start(3), m.end(3), end, -1, -1, 0)
                         )
+                    else:
+                        top.append(Field(src, pos, m.start(1), m.end(1), m.start(3), m.end(3), end))
                     pos = end  # one int object for this field's end and the next one's start
                 elif li == 7:
                     op = m.start(6)
                     end = m.end()
-                    if packed is None:
-                        packed = self.packed = array(typecode)
-                        rec = -1
-                    else:
-                        rec = len(packed) // _REC
-                        packed.extend((pos, m.start(1), m.end(1), op, 0, 0, end, 0, 0))
+                    if not stack and len(packed) >= _CHUNK:
+                        packed = self._new_chunk()
+                    rec = len(packed) // _REC
+                    packed.extend((pos, m.start(1), m.end(1), op, 0, 0, end, 0, 0))
                     stack.append(
                         _Frame(pos, m.start(1), m.end(1), op, end, _CLOSE_FOR[src[op]], rec)
                     )
@@ -968,7 +1018,6 @@ class _Parser:
                         break
                     end = m.end()
                     self._close(stack.pop(), pos, q + 1, end)
-                    packed = self.packed
                     pos = end
             self.pos = self.field_start = pos
             if len(stack) > 100_000:
@@ -977,28 +1026,24 @@ class _Parser:
             if done is not None:
                 return done
 
+    def _new_chunk(self) -> array[int]:
+        """Start a new array (at a top-level block): one array for a whole big file grows by
+        reallocation, leaving freed copies behind in the heap; chunks stay small."""
+        self.packed = array(self.packed.typecode)
+        self.lists = None
+        return self.packed
+
     def _close(self, frame: _Frame, close_start: int, close_end: int, end: int) -> None:
-        """A block closed: fill in its record, or build the top-level field it ends."""
+        """A block closed: fill in its record, and build the top-level field it ends."""
         packed = self.packed
-        assert packed is not None
-        if frame.rec >= 0:
-            j = frame.rec * _REC
-            packed[j + 4] = close_end
-            packed[j + 5] = end
-            packed[j + 7] = close_start
-            packed[j + 8] = len(packed) // _REC - frame.rec - 1
+        j = frame.rec * _REC
+        packed[j + 4] = close_end
+        packed[j + 5] = end
+        packed[j + 7] = close_start
+        packed[j + 8] = len(packed) // _REC - frame.rec - 1
+        if self.stack:
             return
-        body = MessageBody._view(
-            self.src,
-            frame.open_pos,
-            frame.open_end,
-            close_start,
-            close_end,
-            packed,
-            0,
-            len(packed) // _REC,
-            self.lists,
-        )
+        body = _BlockBody._of(self.src, packed, frame.rec, self.lists)
         self.top.append(
             Field(
                 self.src,
@@ -1011,15 +1056,13 @@ class _Parser:
                 body,
             )
         )
-        self.packed = None
-        self.lists = None
 
     def _add(
         self, start: int, ns: int, ne: int, vs: int, ve: int, end: int, lb: ListBody | None
     ) -> None:
         """A scalar or list field, at the top level or in the open block."""
         packed = self.packed
-        if packed is None:
+        if not self.stack:
             self.top.append(Field(self.src, start, ns, ne, vs, ve, end, lb))
             return
         if lb is not None:
@@ -1033,7 +1076,7 @@ class _Parser:
         which the slow path may extend; record -1 means the last top-level field."""
         stack = self.stack
         packed = self.packed
-        if not stack or packed is None:
+        if not stack:
             if not self.top:
                 return None
             f = self.top[-1]
@@ -1057,7 +1100,6 @@ class _Parser:
             )
             return
         packed = self.packed
-        assert packed is not None
         packed[rec * _REC + 4] = value_end
         packed[rec * _REC + 5] = end
 
@@ -1065,7 +1107,6 @@ class _Parser:
         if rec < 0:
             return self.top[-1].kind
         packed = self.packed
-        assert packed is not None
         oe = packed[rec * _REC + 6]
         if oe >= 0:
             return KIND_MESSAGE
@@ -1126,12 +1167,10 @@ class _Parser:
         if v == "{" or v == "<":
             open_end = _skip(_OPEN_TRAIL, src, r + 1)
             packed = self.packed
-            if packed is None:
-                packed = self.packed = array(self.typecode)
-                rec = -1
-            else:
-                rec = len(packed) // _REC
-                packed.extend((field_start, name_start, name_end, r, 0, 0, open_end, 0, 0))
+            if not stack and len(packed) >= _CHUNK:
+                packed = self._new_chunk()
+            rec = len(packed) // _REC
+            packed.extend((field_start, name_start, name_end, r, 0, 0, open_end, 0, 0))
             stack.append(_Frame(field_start, name_start, name_end, r, open_end, _CLOSE_FOR[v], rec))
             self.pos = self.field_start = open_end
             return None

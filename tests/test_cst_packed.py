@@ -243,3 +243,32 @@ def test_child_positions_and_names_read_like_fields() -> None:
         assert "".join(f.code for f in fields) in body.code
         with pytest.raises(IndexError):
             body.child(len(fields))
+
+
+def test_records_go_into_chunks_at_top_level_blocks() -> None:
+    """A big file's records are split into arrays of bounded size, each top-level block in
+    one of them; blocks opened by the slow path (a line break before '{') and lists inside
+    blocks land in the right chunk too."""
+    parts = []
+    for i in range(3000):
+        opening = "layer\n{" if i % 3 == 0 else "layer {"
+        parts.append(
+            f'{opening}\n  name: "l{i}"\n  dim: [{i}, 2]\n  param {{ lr_mult: {i % 7} }}\n'
+            "  convolution_param {\n    kernel_size: 3\n"
+            '    weight_filler { type: "x" }\n  }\n}\n'
+        )
+    text = "".join(parts)
+    doc = parse(text)
+    assert doc.code == text
+    assert "".join(render_field(f) for f in doc.fields) + text[doc.tail_start :] == text
+    chunks = {id(f.message._packed) for f in doc.fields}
+    assert len(chunks) >= 3
+    for i in (0, 1, 1364, 1365, 2999):
+        layer = doc.fields[i].message
+        assert layer.get("name") is not None
+        assert layer.get("name").value_text == f'"l{i}"'  # type: ignore[union-attr]
+        dim = layer.get("dim")
+        assert dim is not None and isinstance(dim.body, ListBody)
+        assert dim.body.code == f"[{i}, 2]"
+        conv = layer.get("convolution_param")
+        assert conv is not None and conv.message.get("weight_filler") is not None
