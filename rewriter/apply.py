@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .recipe import Recipe, Step
     from .schema import Schema
     from .select import NetView
-    from .steps import Struct, StructChange
+    from .steps import Struct, StructChange, StructDigest
 
 __all__ = ["Result", "apply", "apply_text", "unified_diff", "as_recipe"]
 
@@ -271,7 +271,7 @@ def _run(
     from .checks import ADDED, rebind, semantic_diff, structure_check
     from .edit import Editor
     from .select import NetView
-    from .steps import STEPS, fast_doc, plan_step
+    from .steps import STEPS, STRUCTURAL_KINDS, fast_doc, plan_step
 
     if phase not in ("TRAIN", "TEST"):
         raise RewriterError(f"phase must be TRAIN or TEST, not {phase!r}")
@@ -300,7 +300,9 @@ def _run(
             return result
 
         view = orig
-        origin: list[int | None] = list(range(len(orig)))
+        # output layer index -> input layer index (None: added); a range until a step adds or
+        # removes layers (a list of 100k ints is 3 MB)
+        origin: Sequence[int | None] = range(len(orig))
         effects: dict[int, frozenset[tuple[str, ...]]] = {}
         step_of: dict[int, dict[tuple[str, ...], str]] = {}
         declared: dict[Any, tuple[frozenset[tuple[str, ...]], dict[tuple[str, ...], str]]] = {}
@@ -309,7 +311,7 @@ def _run(
         removed_orig: list[int] = []
         promise_failures: list[CheckResult] = []
         #: the input's structures, read before its graphs were dropped
-        before: dict[str, Struct] | None = None
+        before: dict[str, Struct | StructDigest] | None = None
         promised = 0
         touched: set[str] = set()
         #: original values of what the steps edit (each step edits its input's message in place)
@@ -340,7 +342,8 @@ def _run(
                 result.steps.append(f"{label} (no change{': ' + plan.note if plan.note else ''})")
             else:
                 if view is orig and before is None:
-                    before = _release_graphs(orig, structural)
+                    digests = not any(s.kind in STRUCTURAL_KINDS for s in steps)
+                    before = _release_graphs(orig, structural, digests)
                 new_doc = fast_doc(plan.editor.apply(), newline)
                 plan.editor = Editor(new_doc)  # done: let its records go before the checks
                 msg = rebind(
@@ -351,8 +354,11 @@ def _run(
                     gone = set(plan.removed)
                     removed_orig.extend(o for k in plan.removed if (o := origin[k]) is not None)
                     origin = [o for i, o in enumerate(origin) if i not in gone]
-                for k in plan.inserted:
-                    origin.insert(k, None)
+                if plan.inserted:
+                    grown = list(origin)
+                    for k in plan.inserted:
+                        grown.insert(k, None)
+                    origin = grown
                     effects[ADDED] = effects.get(ADDED, frozenset()) | {("*",)}
                 result.steps.append(label)
             if plan.promise is not None:
@@ -404,16 +410,23 @@ def _run(
     return result
 
 
-def _release_graphs(orig: NetView, structural: Sequence[StructChange]) -> dict[str, Struct]:
+def _release_graphs(
+    orig: NetView, structural: Sequence[StructChange], digests: bool
+) -> dict[str, Struct | StructDigest]:
     """Read the input's structures (what the structure check needs of its graphs), then drop
-    its graphs: the first step is planned, and the output's graphs are about to be built."""
+    its graphs: the first step is planned, and the output's graphs are about to be built.
+    With ``digests`` (no step of the recipe changes the structure) only their digests."""
     from .checks import phase_independent
-    from .steps import structure
+    from .steps import StructDigest, structure
 
-    out: dict[str, Struct] = {}
+    def read(phase: str) -> Struct | StructDigest:
+        st = structure(orig, phase)
+        return StructDigest.of(st) if digests else st
+
+    out: dict[str, Struct | StructDigest] = {}
     if not any(c.kind == "rewrite" for c in structural):
         for phase in orig.built_phases():
-            out[phase] = structure(orig, phase)
+            out[phase] = read(phase)
         orig.forget_graphs()
         if not phase_independent(orig):
             # the check compares both phases: read the other one now, one graph at a time
@@ -421,7 +434,7 @@ def _release_graphs(orig: NetView, structural: Sequence[StructChange]) -> dict[s
                 if phase not in out:
                     # (if it does not build, the check builds it again and reports why)
                     with suppress(RewriterError):
-                        out[phase] = structure(orig, phase)
+                        out[phase] = read(phase)
                     orig.forget_graphs()
     orig.forget_graphs()
     return out

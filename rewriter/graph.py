@@ -28,7 +28,6 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from rewriter.errors import RewriterError
@@ -457,16 +456,20 @@ class _Shared:
     layer named like its top, a bottom and the top it reads, an in-place layer's bottoms and
     tops and its producer's tops all end up as the same objects in the graph."""
 
-    __slots__ = ("names", "specs")
+    __slots__ = ("strs", "names", "specs", "layer_names")
 
     def __init__(self) -> None:
+        #: the caller's strings for the layer names, by message index (or None)
+        self.layer_names: Sequence[str] | None = None
+        # (a dict of this graph's own, not sys.intern: growing the interpreter's table of
+        # interned strings costs ~1 MB at once, 5x a 1,000-layer file)
+        self.strs: dict[str, str] = {}
         self.names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.specs: dict[_Spec, _Spec] = {}
 
     def names_of(self, names: Iterable[str]) -> tuple[str, ...]:
-        # Names are interned (not shared through a dict of this graph's own): the views of
-        # the net and every graph built from it then hold one object per name between them.
-        t = tuple([intern(s) for s in names])
+        strs = self.strs
+        t = tuple([strs.setdefault(s, s) for s in names])
         return self.names.setdefault(t, t)
 
 
@@ -474,10 +477,13 @@ def _layer_def(msg: Any, index: int, shared: _Shared) -> _LayerDef:
     params = msg.param
     loss_weight = msg.loss_weight
     propagate_down = msg.propagate_down
+    strs = shared.strs
+    name = msg.name if shared.layer_names is None else shared.layer_names[index]
+    layer_type = msg.type
     specs = shared.specs
     return _LayerDef(
-        intern(msg.name),
-        intern(msg.type),
+        strs.setdefault(name, name),
+        strs.setdefault(layer_type, layer_type),
         shared.names_of(msg.bottom),
         shared.names_of(msg.top),
         tuple([float(w) for w in loss_weight]) if loss_weight else (),
@@ -976,6 +982,7 @@ def build_graph(
     level: int = 0,
     param_counts: Mapping[str, int] | None = None,
     registered_types: Iterable[str] | None = None,
+    names: Sequence[str] | None = None,
 ) -> Graph:
     """Wire ``net`` exactly as ``caffe::Net<float>(file, phase, level, &stages)`` does.
 
@@ -986,10 +993,13 @@ def build_graph(
     ``layer_params.ORACLE_BUILD_LAYER_TYPES``), a layer type outside it raises Caffe's
     "Unknown layer type" error, as a build without that layer would.
 
+    ``names``: the layers' names as the caller already holds them (``NetView.names``), for
+    the graph to share those string objects instead of reading its own.
+
     Raises :class:`CaffeError` with Caffe's FATAL text where Caffe would stop.
     """
     with gc_paused():
-        return _build_graph(net, phase, stages, level, param_counts, registered_types)
+        return _build_graph(net, phase, stages, level, param_counts, registered_types, names)
 
 
 def _build_graph(
@@ -999,13 +1009,17 @@ def _build_graph(
     level: int,
     param_counts: Mapping[str, int] | None,
     registered_types: Iterable[str] | None,
+    names: Sequence[str] | None = None,
 ) -> Graph:
     if phase not in ("TRAIN", "TEST"):
         raise ValueError(f"phase must be TRAIN or TEST, not {phase!r}")
+    given = net
     net = upgrade_net_message(net)
     file_stages = tuple(net.state.stage) if _has(net, "state") else ()
     all_stages = file_stages + tuple(stages)
     shared = _Shared()
+    if names is not None and net is given and len(names) == len(net.layer):
+        shared.layer_names = names
     filtered, _ = _filter_net(net, phase, level, frozenset(all_stages), shared)
     layers = _insert_splits(filtered, shared)
     del filtered, shared  # its dicts are as large as the graph's name lists

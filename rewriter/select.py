@@ -29,7 +29,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
@@ -77,7 +76,8 @@ class NetView:
         self.param_counts = param_counts
         self.stages = tuple(stages)
         self.level = level
-        self.layer_fields: list[int] = [i for i, f in enumerate(doc.fields) if f.name == "layer"]
+        #: indices of the document's top-level ``layer`` fields (an array: ints are 32 B each)
+        self.layer_fields = array("i", [i for i, f in enumerate(doc.fields) if f.name == "layer"])
         if any(layer.HasField("layer") for layer in message.layers):
             self.format = "V0"
         elif len(message.layers) > 0:
@@ -136,8 +136,7 @@ class NetView:
     @property
     def names(self) -> list[str]:
         if self._names is None:
-            # interned: the views before and after a step share their name strings
-            self._names = [sys.intern(str(layer.name)) for layer in self.message.layer]
+            self._names = [str(layer.name) for layer in self.message.layer]
         return self._names
 
     @property
@@ -194,6 +193,7 @@ class NetView:
                     stages=self.stages,
                     level=self.level,
                     param_counts=self.param_counts,
+                    names=self.names,
                 )
             except CaffeError as e:
                 raise RewriterError(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .cst import Document, Field, ListBody, MessageBody, encode_string
 from .edit import Editor
@@ -291,6 +291,29 @@ def transform(st: Struct, change: StructChange) -> Struct:
     return out
 
 
+#: step kinds that may change the structure (StructChange); a recipe of other steps keeps
+#: only a digest of the input's structure for the check (rewriter.apply._release_graphs)
+STRUCTURAL_KINDS = frozenset({"rename-layer", "rename-blob", "remove-layer", "deploy"})
+
+
+class StructDigest(NamedTuple):
+    """A structure as its length and a hash of its rows: what the structure check needs of
+    the input's when no step declares a structural change (the rows are ~0.6x the file)."""
+
+    layers: int
+    digest: bytes
+
+    @classmethod
+    def of(cls, st: Struct) -> StructDigest:
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=32)
+        for row in st:
+            h.update(repr(row).encode("utf-8", "surrogatepass"))
+            h.update(b"\n")
+        return cls(len(st), h.digest())
+
+
 def structure(view: NetView, phase: str) -> Struct:
     """Caffe's net for ``phase`` as (name, type, bottoms, tops), split layers folded back."""
     graph = view.graph(phase)
@@ -311,6 +334,9 @@ def structure(view: NetView, phase: str) -> Struct:
 Failure = tuple[str | None, str]  # (layer name or None, message)
 
 
+_PATH_SETS: dict[frozenset[FieldPath], frozenset[FieldPath]] = {}
+
+
 @dataclass
 class Plan:
     """What one step will do to one document."""
@@ -318,7 +344,7 @@ class Plan:
     step: Step
     editor: Editor | LayerEditor
     #: document layer index (in the step's input) -> field paths the step may change
-    effects: dict[int, set[FieldPath]] = field(default_factory=dict)
+    effects: dict[int, frozenset[FieldPath]] = field(default_factory=dict)
     #: top-level (non-layer) fields the step may change
     net_effects: set[FieldPath] = field(default_factory=set)
     structural: list[StructChange] = field(default_factory=list)
@@ -334,7 +360,10 @@ class Plan:
     note: str = ""
 
     def declare(self, k: int, *paths: FieldPath) -> None:
-        self.effects.setdefault(k, set()).update(paths)
+        old = self.effects.get(k)
+        new = frozenset(paths) if old is None else old | frozenset(paths)
+        # one object per distinct set: a step declares the same paths in thousands of layers
+        self.effects[k] = _PATH_SETS.setdefault(new, new)
 
 
 @dataclass

@@ -336,3 +336,28 @@ def test_diff_of_edits_in_many_layers_splits_only_the_changed_lines(
     assert len(changed) == 800 and all("lr_mult" in line for line in changed)
     assert diff.count("\n@@ ") == 200  # one hunk per frozen layer, as difflib groups them
     assert max(split) < len(text) / 50, max(split)
+
+
+def test_structure_digest_keeps_what_the_check_compares() -> None:
+    """A recipe with no structural step keeps only digests of the input's structures; they
+    tell apart exactly what the rows do (names, types, bottoms, tops, order)."""
+    from rewriter.apply import _release_graphs
+    from rewriter.steps import StructDigest, structure
+
+    doc = parse(NET)
+    view = NetView(doc, bind(doc, None, "caffe.NetParameter").message)
+    rows = structure(view, "TRAIN")
+    digests = _release_graphs(view, [], True)
+    assert digests["TRAIN"] == StructDigest.of(rows)
+    assert not view.built_phases()  # the graphs went
+    view.graph("TRAIN")
+    assert _release_graphs(view, [], False)["TRAIN"] == rows
+    variants = [
+        rows[:-1],
+        rows[1:2] + rows[:1] + rows[2:],
+        [(n + "x", t, b, o) if i == 1 else (n, t, b, o) for i, (n, t, b, o) in enumerate(rows)],
+        [(n, t, b + b, o) if i == 2 else (n, t, b, o) for i, (n, t, b, o) in enumerate(rows)],
+    ]
+    for other in variants:
+        assert StructDigest.of(other) != digests["TRAIN"]
+    assert StructDigest.of(list(rows)) == digests["TRAIN"]

@@ -151,3 +151,31 @@ def test_graph_and_backward_stay_small() -> None:
     # Python objects kept by the TRAIN graph and its backward analysis, relative to the file
     # size (about 4x in tracemalloc terms at 20k layers; it was 13x before the compaction)
     assert _retained_per_layer(3000) < 6.0
+
+
+def test_graph_shares_the_callers_layer_names() -> None:
+    msg = parse(NET)
+    names = [str(layer.name) for layer in msg.layer]
+    g = build_graph(msg, names=names)
+    for layer in g.layers:
+        if layer.source_index is not None:
+            assert layer.name is names[layer.source_index]
+    # a name list that does not fit the net is not used
+    other = build_graph(msg, names=names[:-1])
+    assert [la.name for la in other.layers] == [la.name for la in g.layers]
+    assert all(la.name is not names[-1] for la in other.layers)
+
+
+def test_verdicts_are_built_on_read_and_equal_each_time() -> None:
+    from rewriter.netinit import LayerVerdict, Verdicts
+
+    result = analyze(build_graph(parse(NET)))
+    verdicts = result.layers
+    assert isinstance(verdicts, Verdicts)
+    eager = [verdicts[i] for i in range(len(verdicts))]
+    assert all(isinstance(v, LayerVerdict) for v in eager)
+    assert list(verdicts) == eager and verdicts == eager and verdicts[-1] == eager[-1]
+    assert verdicts[1:3] == eager[1:3]
+    # the shared per-layer values are the same objects in every read
+    assert verdicts[1].param_updates is verdicts[1].param_updates
+    assert [v.name for v in verdicts] == [la.name for la in result.graph.layers]
