@@ -179,8 +179,8 @@ def detect_kind(doc: Document, schema: Schema) -> str:
 #: one unit of binding work: fields (a tuple, or a parsed body read from its records), the
 #: position to go on from, and the message type, field table and message they go into
 _Work = tuple[Any, int, "Descriptor", dict[str, FieldInfo], "Message"]
-_SLOW = object()  # fast_value: not a one-token value, read it the general way
-_FAILED = object()  # fast_value: a bad value, already reported
+_TEXT_TYPES = frozenset({9, 12})  # FieldDescriptor.TYPE_STRING, TYPE_BYTES
+_SLOW = object()  # not a one-token value: read it the general way (bind_field)
 
 
 class _ValueError(Exception):
@@ -214,7 +214,7 @@ class _Binder:
         table = field_table(desc)
         stack: list[_Work] = [(tuple(fields), 0, desc, table, msg)]
         bind_field = self.bind_field
-        fast_value = self.fast_value
+        word = self.word
         while stack:
             source, i, desc, table, msg = stack.pop()
             if isinstance(source, MessageBody):
@@ -249,10 +249,42 @@ class _Binder:
                             stack.append((body, i + 1, sub_desc, field_table(sub_desc), sub))
                             break
                     elif info.message is None:
-                        value = fast_value(src[vs:ve], vs, info)
+                        # one token (what the parser's fast path took): read it here, inline,
+                        # as this runs once per scalar field of the file
+                        text = src[vs:ve]
+                        c = text[0]
+                        if c == '"' or c == "'":
+                            if (
+                                info.type in _TEXT_TYPES
+                                and "\\" not in text
+                                and text.count(c) == 2
+                                and text[-1] == c
+                            ):
+                                value: Any = text[1:-1]
+                            else:
+                                value = _SLOW
+                        elif _HAS_TRIVIA(text):
+                            value = _SLOW
+                        else:
+                            try:
+                                value = word(text, vs, info)
+                            except _ValueError as e:
+                                self.diag("error", e.offset, e.message, e.expected, "value")
+                                i = nxt
+                                continue
                         if value is not _SLOW:
-                            if value is not _FAILED:
-                                self.set_value(msg, info, [value], ns, vs, desc)
+                            if info.repeated:
+                                try:
+                                    getattr(msg, name).append(value)
+                                except ValueError:  # UnicodeEncodeError included
+                                    self.not_utf8(name, vs)
+                            elif msg.HasField(name):
+                                self.duplicate(ns, name, desc)
+                            else:
+                                try:
+                                    setattr(msg, name, value)
+                                except ValueError:  # UnicodeEncodeError included
+                                    self.not_utf8(name, vs)
                             i = nxt
                             continue
                     pushed = bind_field(source._field_at(i), desc, table, msg, stack)
@@ -392,27 +424,6 @@ class _Binder:
             f"one '{name}' in {desc.full_name} (it is not repeated)",
             "duplicate",
         )
-
-    def fast_value(self, text: str, offset: int, info: FieldInfo) -> Any:
-        """The value of a one-token scalar, _SLOW for anything else (the general path then
-        reads it), _FAILED after reporting a bad value."""
-        c = text[0]
-        if c == '"' or c == "'":
-            if (
-                "\\" not in text
-                and text.count(c) == 2
-                and text[-1] == c
-                and info.type in (_STRING, _BYTES)
-            ):
-                return text[1:-1]
-            return _SLOW
-        if _HAS_TRIVIA(text):
-            return _SLOW
-        try:
-            return self.word(text, offset, info)
-        except _ValueError as e:
-            self.diag("error", e.offset, e.message, e.expected, "value")
-            return _FAILED
 
     def not_utf8(self, name: str, value_start: int) -> None:
         """A string whose bytes are not UTF-8: protobuf refuses it, so do we (not a crash)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .cst import ComposedField, Document, Field, MessageBody, encode_string, parse
+from .cst import _VALUE_RE, ComposedField, Document, Field, MessageBody, encode_string, parse
 
 __all__ = ["Editor", "FieldSpec", "render_value", "make_field"]
 
@@ -44,6 +44,19 @@ def render_value(value: object) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
     return str(value)
+
+
+def with_value(f: Field, value: str) -> Field:
+    """``f`` with another value, a single token. A parse of the new text would find the same
+    boundaries moved by the value's new length, so they are computed instead (an edit in
+    thousands of layers parsed a small text for each)."""
+    head = f.src[f.start : f.value_start]
+    if f.body is not None or head.startswith("\ufeff") or not _VALUE_RE.fullmatch(value):
+        return make_field(head + value + f.src[f.value_end : f.end])
+    text = head + value + f.src[f.value_end : f.end]
+    pre = f.name_start - f.start
+    vs = len(head)
+    return Field(text, 0, pre, pre + f.name_end - f.name_start, vs, vs + len(value), len(text))
 
 
 def make_field(text: str) -> Field:
@@ -229,9 +242,7 @@ class Editor:
                 continue
             f = fields[op.index]
             if op.kind == "set":
-                fields[op.index] = make_field(
-                    f.src[f.start : f.value_start] + op.text + f.src[f.value_end : f.end]
-                )
+                fields[op.index] = with_value(f, op.text)
             elif op.kind == "rename":
                 fields[op.index] = make_field(
                     f.prefix + op.text + f.src[f.name_end : f.value_start] + f.value_text + f.suffix

@@ -584,20 +584,24 @@ def _readers(graph: Graph, layer: Layer, top: int) -> int:
     return sum(1 for c in blob.consumers if layer.index < c <= end)
 
 
-def _traps(graph: Graph, verdicts: Sequence[LayerVerdict]) -> list[GraphWarning]:
-    """Training traps. Only a training net (TRAIN phase with some loss) updates weights."""
+def _traps(graph: Graph, verdicts: Verdicts) -> list[GraphWarning]:
+    """Training traps. Only a training net (TRAIN phase with some loss) updates weights.
+    (Reads the verdicts' columns; a verdict object is built only for a layer it warns about.)"""
     out: list[GraphWarning] = []
     if graph.phase != "TRAIN" or not any(any(layer.loss_weights) for layer in graph.layers):
         return out
+    forced = verdicts._forced
+    need, ppd_of, final = verdicts._need, verdicts._params, verdicts._final
     # Does any layer using a learnable blob (owner or sharer) run backward with it?
     gets_gradient: set[tuple[int, int]] = set()
-    for layer, v in zip(graph.layers, verdicts, strict=True):
-        if not v.needs_backward_final:
+    for li, layer in enumerate(graph.layers):
+        if not (forced or need[li]) or not layer.params:
             continue
+        ppd = ppd_of[li][1]
         for p in layer.params:
-            if v.param_propagate_down[p.index]:
+            if ppd[p.index]:
                 gets_gradient.add(p.shared_from or (layer.index, p.index))
-    for layer, v in zip(graph.layers, verdicts, strict=True):
+    for li, layer in enumerate(graph.layers):
         decaying = [
             p
             for p in layer.params
@@ -612,6 +616,7 @@ def _traps(graph: Graph, verdicts: Sequence[LayerVerdict]) -> list[GraphWarning]
                 f"decay_mult {_num(p.decay_mult)})"
                 for p in decaying
             )
+            v = verdicts[li]
             why = v.reasons[0].split(": ", 1)[-1] if v.reasons else "no gradient reaches it"
             out.append(
                 GraphWarning(
@@ -627,7 +632,7 @@ def _traps(graph: Graph, verdicts: Sequence[LayerVerdict]) -> list[GraphWarning]
             layer.type == "BatchNorm"
             and layer.use_global_stats is not True
             and layer.bottoms
-            and not any(v.bottom_need_backward)
+            and not any(final[li])
         ):
             frozen = _frozen_upstream(graph, layer)
             if frozen is not None:

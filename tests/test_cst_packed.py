@@ -272,3 +272,30 @@ def test_records_go_into_chunks_at_top_level_blocks() -> None:
         assert dim.body.code == f"[{i}, 2]"
         conv = layer.get("convolution_param")
         assert conv is not None and conv.message.get("weight_filler") is not None
+
+
+@pytest.mark.parametrize("row", corpus_params()[::9])
+def test_a_new_value_gives_the_field_a_parse_would(row: dict[str, str] | None) -> None:
+    """Edit.with_value computes the boundaries of a field with a new one-token value instead
+    of parsing its text; they equal the parse's, and other values still go to the parser."""
+    from rewriter.edit import make_field, with_value
+
+    path, text = read_corpus(row)
+    try:
+        doc = parse(text, str(path))
+    except Exception:
+        pytest.skip("not text format")
+    scalars = [f for _, f in doc.walk() if f.body is None][:300]
+    for f in scalars + [f for f in parse(TRICKY).fields if f.body is None]:
+        for value in ("0", '"x y"', "-1.5e-3", "TRAIN", "'q'", '"a" "b"'):
+            got = with_value(f, value)
+            want = make_field(f.src[f.start : f.value_start] + value + f.src[f.value_end : f.end])
+            assert got.code == want.code
+            assert (got.name, got.value_text, got.prefix, got.separator, got.suffix) == (
+                want.name,
+                want.value_text,
+                want.prefix,
+                want.separator,
+                want.suffix,
+            )
+            assert attrs(got) == attrs(want)
