@@ -25,6 +25,7 @@ by its span of its source text (``Field.__eq__``), not by object identity.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import gc
 import os
 import re
@@ -228,7 +229,9 @@ class MessageBody:
         else:
             fields = tuple(self._unpack())
         if len(_RECENT) >= _RECENT_SIZE:
-            del _RECENT[next(iter(_RECENT))]
+            # (another thread may evict the same entry: the cache is only a shortcut)
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del _RECENT[next(iter(_RECENT))]
         _RECENT[key] = (self, fields)
         return fields
 

@@ -299,3 +299,28 @@ def test_a_new_value_gives_the_field_a_parse_would(row: dict[str, str] | None) -
                 want.suffix,
             )
             assert attrs(got) == attrs(want)
+
+
+def test_reading_fields_from_several_threads() -> None:
+    """The cache of recently built fields is shared; threads reading one tree must neither
+    fail nor see another body's fields."""
+    import threading
+
+    doc = parse(_net(300))
+    want = [[f.name for f in layer.message.fields] for layer in doc.fields[1:]]
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(20):
+                got = [[f.name for f in layer.message.fields] for layer in doc.fields[1:]]
+                assert got == want
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
