@@ -249,7 +249,8 @@ class _Binder:
                             stack.append((body, i + 1, sub_desc, field_table(sub_desc), sub))
                             break
                     elif info.message is None:
-                        # one token (what the parser's fast path took): read it here, inline,
+                        # one token (what the parser's fast path took): read and set it here,
+                        # inline (the same as value() and set_value() do, without two calls),
                         # as this runs once per scalar field of the file
                         text = src[vs:ve]
                         c = text[0]
