@@ -151,20 +151,19 @@ class MessageBody:
         An edited layer keeps most of its fields; this keeps its memory near the parsed one."""
         body = cls(base.src, base.start, base.open_end, fields, base.close_start, base.end, False)
         packed = base._packed
-        if packed is None or base._mixed is not None:
+        if packed is None or not base.is_view:
             return body
         src = base.src
         # Edits keep the children they leave in order: walk base's records alongside.
-        r = base._lo
-        hi = base._hi
+        records = base._records()
+        r = next(records, None)
         mixed: list[int | Field] = []
         kept = False
         for f in fields:
             if type(f) is Field and f.src is src:
-                start = f.start
-                while r < hi and packed[r * _REC] < start:
-                    r += 1 + packed[r * _REC + 8]
-                if r < hi and packed[r * _REC] == start and packed[r * _REC + 5] == f.end:
+                while r is not None and packed[r * _REC] < f.start:
+                    r = next(records, None)
+                if r is not None and packed[r * _REC] == f.start and packed[r * _REC + 5] == f.end:
                     mixed.append(r)
                     kept = True
                     continue
@@ -227,7 +226,7 @@ class MessageBody:
             at = self._field_at
             fields = tuple(x if isinstance(x, Field) else at(x) for x in mixed)
         else:
-            fields = tuple(self._unpack())
+            fields = tuple(map(self._field_at, self._records()))
         if len(_RECENT) >= _RECENT_SIZE:
             # (another thread may evict the same entry: the cache is only a shortcut)
             with contextlib.suppress(KeyError, RuntimeError, StopIteration):
@@ -235,27 +234,22 @@ class MessageBody:
         _RECENT[key] = (self, fields)
         return fields
 
-    def _unpack(self) -> Iterator[Field]:
+    def _records(self) -> Iterator[int]:
+        """The records of this parsed body's own fields (their descendants skipped)."""
         packed = self._packed
         assert packed is not None
-        src = self.src
-        lists = self._lists
-        view = MessageBody._view
         i = self._lo
         hi = self._hi
         while i < hi:
-            j = i * _REC
-            s, ns, ne, vs, ve, e, oe, cs, nsub = packed[j : j + _REC]
-            body: MessageBody | ListBody | None
-            if oe >= 0:
-                body = view(src, vs, oe, cs, ve, packed, i + 1, i + 1 + nsub, lists)
-            elif oe == -1:
-                body = None
-            else:
-                assert lists is not None
-                body = lists[i]
-            yield Field(src, s, ns, ne, vs, ve, e, body)
-            i += 1 + nsub
+            yield i
+            i += 1 + packed[i * _REC + 8]
+
+    def _name_at(self, i: int) -> str:
+        """The name of the field of record ``i``."""
+        packed = self._packed
+        assert packed is not None
+        j = i * _REC
+        return self.src[packed[j + 1] : packed[j + 2]]
 
     def edited_names(self, old: MessageBody) -> set[str] | None:
         """Names of the children that differ between ``old`` (a parsed body) and this body,
@@ -265,8 +259,6 @@ class MessageBody:
         packed = old._packed
         if mixed is None or not old.is_view or self._packed is not packed:
             return None
-        assert packed is not None
-        src = old.src
         kept: set[int] = set()
         names: set[str] = set()
         for x in mixed:
@@ -274,13 +266,7 @@ class MessageBody:
                 names.add(x.name)
             else:
                 kept.add(x)
-        i = old._lo
-        hi = old._hi
-        while i < hi:
-            j = i * _REC
-            if i not in kept:
-                names.add(src[packed[j + 1] : packed[j + 2]])
-            i += 1 + packed[j + 8]
+        names.update(old._name_at(r) for r in old._records() if r not in kept)
         return names
 
     def names(self) -> list[str]:
@@ -290,27 +276,14 @@ class MessageBody:
     def _names(self) -> Iterator[str]:
         """The field names in order, without building the fields."""
         mixed = self._mixed
-        packed = self._packed
-        if mixed is not None and packed is not None:
-            src = self.src
+        if mixed is not None:
             for x in mixed:
-                yield (
-                    x.name
-                    if isinstance(x, Field)
-                    else src[packed[x * _REC + 1] : packed[x * _REC + 2]]
-                )
-            return
-        if packed is None:
+                yield x.name if isinstance(x, Field) else self._name_at(x)
+        elif self._packed is None:
             for f in self.fields:
                 yield f.name
-            return
-        src = self.src
-        i = self._lo
-        hi = self._hi
-        while i < hi:
-            j = i * _REC
-            yield src[packed[j + 1] : packed[j + 2]]
-            i += 1 + packed[j + 8]
+        else:
+            yield from map(self._name_at, self._records())
 
     def _field_at(self, i: int) -> Field:
         """The field of record ``i`` (packed bodies only)."""
@@ -330,18 +303,9 @@ class MessageBody:
 
     def _matching(self, name: str) -> Iterator[Field]:
         """The fields named ``name`` (packed bodies only), without building the others."""
-        packed = self._packed
-        assert packed is not None
-        src = self.src
-        size = len(name)
-        i = self._lo
-        hi = self._hi
-        while i < hi:
-            j = i * _REC
-            ns = packed[j + 1]
-            if packed[j + 2] - ns == size and src.startswith(name, ns):
-                yield self._field_at(i)
-            i += 1 + packed[j + 8]
+        for r in self._records():
+            if self._name_at(r) == name:
+                yield self._field_at(r)
 
     @property
     def code(self) -> str:
@@ -403,17 +367,12 @@ class MessageBody:
         if mixed is not None:
             x = mixed[i]
             return x if isinstance(x, Field) else self._field_at(x)
-        packed = self._packed
-        assert packed is not None
-        r = self._lo
-        hi = self._hi
         if i < 0:
             return self.fields[i]
-        while r < hi:
+        for r in self._records():
             if i == 0:
                 return self._field_at(r)
             i -= 1
-            r += 1 + packed[r * _REC + 8]
         raise IndexError("field index out of range")
 
     def positions(self, name: str) -> tuple[int, ...]:
