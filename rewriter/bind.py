@@ -28,9 +28,10 @@ from .cst import (
     scalar_tokens,
 )
 from .errors import Diagnostic, SchemaErrors, locate
+from .schema import is_repeated
 
 if TYPE_CHECKING:
-    from google.protobuf.descriptor import Descriptor, FieldDescriptor
+    from google.protobuf.descriptor import Descriptor
     from google.protobuf.message import Message
 
     from .schema import Schema
@@ -106,13 +107,6 @@ class FieldInfo:
 _TABLES: dict[int, dict[str, FieldInfo]] = {}
 
 
-def _is_repeated(fd: FieldDescriptor) -> bool:
-    rep = getattr(fd, "is_repeated", None)
-    if rep is not None:
-        return bool(rep)
-    return bool(getattr(fd, "label", 0) == 3)
-
-
 def field_table(desc: Descriptor) -> dict[str, FieldInfo]:
     """Field name -> FieldInfo for a message type (cached per descriptor object)."""
     table = _TABLES.get(id(desc))
@@ -129,7 +123,7 @@ def field_table(desc: Descriptor) -> dict[str, FieldInfo]:
             if msg is not None:
                 full_type = msg.full_name
             table[fd.name] = FieldInfo(
-                fd.name, fd.type, _is_repeated(fd), msg, enum_names, enum_numbers, full_type
+                fd.name, fd.type, is_repeated(fd), msg, enum_names, enum_numbers, full_type
             )
         _TABLES[id(desc)] = table
         # Keep the descriptor alive as long as its table, so id() stays unique.

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cst import Document, Field, MessageBody
 from .errors import RewriterError
+from .schema import is_repeated
 
 if TYPE_CHECKING:
     from .schema import Schema
@@ -114,13 +115,6 @@ class Change:
 # --------------------------------------------------------------------------- protobuf -> data
 
 
-def _repeated(fd: Any) -> bool:
-    rep = getattr(fd, "is_repeated", None)
-    if rep is not None:
-        return bool(rep)
-    return bool(getattr(fd, "label", 0) == 3)
-
-
 def _scalar(fd: Any, value: Any) -> Any:
     if fd.type == 14:  # enum: by name, as written in prototxt
         ev = fd.enum_type.values_by_number.get(int(value))
@@ -143,7 +137,7 @@ def message_to_py(msg: Any) -> dict[str, Any]:
 
 def _value_to_py(fd: Any, value: Any) -> Any:
     is_msg = fd.message_type is not None
-    if _repeated(fd):
+    if is_repeated(fd):
         return [message_to_py(v) if is_msg else _scalar(fd, v) for v in value]
     return message_to_py(value) if is_msg else _scalar(fd, value)
 
@@ -156,7 +150,7 @@ def to_py(msg: Any, names: Iterable[str]) -> dict[str, Any]:
         fd = fields.get(name)
         if fd is None:
             continue
-        if _repeated(fd):
+        if is_repeated(fd):
             value = getattr(msg, name)
             if len(value):
                 out[name] = _value_to_py(fd, value)
@@ -353,8 +347,6 @@ def _shared(names: frozenset[str]) -> frozenset[str]:
 
 
 def _copy_fields(source: Any, target: Any, names: Iterable[str]) -> None:
-    from .schema import is_repeated
-
     known = source.DESCRIPTOR.fields_by_name
     for name in names:
         fd = known.get(name)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import gc
 import math
-import operator
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rewriter.errors import RewriterError
 from rewriter.layer_params import (
@@ -41,6 +40,7 @@ from rewriter.layer_params import (
     param_roles,
 )
 from rewriter.layer_params import allow_force_backward as _allow_force
+from rewriter.lazyseq import LazySequence
 from rewriter.schema import is_repeated
 
 if TYPE_CHECKING:
@@ -214,12 +214,13 @@ class Graph:
         return analyze(self)
 
 
-class _BlobList(Sequence[Blob]):
+class _BlobList(LazySequence[Blob]):
     """``Graph.blob_list``: every blob as a few flat int arrays, each :class:`Blob` made when
     read. Blob objects and their consumer tuples would cost about half as much as the layers;
     the backward analysis only counts them, and other callers read a few."""
 
     __slots__ = ("_names", "_producers", "_cons_at", "_cons", "_wri_at", "_wri")
+    _what = "blob"
 
     def __init__(
         self,
@@ -238,7 +239,7 @@ class _BlobList(Sequence[Blob]):
         self._wri_at = wri_at
         self._wri = wri
 
-    def _blob(self, i: int) -> Blob:
+    def _item(self, i: int) -> Blob:
         a, b = self._cons_at[i], self._cons_at[i + 1]
         c, d = self._wri_at[i], self._wri_at[i + 1]
         return Blob(
@@ -249,28 +250,11 @@ class _BlobList(Sequence[Blob]):
             tuple(self._cons[a:b]) if b > a else (),
         )
 
+    def _slice(self, items: Iterable[Blob]) -> tuple[Blob, ...]:
+        return tuple(items)  # (the tuple it replaced sliced to tuples)
+
     def __len__(self) -> int:
         return len(self._names)
-
-    @overload
-    def __getitem__(self, index: int) -> Blob: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> tuple[Blob, ...]: ...
-
-    def __getitem__(self, index: int | slice) -> Blob | tuple[Blob, ...]:
-        n = len(self._names)
-        if isinstance(index, slice):
-            return tuple(map(self._blob, range(*index.indices(n))))
-        i = operator.index(index)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("blob index out of range")
-        return self._blob(i)
-
-    def __iter__(self) -> Iterator[Blob]:
-        return map(self._blob, range(len(self._names)))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, _BlobList):

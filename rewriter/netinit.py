@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any
 
 from rewriter.graph import (
     AUTOMATIC_TOP,
@@ -46,6 +46,7 @@ from rewriter.graph import (
     v0_to_v1_message,
     v1_to_v2_message,
 )
+from rewriter.lazyseq import LazySequence
 
 __all__ = [
     "AUTOMATIC_TOP",
@@ -114,11 +115,12 @@ class LayerVerdict:
         return self.needs_backward != self.needs_backward_final
 
 
-class Verdicts(Sequence[LayerVerdict]):
+class Verdicts(LazySequence[LayerVerdict]):
     """The layers' verdicts, each built when read from per-layer columns that hold shared
     values (a verdict object per layer of a 100k-layer net took ~0.6x its file)."""
 
     __slots__ = ("_layers", "_need", "_forced", "_bottom", "_final", "_params", "_loss", "_why")
+    _what = "layer"
 
     def __init__(
         self,
@@ -143,13 +145,7 @@ class Verdicts(Sequence[LayerVerdict]):
     def __len__(self) -> int:
         return len(self._need)
 
-    @overload
-    def __getitem__(self, i: int) -> LayerVerdict: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[LayerVerdict]: ...
-    def __getitem__(self, i: int | slice) -> Any:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def _item(self, i: int) -> LayerVerdict:
         layer = self._layers[i]
         log = self._need[i]
         got = self._params[i]
@@ -167,10 +163,6 @@ class Verdicts(Sequence[LayerVerdict]):
             self._loss[i],
             self._why,
         )
-
-    def __iter__(self) -> Iterator[LayerVerdict]:
-        for i in range(len(self._need)):
-            yield self[i]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):

@@ -31,9 +31,10 @@ import fnmatch
 import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from .errors import RewriterError
+from .lazyseq import LazySequence
 
 if TYPE_CHECKING:
     from .cst import Document, Field
@@ -289,25 +290,18 @@ class IndexMap(Mapping[int, int]):
         return self._len
 
 
-class Adjacency(Sequence[Sequence[int]]):
+class Adjacency(LazySequence[Sequence[int]]):
     """Neighbour lists of graph layers, packed (compressed sparse rows): ``adj[i]`` are the
     neighbours of layer ``i``. Lists of lists took ~1x the file for a concat-heavy net."""
 
     __slots__ = ("_starts", "_targets")
+    _what = "layer"
 
     def __init__(self, starts: array[int], targets: array[int]) -> None:
         self._starts = starts
         self._targets = targets
 
-    @overload
-    def __getitem__(self, i: int) -> Sequence[int]: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Sequence[int]]: ...
-    def __getitem__(self, i: int | slice) -> Any:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
+    def _item(self, i: int) -> Sequence[int]:
         starts = self._starts
         return self._targets[starts[i] : starts[i + 1]]
 

@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from .errors import RewriterError
+from .lazyseq import LazySequence
+from .schema import is_repeated
 
 if TYPE_CHECKING:
     from .bind import Bound
@@ -387,13 +389,6 @@ class EnumName(str):
     __slots__ = ()
 
 
-def _repeated(fd: Any) -> bool:
-    rep = getattr(fd, "is_repeated", None)
-    if rep is not None:
-        return bool(rep)
-    return bool(fd.label == 3)
-
-
 def _plain(fd: Any, value: Any) -> Any:
     t = fd.type
     if t in (_T_MESSAGE, _T_GROUP):
@@ -416,7 +411,7 @@ def message_to_dict(msg: Any, skip: Iterable[str] = ()) -> dict[str, Any]:
         name = f"[{fd.full_name}]" if fd.is_extension else fd.name
         if name in skipped:
             continue
-        if _repeated(fd):
+        if is_repeated(fd):
             out[name] = [_plain(fd, v) for v in value]
         else:
             out[name] = _plain(fd, value)
@@ -714,7 +709,7 @@ _GRADIENTS = ("none", "flows", "cut")
 _NONE, _FLOWS, _CUT = 0, 1, 2
 
 
-class _EdgeList(Sequence[EdgeFact]):
+class _EdgeList(LazySequence[EdgeFact]):
     """``PhaseFacts.edges``: flat arrays, an :class:`EdgeFact` made when one is read. Edge
     objects would cost about half the file's size per phase; the diff reads the arrays.
 
@@ -732,33 +727,15 @@ class _EdgeList(Sequence[EdgeFact]):
         #: index into _GRADIENTS
         self.grad = bytearray()
 
-    def _edge(self, i: int) -> EdgeFact:
+    _what = "edge"
+
+    def _item(self, i: int) -> EdgeFact:
         s = self.source[i]
         return EdgeFact(None if s < 0 else s, self.target[i], self.bottom[i], self.blob[i],
                         _GRADIENTS[self.grad[i]])  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.blob)
-
-    @overload
-    def __getitem__(self, index: int) -> EdgeFact: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[EdgeFact]: ...
-
-    def __getitem__(self, index: int | slice) -> EdgeFact | list[EdgeFact]:
-        n = len(self.blob)
-        if isinstance(index, slice):
-            return list(map(self._edge, range(*index.indices(n))))
-        i = operator.index(index)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("edge index out of range")
-        return self._edge(i)
-
-    def __iter__(self) -> Iterator[EdgeFact]:
-        return map(self._edge, range(len(self.blob)))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, _EdgeList):

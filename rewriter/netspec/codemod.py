@@ -34,9 +34,10 @@ from typing import Any
 import libcst as cst
 
 from rewriter.errors import RewriterError
+from rewriter.schema import is_repeated
 
 from .evaluator import LayerEntry, NetOutput, ScriptRun, Site, assign_proto, run_script
-from .render import Renderer, fmt, is_identifier, is_message, is_repeated
+from .render import Renderer, fmt, is_identifier, is_message
 
 __all__ = [
     "Change",

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rewriter.errors import RewriterError
+from rewriter.schema import is_repeated
 
 from .render import Atom, Call, Expr, ListExpr, Renderer, fmt, is_identifier, is_message, py_str
 
@@ -236,7 +237,7 @@ class _Exporter:
                 )
             path = f"net.{fd.name}"
             expr = self._field(fd, value, path)
-            if not is_message(fd) and not _repeated(fd):
+            if not is_message(fd) and not is_repeated(fd):
                 out.append(f"    net.{fd.name} = {fmt(expr, 4, 99, len(fd.name) + 11)}")
             elif not is_message(fd):
                 items = expr if isinstance(expr, ListExpr) else ListExpr([expr])
@@ -246,12 +247,6 @@ class _Exporter:
                 head = f"    assign_proto(net, {py_str(fd.name)}, "
                 out.append(head + fmt(expr, 4, 99, len(head) - 4) + ")")
         return out
-
-
-def _repeated(fd: Any) -> bool:
-    from .render import is_repeated
-
-    return is_repeated(fd)
 
 
 def export_netspec(

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..schema import is_repeated
+
 __all__ = [
     "Atom",
     "Call",
@@ -154,13 +156,6 @@ def fmt(e: Expr, indent: int = 0, width: int = 99, prefix: int = 0) -> str:
 
 
 # --------------------------------------------------------------------------- protobuf values
-
-
-def is_repeated(fd: Any) -> bool:
-    rep = getattr(fd, "is_repeated", None)
-    if rep is not None:
-        return bool(rep)
-    return bool(getattr(fd, "label", 0) == 3)
 
 
 def is_message(fd: Any) -> bool:
