@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus"
 ORACLE = SHARED / "oracle"
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user does, through the interpreter running the tests.
+
+    Never a fixed path to a virtual environment: the README's test command must pass in a fresh
+    clone in any folder, with or without an activated venv.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "rewriter.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def need_shared() -> None:

@@ -15,9 +15,7 @@ Where the shipped files really differ, the difference is asserted exactly, with 
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from rewriter.errors import UsageError
 from rewriter.graph import build_graph, upgrade_net_message
 from rewriter.model import read
 from rewriter.shapes import infer_shapes
-from tests.conftest import CORPUS, REPO, manifest, need_shared
+from tests.conftest import CORPUS, manifest, need_shared, run_cli
 
 # (folder, train/val net, shipped deploy net, deploy options, known differences, reason)
 PAIRS: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
@@ -456,35 +454,26 @@ def test_parse_settings() -> None:
             parse_settings(bad, ("batch", "strip_params"))
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    exe = Path(os.environ.get("VIRTUAL_ENV", "/work/venv")) / "bin" / "rewriter"
-    if not exe.exists():
-        exe = REPO.parent / "venv" / "bin" / "rewriter"
-    return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False
-    )
-
-
 def test_cli_deploy(tmp_path: Path) -> None:
     src = tmp_path / "train_val.prototxt"
     src.write_text(TRAIN_VAL)
     out = tmp_path / "deploy.prototxt"
-    r = _cli("deploy", str(src), "-o", str(out), "--set", "batch=3")
+    r = run_cli("deploy", str(src), "-o", str(out), "--set", "batch=3")
     assert r.returncode == 0, r.stderr
     assert "output prob (Softmax) from loss (SoftmaxWithLoss)" in r.stdout
     assert "dim: 3" in out.read_text()
-    r = _cli("deploy", str(src))  # to stdout, summary on stderr
+    r = run_cli("deploy", str(src))  # to stdout, summary on stderr
     assert r.returncode == 0 and r.stdout == _deploy(TRAIN_VAL).code
     assert "net outputs: prob" in r.stderr
-    r = _cli("deploy", str(src), "--set", "colour=1")
+    r = run_cli("deploy", str(src), "--set", "colour=1")
     assert r.returncode == 2 and "unknown key 'colour'" in r.stderr
-    r = _cli("deploy", str(src), "-o", str(out), "--in-place")
+    r = run_cli("deploy", str(src), "-o", str(out), "--in-place")
     assert r.returncode == 2
-    r = _cli("deploy", str(src), "--set", "height=1", "--set", "width=1",
+    r = run_cli("deploy", str(src), "--set", "height=1", "--set", "width=1",
              "--set", "batch=1")  # fmt: skip
     assert r.returncode == 0  # crop_size wins over height/width for a Data layer
-    r = _cli("deploy", str(src), "--in-place", "-q")
+    r = run_cli("deploy", str(src), "--in-place", "-q")
     assert r.returncode == 0 and r.stdout == ""
     assert 'type: "Input"' in src.read_text()
-    r = _cli("deploy", str(tmp_path / "missing.prototxt"))
+    r = run_cli("deploy", str(tmp_path / "missing.prototxt"))
     assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr

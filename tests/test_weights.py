@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import time
 import tracemalloc
 from pathlib import Path
@@ -28,7 +27,7 @@ from rewriter.weights import (
     read_caffemodel,
     shape_equals,
 )
-from tests.conftest import CORPUS, REPO, need_shared
+from tests.conftest import CORPUS, need_shared, run_cli
 
 Shape = tuple[int, ...]
 
@@ -346,14 +345,6 @@ def test_streaming_reader_memory_is_bounded(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(os.environ.get("VIRTUAL_ENV", "/work/venv")) / "bin" / "rewriter"
-    if not exe.exists():
-        exe = REPO.parent / "venv" / "bin" / "rewriter"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
-
-
 def test_cli_weights_and_shapes(tmp_path: Path) -> None:
     need_shared()
     import json
@@ -361,25 +352,25 @@ def test_cli_weights_and_shapes(tmp_path: Path) -> None:
     net = str(CORPUS / LENET_NET)
     sets = ["--set", "channels=1", "--set", "height=28", "--set", "width=28"]
     ok = write_model(tmp_path / "ok.caffemodel", LENET)
-    r = _cli("weights", net, str(ok), *sets)
+    r = run_cli("weights", net, str(ok), *sets)
     assert r.returncode == 0, r.stderr
     assert "copied from the file: 4 layer(s), 431,080 parameters" in r.stdout
     layers = [list(x) for x in LENET]
     layers[3][2] = [(50, 20, 3, 3), (50,)]
     bad = write_model(tmp_path / "bad.caffemodel", _rows(layers))
-    r = _cli("weights", net, str(bad), *sets, "--format", "json")
+    r = run_cli("weights", net, str(bad), *sets, "--format", "json")
     assert r.returncode == 1
     data = json.loads(r.stdout)
     assert data["ok"] is False and data["errors"][0]["layer"] == "conv2"
     assert data["errors"][0]["source_shapes"] == [[50, 20, 3, 3], [50]]
-    r = _cli("weights", net, str(tmp_path / "nope.caffemodel"), *sets)
+    r = run_cli("weights", net, str(tmp_path / "nope.caffemodel"), *sets)
     assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr
-    r = _cli("shapes", net, *sets, "--phase", "TRAIN")
+    r = run_cli("shapes", net, *sets, "--phase", "TRAIN")
     assert r.returncode == 0
     assert "pool2  " in r.stdout and "(64, 50, 4, 4)" in r.stdout
     assert "total learnable parameters: 431,080" in r.stdout
-    r = _cli("shapes", net, "--format", "json")
+    r = run_cli("shapes", net, "--format", "json")
     assert r.returncode == 0
     assert json.loads(r.stdout)["stopped"].startswith("shape unknown after mnist (type Data)")
-    r = _cli("shapes", net, "--phase", "VAL")
+    r = run_cli("shapes", net, "--phase", "VAL")
     assert r.returncode == 2
