@@ -15,8 +15,9 @@ For every input, whatever it is:
 Inputs come from a fast seeded generator (grammar-aware, schema-aware) and from mutations of the
 real corpus (byte flips, truncation, splices between files, duplicated and deleted ranges,
 inserted Caffe tokens, swapped lines). Hypothesis drives the seeds (``derandomize=True``, so CI
-runs the same examples every time); a failure prints the seed, and ``fuzz_case(seed)`` below
-rebuilds the input. ``tests/test_properties.py`` holds the slower, shrinkable strategies.
+runs the same examples every time); a failure prints the seed and the shard, and
+``fuzz_case(sharded(seed, shard), source)`` below rebuilds the input. ``tests/test_properties.py``
+holds the slower, shrinkable strategies.
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ FAST = settings(
     print_blob=True,
 )
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
+#: The long fuzz tests run as this many shards so that pytest-xdist spreads them over workers
+#: (one 3-minute test was the suite's long pole). Each shard draws its own seeds: hypothesis
+#: derandomizes per function, so the shard number is mixed into the seed.
+SHARDS = 4
+SHARD = pytest.mark.parametrize("shard", range(SHARDS))
+
+
+def sharded(seed: int, shard: int) -> int:
+    """The seed a shard's example stands for (``fuzz_case(sharded(seed, shard), ...)``)."""
+    return seed + (shard << 32)
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -360,43 +371,47 @@ def check_against_protobuf(text: str, bound: Any) -> None:
 # --- the tests (about 23,000 examples in all) ---------------------------------------------------
 
 
-@settings(FAST, max_examples=7000)
-@given(SEEDS)
-def test_fuzz_generated_documents(seed: int) -> None:
-    text = fuzz_case(seed, "generated")
+@SHARD
+@settings(FAST, max_examples=7000 // SHARDS)
+@given(seed=SEEDS)
+def test_fuzz_generated_documents(seed: int, shard: int) -> None:
+    text = fuzz_case(sharded(seed, shard), "generated")
     doc = check_parse(text)
     bound = check_bind(text, doc)
     check_against_protobuf(text, bound)
 
 
 @pytest.mark.timeout(400)
-@settings(FAST, max_examples=7000)
-@given(SEEDS)
-def test_fuzz_mutated_corpus_parse_and_check(seed: int) -> None:
+@SHARD
+@settings(FAST, max_examples=7000 // SHARDS)
+@given(seed=SEEDS)
+def test_fuzz_mutated_corpus_parse_and_check(seed: int, shard: int) -> None:
     _need_corpus()
-    text = fuzz_case(seed, "corpus")
+    text = fuzz_case(sharded(seed, shard), "corpus")
     doc = check_parse(text)
     bound = check_bind(text, doc)
     check_against_protobuf(text, bound)
 
 
 @pytest.mark.timeout(400)
-@settings(FAST, max_examples=4500)
-@given(SEEDS)
-def test_fuzz_mutated_nets_explain(seed: int) -> None:
+@SHARD
+@settings(FAST, max_examples=4500 // SHARDS)
+@given(seed=SEEDS)
+def test_fuzz_mutated_nets_explain(seed: int, shard: int) -> None:
     _need_corpus()
-    text = fuzz_case(seed, "net")
+    text = fuzz_case(sharded(seed, shard), "net")
     doc = check_parse(text)
     bound = check_bind(text, doc)
     if bound is not None and not bound.errors:
         check_explain(bound.message)
 
 
-@settings(FAST, max_examples=1500)
-@given(SEEDS)
-def test_fuzz_seed_net_explain(seed: int) -> None:
+@SHARD
+@settings(FAST, max_examples=1500 // SHARDS)
+@given(seed=SEEDS)
+def test_fuzz_seed_net_explain(seed: int, shard: int) -> None:
     """The example net (no ../shared needed), mutated: the CI floor when the corpus is absent."""
-    rng = random.Random(seed)
+    rng = random.Random(sharded(seed, shard))
     base = _SEED_NET.read_text()
     text = _mutate_keeping_syntax(rng, base)
     if rng.random() < 0.2:
@@ -437,15 +452,16 @@ def _legacy() -> list[tuple[str, str, str]]:
 
 @pytest.mark.skipif(not _have("upgrade"), reason="rewriter.upgrade not present")
 @pytest.mark.timeout(400)
-@settings(FAST, max_examples=1500)
-@given(SEEDS)
-def test_fuzz_upgrade(seed: int) -> None:
+@SHARD
+@settings(FAST, max_examples=1500 // SHARDS)
+@given(seed=SEEDS)
+def test_fuzz_upgrade(seed: int, shard: int) -> None:
     """Mutated legacy files: upgrade refuses with our error, or gives a file that parses,
     round-trips and needs no further upgrade."""
     from rewriter.upgrade import upgrade_text
 
     _need_corpus()
-    rng = random.Random(seed)
+    rng = random.Random(sharded(seed, shard))
     pool = _legacy()
     _, _, text = pool[rng.randrange(len(pool))]
     text = _mutate_keeping_syntax(rng, text)
@@ -483,15 +499,16 @@ _STEPS = [
 
 @pytest.mark.skipif(not _have("apply"), reason="rewriter.apply not present")
 @pytest.mark.timeout(400)
-@settings(FAST, max_examples=1500)
-@given(SEEDS)
-def test_fuzz_apply(seed: int) -> None:
+@SHARD
+@settings(FAST, max_examples=1500 // SHARDS)
+@given(seed=SEEDS)
+def test_fuzz_apply(seed: int, shard: int) -> None:
     """Random steps on mutated nets: a checked result that parses and binds, or our error."""
     from rewriter.apply import apply
     from rewriter.recipe import parse_step_spec
 
     _need_corpus()
-    rng = random.Random(seed)
+    rng = random.Random(sharded(seed, shard))
     pool = _binding_nets()
     _, _, text = pool[rng.randrange(len(pool))]
     if rng.random() < 0.3:
@@ -522,16 +539,17 @@ def test_fuzz_apply(seed: int) -> None:
 
 @pytest.mark.skipif(not _have("semdiff"), reason="rewriter.semdiff not present")
 @pytest.mark.timeout(400)
-@settings(FAST, max_examples=1500)
-@given(SEEDS)
-def test_fuzz_diff(seed: int) -> None:
+@SHARD
+@settings(FAST, max_examples=1500 // SHARDS)
+@given(seed=SEEDS)
+def test_fuzz_diff(seed: int, shard: int) -> None:
     """diff of a net against a mutated copy: a report in every format, or our error."""
     from rewriter.render.json_ import render_json
     from rewriter.render.text import render_text
     from rewriter.semdiff import DiffResult, diff_texts
 
     _need_corpus()
-    rng = random.Random(seed)
+    rng = random.Random(sharded(seed, shard))
     pool = _binding_nets()
     _, _, old = pool[rng.randrange(len(pool))]
     new = _mutate_keeping_syntax(rng, old)

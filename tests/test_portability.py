@@ -53,3 +53,18 @@ def test_the_scan_catches_a_fixed_venv_path() -> None:
     """The scan itself finds the two forms that broke fresh clones."""
     bad = 'exe = Path("/work/venv") / "bin"\nexe = REPO.parent / "venv" / "bin" / "rewriter"\n'
     assert [line for line, _ in _outside_paths(ast.parse(bad))] == [1, 2]
+
+
+def _readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("python3 -m venv")]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run must run exactly the README's test command: the one a new user copies."""
+    install_and_run, test_suite = _readme_commands()
+    assert "rewriter apply" in install_and_run and "examples/" in install_and_run
+    assert "pytest" in test_suite
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert test_suite in ci, "the README's test command is not a line of .ci/run"
