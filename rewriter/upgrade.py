@@ -944,6 +944,7 @@ class _Ctx:
     unit: str
     crlf: bool
     differences: list[str] = field(default_factory=list)
+    lenient: bool = False
 
     def finish(self, text: str) -> str:
         return re.sub(r"(?<!\r)\n", "\r\n", text) if self.crlf else text
@@ -1398,10 +1399,12 @@ _NET_STEPS: tuple[_Step, ...] = (_step_v0, _step_data, _step_v1, _step_input, _s
 # ============================================================================ driver
 
 
-def _bind(doc: Document, schema: Schema, root: str, internal: bool) -> Any:
+def _bind(doc: Document, schema: Schema, root: str, internal: bool, lenient: bool = False) -> Any:
+    """The message of ``doc``. Lenient: a fork's unknown fields and enum values are left out of
+    it, so the upgrade never sees them and its edits never touch their text."""
     from .bind import bind
 
-    bound = bind(doc, schema, root)
+    bound = bind(doc, schema, root, lenient)
     if bound.errors:
         if internal:
             detail = bound.errors[0].render()
@@ -1435,6 +1438,30 @@ def _locate(doc: Document, body: MessageBody, r: Refusal) -> Location | None:
     if target is None:
         target = fields[0] if fields else None
     return doc.location(target.name_start) if target is not None else None
+
+
+def _check_fork_v1_types(doc: Document, body: MessageBody, msg: Any) -> None:
+    """A V1 layer whose ``type`` is a fork's enum value (DeepLab's ``IMAGE_SEG_DATA``, CRF-RNN's
+    ``CROP``) left unset by the lenient binder: its V2 type string is the fork's to name (its own
+    ``UpgradeV1LayerType``), so we refuse rather than guess or write a typeless layer."""
+    conns = [f for f in body.fields if f.name == "layers"]
+    for k, f in enumerate(conns):
+        lb = f.body
+        if k >= len(msg.layers) or msg.layers[k].HasField("type"):
+            continue
+        if not isinstance(lb, MessageBody) or lb.get("layer") is not None:
+            continue
+        g = lb.get("type")
+        if g is None:
+            continue
+        raise UpgradeError(
+            f"V1 layer type {g.value_text} is not one of BVLC Caffe's, whose upgrade stops here "
+            f"(upgrade_proto.cpp: 'Unknown V1LayerParameter layer type'); the fork that defines "
+            f"it names its V2 type: upgrade with that fork's build/tools/upgrade_net_proto_text, "
+            f"or rewrite this layer by hand as 'layer {{ type: \"<its type string>\" ... }}' "
+            f"and run 'rewriter upgrade --lenient' again",
+            doc.location(g.value_start),
+        )
 
 
 def _check_syntax(doc: Document, body: MessageBody) -> None:
@@ -1585,9 +1612,11 @@ def _upgrade_net_body(
 
     doc = box.pop()
     path = doc.path
-    top = _bind(doc, schema, root, internal=False)
+    top = _bind(doc, schema, root, internal=False, lenient=ctx.lenient)
     body, msg, _, _ = target.locate(doc, top)
     _check_syntax(doc, body)
+    if ctx.lenient:
+        _check_fork_v1_types(doc, body, msg)
     try:
         expected = upgrade_net_message_caffe(msg, label)
     except Refusal as r:
@@ -1606,7 +1635,7 @@ def _upgrade_net_body(
     stale = False  # ``top`` is the binding of ``doc`` until a step changes the text
     for step in _NET_STEPS:
         if stale:
-            top = _bind(doc, schema, root, internal=True)
+            top = _bind(doc, schema, root, internal=True, lenient=ctx.lenient)
             stale = False
         body, msg, base, indent = target.locate(doc, top)
         with gc_paused():  # a few acyclic objects per layer: see graph.gc_paused
@@ -1629,7 +1658,7 @@ def _upgrade_net_body(
 
 
 def upgrade_document(
-    doc: Document, *, kind: str | None = None, schema: Schema | None = None
+    doc: Document, *, kind: str | None = None, schema: Schema | None = None, lenient: bool = False
 ) -> UpgradeResult:
     """Upgrade a legacy net or solver with minimal edits (see the module docstring).
 
@@ -1638,7 +1667,8 @@ def upgrade_document(
 
     Raises :class:`UpgradeError` (a :class:`~rewriter.errors.RewriterError`) where Caffe refuses
     the upgrade, with ``path:line:col`` and Caffe's own message, and ``SchemaErrors`` when the
-    file does not bind to the schema (Caffe fails to parse it too).
+    file does not bind to the schema (Caffe fails to parse it too). ``lenient``: a fork's fields
+    and enum values unknown to the schema are kept byte for byte, outside what is upgraded.
 
     Memory: when the caller keeps no reference to ``doc`` (``upgrade_document(parse(...))``, as
     :func:`upgrade_text` does), its tree is freed once the first step has rewritten the text.
@@ -1659,7 +1689,7 @@ def upgrade_document(
     root = roots[kind] if kind is not None else detect_kind(doc, schema)
     newline = doc.newline
     crlf = newline == "\r\n" and "\n" not in doc.src.replace("\r\n", "")
-    ctx = _Ctx(doc.path, _file_unit(doc), crlf)
+    ctx = _Ctx(doc.path, _file_unit(doc), crlf, lenient=lenient)
     if root == SOLVER:
         result = _upgrade_solver(ctx, doc, schema)
         if not result.changed:
@@ -1672,7 +1702,11 @@ def upgrade_document(
     new_doc, expected = run.doc, run.expected
     if not expected.changed or new_doc.code == old_code:
         return UpgradeResult(edited if edited is not None else new_doc, False, [], [], "net")
-    final = run.bound if run.bound is not None else _bind(new_doc, schema, NET, internal=True)
+    final = (
+        run.bound
+        if run.bound is not None
+        else _bind(new_doc, schema, NET, internal=True, lenient=lenient)
+    )
     run.bound = None
     want = run.message()
     if final != want:
@@ -1686,7 +1720,7 @@ def upgrade_document(
 
 
 def _upgrade_solver(ctx: _Ctx, doc: Document, schema: Schema) -> UpgradeResult:
-    solver = _bind(doc, schema, SOLVER, internal=False)
+    solver = _bind(doc, schema, SOLVER, internal=False, lenient=ctx.lenient)
     try:
         expected = upgrade_solver_message_caffe(solver, doc.path)
     except Refusal as r:
@@ -1730,7 +1764,7 @@ def _upgrade_solver(ctx: _Ctx, doc: Document, schema: Schema) -> UpgradeResult:
                 ed.rename((j,), "type")
                 ed.set_value((j,), new_type)
         doc = parse(ctx.finish(ed.apply().code), doc.path)
-    final = _bind(doc, schema, SOLVER, internal=True)
+    final = _bind(doc, schema, SOLVER, internal=True, lenient=ctx.lenient)
     if final != want:
         raise UpgradeError("internal error: the upgraded solver differs from Caffe's upgrade")
     if graph_errors:
@@ -1739,7 +1773,9 @@ def _upgrade_solver(ctx: _Ctx, doc: Document, schema: Schema) -> UpgradeResult:
     return UpgradeResult(doc, True, messages, ctx.differences, "solver")
 
 
-def parse_for_upgrade(text: str, path: str = "<string>", *, kind: str | None = None) -> Document:
+def parse_for_upgrade(
+    text: str, path: str = "<string>", *, kind: str | None = None, lenient: bool = False
+) -> Document:
     """Parse text for :func:`upgrade_document`. On a syntax error, the schema errors of the part
     before it are reported first, in file order, as protobuf (and so Caffe) would."""
     from .errors import ParseError, SchemaErrors
@@ -1750,13 +1786,16 @@ def parse_for_upgrade(text: str, path: str = "<string>", *, kind: str | None = N
         from .bind import diagnose
 
         root = {"net": NET, "solver": SOLVER}.get(kind or "")
-        _, diags = diagnose(text, path, None, root, False)
+        _, diags = diagnose(text, path, None, root, lenient)
         raise SchemaErrors([d for d in diags if d.severity == "error"]) from None
 
 
-def upgrade_text(text: str, path: str = "<string>", *, kind: str | None = None) -> UpgradeResult:
+def upgrade_text(
+    text: str, path: str = "<string>", *, kind: str | None = None, lenient: bool = False
+) -> UpgradeResult:
     """:func:`upgrade_document` on text (``result.document.code`` is the upgraded text)."""
-    return upgrade_document(parse_for_upgrade(text, path, kind=kind), kind=kind)
+    doc = parse_for_upgrade(text, path, kind=kind, lenient=lenient)
+    return upgrade_document(doc, kind=kind, lenient=lenient)
 
 
 def needs_upgrade(doc: Document, *, kind: str | None = None) -> bool:

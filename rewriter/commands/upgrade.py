@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rewriter.cli import app
+from rewriter.cli import LenientOpt, app
 
 _STEP_NAMES = (
     ("V0LayerParameter", "V0 layers"),
@@ -107,6 +107,7 @@ def upgrade(
     exit_code: Annotated[
         bool, typer.Option("--exit-code", help="With the default diff: exit 1 if there is one.")
     ] = False,
+    lenient: LenientOpt = False,
 ) -> None:
     """Upgrade legacy nets, solvers and .caffemodels like Caffe, keeping every comment.
 
@@ -132,7 +133,11 @@ def upgrade(
 
                 text = read_text(path)
                 # No name for the tree: upgrade_document frees it once the text is rewritten.
-                result = upgrade_document(parse_for_upgrade(text, str(path), kind=kind), kind=kind)
+                result = upgrade_document(
+                    parse_for_upgrade(text, str(path), kind=kind, lenient=lenient),
+                    kind=kind,
+                    lenient=lenient,
+                )
                 changed = result.changed
                 new = result.document.code
                 for note in result.deliberate_differences:
@@ -156,6 +161,14 @@ def upgrade(
             if not message.startswith(str(path)):
                 message = f"{path}: {message}"
             _emit(message.rstrip("\n") + "\n", err=True)
+            if not lenient:
+                from rewriter.errors import SchemaErrors
+                from rewriter.forkhint import fork_hint
+
+                diags = e.diagnostics if isinstance(e, SchemaErrors) else []
+                hint = fork_hint(diags, "upgrade", [str(path)], proto=False)
+                if hint is not None:
+                    _emit(hint + "\n", err=True)
     if failed:
         raise typer.Exit(2)
     if found and (check or exit_code):
