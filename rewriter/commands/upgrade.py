@@ -142,6 +142,8 @@ def upgrade(
                 new = result.document.code
                 for note in result.deliberate_differences:
                     _emit(f"{path}: note: {note}\n", err=True)
+                for warning in result.warnings:
+                    _emit(f"{path}: warning: {warning}\n", err=True)
                 if not changed:
                     _emit(f"{path}: already in the current format\n", err=True)
                     if output is not None:
