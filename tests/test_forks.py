@@ -246,3 +246,57 @@ def test_a_net_broken_before_the_upgrade_is_a_warning() -> None:
 def test_lenient_errors_are_still_rewriter_errors() -> None:
     with pytest.raises(RewriterError):
         upgrade_text("layers { type: CROP }\n", "x.prototxt", lenient=True)
+
+
+# ------------------------------------------------------------------ export netspec --lenient
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "chuanqi305-MobileNet-SSD/voc/MobileNetSSD_test.prototxt",
+        DENSENET,
+        RFCN,
+        "alexgkendall-SegNet-Tutorial/Models/segnet_basic_inference.prototxt",
+    ],
+)
+def test_export_netspec_lenient_carries_fork_fields(rel: str, tmp_path: Path) -> None:
+    """The script rebuilds what BVLC knows exactly and merges every fork field's own text."""
+    import ast
+
+    from rewriter.netspec.evaluator import run_script
+    from rewriter.netspec.export import export_file
+
+    path, text = _read(rel)
+    with pytest.raises(SchemaErrors):
+        export_file(path)
+    script = export_file(path, output="out.prototxt", lenient=True)
+    merges = [line for line in script.splitlines() if "text_format.Merge(" in line]
+    assert merges
+    merged = [
+        ast.literal_eval(line.split("text_format.Merge(", 1)[1].split(", net", 1)[0])
+        for line in merges
+    ]
+    bound = bind(parse(text, str(path)), None, NET, lenient=True)
+    src_lines = text.splitlines()
+    for d in bound.warnings:  # each unknown field's or value's line is inside a merged text
+        assert d.location is not None
+        line = src_lines[d.location.line - 1].strip()
+        assert any(line in m.splitlines() or line in m for m in merged), line
+    # Without the merges (BVLC's caffe_pb2 cannot take them) the script gives the BVLC part.
+    bvlc_only = "\n".join(line for line in script.splitlines() if line not in merges)
+    out = tmp_path / "make_net.py"
+    out.write_text(bvlc_only)
+    run = run_script(out)
+    from google.protobuf import text_format
+
+    again = type(bound.message)()
+    text_format.Parse(run.outputs[0].text, again)
+    assert again == bound.message
+
+
+def test_cli_export_netspec_takes_lenient(tmp_path: Path) -> None:
+    path, _ = _read(DENSENET)
+    res = _cli("export", "netspec", "--lenient", str(path), "-o", str(tmp_path / "s.py"))
+    assert res.returncode == 0, res.stderr
+    assert 'text_format.Merge("ceil_mode: false", net.layer[' in (tmp_path / "s.py").read_text()
