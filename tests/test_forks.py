@@ -300,3 +300,18 @@ def test_cli_export_netspec_takes_lenient(tmp_path: Path) -> None:
     res = _cli("export", "netspec", "--lenient", str(path), "-o", str(tmp_path / "s.py"))
     assert res.returncode == 0, res.stderr
     assert 'text_format.Merge("ceil_mode: false", net.layer[' in (tmp_path / "s.py").read_text()
+
+
+def test_apply_upgrade_step_is_lenient_with_apply(tmp_path: Path) -> None:
+    """A recipe's ``upgrade`` step follows ``apply --lenient`` (it bound strictly before)."""
+    path, text = _read(DENSENET)
+    recipe = tmp_path / "up.toml"
+    recipe.write_text('name = "upgrade"\n[[steps]]\nstep = "upgrade"\n')
+    out = tmp_path / "out.prototxt"
+    assert _cli("apply", str(recipe), str(path), "-o", str(out)).returncode == 2
+    res = _cli("apply", str(recipe), str(path), "--lenient", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    new = out.read_text()
+    assert 'type: "Input"' in new
+    fork_lines = [ln for ln in text.splitlines() if "ceil_mode" in ln]
+    assert [ln for ln in new.splitlines() if "ceil_mode" in ln] == fork_lines
