@@ -175,6 +175,8 @@ def detect_kind(doc: Document, schema: Schema) -> str:
 _Work = tuple[Any, int, "Descriptor", dict[str, FieldInfo], "Message"]
 _TEXT_TYPES = frozenset({9, 12})  # FieldDescriptor.TYPE_STRING, TYPE_BYTES
 _SLOW = object()  # not a one-token value: read it the general way (bind_field)
+#: values a fork's caffe.proto can make valid: kept verbatim (and left out) when lenient
+_FORK_VALUE_CODES = frozenset({"unknown-enum", "not-repeated"})
 
 
 class _ValueError(Exception):
@@ -373,6 +375,7 @@ class _Binder:
                         f.value_start,
                         f"field '{name}' is not repeated and cannot take a list",
                         "a single value",
+                        "not-repeated",
                     )
                 values = []
                 for it in body.items:
@@ -415,9 +418,10 @@ class _Binder:
                 self.not_utf8(name, value_start)
 
     def bad_value(self, e: _ValueError) -> None:
-        """A value the schema refuses. A fork's enum value (``type: CROP``) is only a warning
-        when lenient: its token stays in the text and the field stays unset in the message."""
-        if self.lenient and e.code == "unknown-enum":
+        """A value the schema refuses. A fork's enum value (``type: CROP``) or a list for a field
+        a fork made repeated (``device_id: [0, 1]``) is only a warning when lenient: its text
+        stays as it is and the field stays unset in the message."""
+        if self.lenient and e.code in _FORK_VALUE_CODES:
             self.diag(
                 "warning",
                 e.offset,

@@ -13,7 +13,7 @@ from .errors import Diagnostic
 __all__ = ["FORK_CODES", "fork_hint"]
 
 #: diagnostic codes of names the schema lacks (a typo gets a "did you mean" in its message)
-FORK_CODES = frozenset({"unknown-field", "unknown-enum"})
+FORK_CODES = frozenset({"unknown-field", "unknown-enum", "not-repeated"})
 
 
 def fork_hint(

@@ -315,3 +315,18 @@ def test_apply_upgrade_step_is_lenient_with_apply(tmp_path: Path) -> None:
     assert 'type: "Input"' in new
     fork_lines = [ln for ln in text.splitlines() if "ceil_mode" in ln]
     assert [ln for ln in new.splitlines() if "ceil_mode" in ln] == fork_lines
+
+
+def test_lenient_keeps_a_list_for_a_field_a_fork_made_repeated() -> None:
+    path, text = _read("yjxiong-caffe/models/action_recognition/vgg_16_rgb_solver.prototxt")
+    line = _line_of(text, "device_id")
+    strict = bind(parse(text, str(path)), None, SOLVER)
+    assert [d.location.line for d in strict.errors if d.location] == [line]
+    bound = bind(parse(text, str(path)), None, SOLVER, lenient=True)
+    assert not bound.errors
+    assert [(d.code, d.location.line if d.location else 0) for d in bound.warnings] == [
+        ("not-repeated", line)
+    ]
+    assert not bound.message.HasField("device_id")
+    result = upgrade_text(text, str(path), kind="solver", lenient=True)
+    assert text.splitlines()[line - 1] in result.document.code.splitlines()
