@@ -114,6 +114,7 @@ def check(
     from .bind import diagnose
     from .errors import Diagnostic
     from .fileio import read_text
+    from .forkhint import FORK_CODES, fork_hint
 
     schema = _schema(proto)
     root = _root_for(kind)
@@ -132,7 +133,7 @@ def check(
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
         bad = bad or bool(errors)
-        if errors:
+        if any(d.code in FORK_CODES for d in errors):
             refused += errors
             refused_paths.append(str(path))
         results.append(
@@ -154,8 +155,6 @@ def check(
     elif fmt != "text":
         _fail(f"--format must be text or json, not {fmt!r}")
     elif not lenient and proto is None:
-        from .forkhint import fork_hint
-
         hint = fork_hint(refused, "check", refused_paths)
         if hint is not None:
             typer.echo(hint, err=True)

@@ -24,7 +24,8 @@ def fork_hint(
     n = sum(1 for d in diags if d.severity == "error" and d.code in FORK_CODES)
     if not n:
         return None
-    files = " ".join(dict.fromkeys(paths)) or "FILE"
+    names = list(dict.fromkeys(paths))
+    files = " ".join(names) if 0 < len(names) <= 3 else "FILE..."  # a command line stays short
     what = "error is a field or enum value" if n == 1 else "errors are fields or enum values"
     hint = (
         f"hint: {n} {what} BVLC Caffe's caffe.proto does not know; if this is a fork's file "

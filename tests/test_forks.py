@@ -330,3 +330,10 @@ def test_lenient_keeps_a_list_for_a_field_a_fork_made_repeated() -> None:
     assert not bound.message.HasField("device_id")
     result = upgrade_text(text, str(path), kind="solver", lenient=True)
     assert text.splitlines()[line - 1] in result.document.code.splitlines()
+
+
+def test_check_hint_for_many_files_names_no_file_list() -> None:
+    need_shared()
+    res = _cli("check", str(CORPUS / "chuanqi305-MobileNet-SSD"))
+    assert res.returncode == 2
+    assert "  rewriter check --lenient FILE...\n" in res.stderr
