@@ -34,7 +34,7 @@ Deliberate differences from Caffe are documented in ``docs/upgrade.md`` and repo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -970,6 +970,10 @@ class _Ctx:
     crlf: bool
     differences: list[str] = field(default_factory=list)
     lenient: bool = False
+    #: a fork's V1 type token -> its V2 type string (``--v1-type CROP=Crop``)
+    v1_types: Mapping[str, str] = field(default_factory=dict)
+    #: for the net being upgraded: V1 layer index -> the V2 type of its fork token
+    fork_types: dict[int, str] = field(default_factory=dict)
 
     def finish(self, text: str) -> str:
         return re.sub(r"(?<!\r)\n", "\r\n", text) if self.crlf else text
@@ -1248,8 +1252,9 @@ def _step_v1(
         sp.add(f.name_start, f.name_end, "layer")
         lb = f.body
         assert isinstance(lb, MessageBody)
-        if layer.HasField("type"):
-            new_type = encode_string(types[_enum_name(layer, "type")])
+        if layer.HasField("type") or k in ctx.fork_types:
+            v2 = ctx.fork_types.get(k) or types[_enum_name(layer, "type")]
+            new_type = encode_string(v2)
             # (a scan, not ``lb.get_all``: its index would stay with the tree, ~2x the file)
             for g in lb.fields:
                 if g.name == "type":
@@ -1474,10 +1479,15 @@ def _locate(doc: Document, body: MessageBody, r: Refusal) -> Location | None:
     return doc.location(target.name_start) if target is not None else None
 
 
-def _check_fork_v1_types(doc: Document, body: MessageBody, msg: Any) -> None:
-    """A V1 layer whose ``type`` is a fork's enum value (DeepLab's ``IMAGE_SEG_DATA``, CRF-RNN's
-    ``CROP``) left unset by the lenient binder: its V2 type string is the fork's to name (its own
-    ``UpgradeV1LayerType``), so we refuse rather than guess or write a typeless layer."""
+def _fork_v1_types(
+    doc: Document, body: MessageBody, msg: Any, names: Mapping[str, str]
+) -> dict[int, str]:
+    """V1 layers whose ``type`` is a fork's enum value (DeepLab's ``IMAGE_SEG_DATA``, CRF-RNN's
+    ``CROP``), left unset by the lenient binder: layer index -> the V2 type string the user
+    gave for it (``names``). Its V2 name is the fork's (its own ``UpgradeV1LayerType``), so
+    without one we refuse rather than guess or write a typeless layer."""
+    found: dict[int, str] = {}
+    missing: dict[str, int] = {}  # token -> offset of its first use
     conns = [f for f in body.fields if f.name == "layers"]
     for k, f in enumerate(conns):
         lb = f.body
@@ -1488,14 +1498,37 @@ def _check_fork_v1_types(doc: Document, body: MessageBody, msg: Any) -> None:
         g = lb.get("type")
         if g is None:
             continue
-        raise UpgradeError(
-            f"V1 layer type {g.value_text} is not one of BVLC Caffe's, whose upgrade stops here "
-            f"(upgrade_proto.cpp: 'Unknown V1LayerParameter layer type'); the fork that defines "
-            f"it names its V2 type: upgrade with that fork's build/tools/upgrade_net_proto_text, "
-            f"or rewrite this layer by hand as 'layer {{ type: \"<its type string>\" ... }}' "
-            f"and run 'rewriter upgrade --lenient' again",
-            doc.location(g.value_start),
+        token = g.value_text.strip()
+        if token in names:
+            found[k] = names[token]
+        else:
+            missing.setdefault(token, g.value_start)
+    if missing:
+        # every token at once, at the first; the guess is CamelCase, which forks mostly use
+        flags = " ".join(
+            f"--v1-type {t}=" + "".join(w.capitalize() for w in t.split("_")) for t in missing
         )
+        first = next(iter(missing))
+        what = (
+            f"V1 layer type {first} is not one of BVLC Caffe's"
+            if len(missing) == 1
+            else f"V1 layer types {', '.join(missing)} are not BVLC Caffe's"
+        )
+        raise UpgradeError(
+            f"{what}, whose upgrade stops here "
+            f"(upgrade_proto.cpp: 'Unknown V1LayerParameter layer type'); the fork that defines "
+            f"it names its V2 type (its upgrade_proto.cpp, UpgradeV1LayerType): pass each, e.g. "
+            f"'rewriter upgrade --lenient {flags} FILE', with the names the fork uses",
+            doc.location(missing[first]),
+        )
+    return found
+
+
+def _set_fork_types(net: Any, fork_types: Mapping[int, str], sources: Sequence[int | None]) -> None:
+    """Give the V2 layers that come from fork-typed V1 layers the type the user named."""
+    for j, src in enumerate(sources):
+        if src is not None and src in fork_types and j < len(net.layer):
+            net.layer[j].type = fork_types[src]
 
 
 def _check_syntax(doc: Document, body: MessageBody) -> None:
@@ -1558,6 +1591,7 @@ def _graph_difference(
     no_nan: bool = False,
     repaired: bool = False,
     inputs: tuple[str, ...] = (),
+    fork_types: Mapping[int, str] | None = None,
 ) -> UpgradeError | None:
     """What :func:`check_same_graph` raises, or None. The original net is handed over in a
     box and read the old way first; ``upgraded`` makes the upgraded net only then. One phase
@@ -1571,7 +1605,13 @@ def _graph_difference(
     ``input_shape`` kept): where the original is refused, the result only has to build.
     Either way the result must build in at least one phase (:func:`_never_builds`);
     ``inputs`` are the original's legacy input names (see :func:`_cannot_build`)."""
+    n_v1 = len(original[0].layers)
     before_net = _read_the_old_way(original)
+    if fork_types and not len(before_net.layers):
+        # read the old way, the fork's layers have no type: the one the user named, as in
+        # the upgrade (its V1 layers come last, after an Input layer made of legacy inputs)
+        offset = len(before_net.layer) - n_v1
+        _set_fork_types(before_net, fork_types, [None] * offset + list(range(n_v1)))
     after_box = [upgraded()]
     runs = _graph_runs(after_box[0])
     after_net = _read_the_old_way(after_box)
@@ -1723,12 +1763,14 @@ def _upgrade_net_body(
     top = _bind(doc, schema, root, internal=False, lenient=ctx.lenient)
     body, msg, _, _ = target.locate(doc, top)
     _check_syntax(doc, body)
-    if ctx.lenient:
-        _check_fork_v1_types(doc, body, msg)
+    ctx.fork_types = _fork_v1_types(doc, body, msg, ctx.v1_types) if ctx.lenient else {}
+    fork_types = ctx.fork_types
     try:
         expected = upgrade_net_message_caffe(msg, label, keep_input_shape=True)
     except Refusal as r:
         raise UpgradeError(r.message, _locate(doc, body, r)) from None
+    if fork_types:
+        _set_fork_types(expected.message, fork_types, expected.sources)
     if not expected.changed:
         return _NetRun(doc, expected)
     wire = expected.message.SerializePartialToString()
@@ -1759,14 +1801,18 @@ def _upgrade_net_body(
         top = None
         if original is not None:
             nets, original = [original], None
-            graph_error = _graph_difference(nets, upgraded, label, no_nan, repaired, inputs)
+            graph_error = _graph_difference(
+                nets, upgraded, label, no_nan, repaired, inputs, fork_types
+            )
         try:
             doc = parse(ctx.finish(text), path)
         except RewriterError as e:
             raise UpgradeError(f"internal error: the upgraded text does not parse: {e}") from e
         stale = True
     if original is not None:
-        graph_error = _graph_difference([original], upgraded, label, no_nan, repaired, inputs)
+        graph_error = _graph_difference(
+            [original], upgraded, label, no_nan, repaired, inputs, fork_types
+        )
     if isinstance(graph_error, InputDropped) and graph_error.blob_text in input_at:
         where = locate(orig_src, input_at[graph_error.blob_text], path)
         graph_error = InputDropped(graph_error.message, graph_error.blob_text, where)
@@ -1774,7 +1820,12 @@ def _upgrade_net_body(
 
 
 def upgrade_document(
-    doc: Document, *, kind: str | None = None, schema: Schema | None = None, lenient: bool = False
+    doc: Document,
+    *,
+    kind: str | None = None,
+    schema: Schema | None = None,
+    lenient: bool = False,
+    v1_types: Mapping[str, str] | None = None,
 ) -> UpgradeResult:
     """Upgrade a legacy net or solver with minimal edits (see the module docstring).
 
@@ -1784,7 +1835,8 @@ def upgrade_document(
     Raises :class:`UpgradeError` (a :class:`~rewriter.errors.RewriterError`) where Caffe refuses
     the upgrade, with ``path:line:col`` and Caffe's own message, and ``SchemaErrors`` when the
     file does not bind to the schema (Caffe fails to parse it too). ``lenient``: a fork's fields
-    and enum values unknown to the schema are kept byte for byte, outside what is upgraded.
+    and enum values unknown to the schema are kept byte for byte, outside what is upgraded;
+    ``v1_types`` names the V2 type of a fork's V1 type token (``{"CROP": "Crop"}``).
 
     Memory: when the caller keeps no reference to ``doc`` (``upgrade_document(parse(...))``, as
     :func:`upgrade_text` does), its tree is freed once the first step has rewritten the text.
@@ -1805,7 +1857,7 @@ def upgrade_document(
     root = roots[kind] if kind is not None else detect_kind(doc, schema)
     newline = doc.newline
     crlf = newline == "\r\n" and "\n" not in doc.src.replace("\r\n", "")
-    ctx = _Ctx(doc.path, _file_unit(doc), crlf, lenient=lenient)
+    ctx = _Ctx(doc.path, _file_unit(doc), crlf, lenient=lenient, v1_types=v1_types or {})
     if root == SOLVER:
         result = _upgrade_solver(ctx, doc, schema)
         if not result.changed:
@@ -1913,11 +1965,16 @@ def parse_for_upgrade(
 
 
 def upgrade_text(
-    text: str, path: str = "<string>", *, kind: str | None = None, lenient: bool = False
+    text: str,
+    path: str = "<string>",
+    *,
+    kind: str | None = None,
+    lenient: bool = False,
+    v1_types: Mapping[str, str] | None = None,
 ) -> UpgradeResult:
     """:func:`upgrade_document` on text (``result.document.code`` is the upgraded text)."""
     doc = parse_for_upgrade(text, path, kind=kind, lenient=lenient)
-    return upgrade_document(doc, kind=kind, lenient=lenient)
+    return upgrade_document(doc, kind=kind, lenient=lenient, v1_types=v1_types)
 
 
 def needs_upgrade(doc: Document, *, kind: str | None = None) -> bool:

@@ -174,8 +174,45 @@ def test_upgrade_refuses_a_fork_v1_type_at_its_token() -> None:
     assert res.returncode == 2
     line = _line_of(text, "type: CROP")
     col = text.splitlines()[line - 1].index("CROP") + 1
-    assert f"{path}:{line}:{col}: error: V1 layer type CROP" in res.stderr
-    assert "upgrade_net_proto_text" in res.stderr and "Traceback" not in res.stderr
+    assert (
+        f"{path}:{line}:{col}: error: V1 layer types CROP, MULTI_STAGE_MEANFIELD are not BVLC"
+        in res.stderr
+    )
+    want = "--v1-type CROP=Crop --v1-type MULTI_STAGE_MEANFIELD=MultiStageMeanfield FILE"
+    assert want in res.stderr and "Traceback" not in res.stderr
+
+
+def test_v1_type_names_a_fork_v1_layer_type() -> None:
+    """With the V2 names given, a fork's V1 net upgrades: those layers get them, the rest is
+    Caffe's upgrade, and the fork's own fields stay as they were."""
+    path, text = _read(CRFRNN)
+    names = {"CROP": "Crop", "MULTI_STAGE_MEANFIELD": "MultiStageMeanfield"}
+    result = upgrade_text(text, str(path), lenient=True, v1_types=names)
+    assert result.changed
+    out = result.document.code
+    bound = bind(parse(out, str(path)), None, NET, lenient=True)
+    assert not bound.errors and not bound.message.layers
+    types = [layer.type for layer in bound.message.layer]
+    assert types.count("Crop") == text.count("type: CROP")
+    assert types.count("MultiStageMeanfield") == text.count("type: MULTI_STAGE_MEANFIELD")
+    assert "" not in types
+    src_lines = text.splitlines()
+    before = bind(parse(text, str(path)), None, NET, lenient=True)
+    fields = [d for d in before.warnings if d.code == "unknown-field"]
+    assert fields
+    out_lines = set(out.splitlines())
+    for d in fields:
+        assert d.location is not None
+        assert src_lines[d.location.line - 1] in out_lines
+    assert not upgrade_text(out, str(path), lenient=True).changed
+
+
+def test_v1_type_usage_errors() -> None:
+    path, _ = _read(CRFRNN)
+    res = _cli("upgrade", "--v1-type", "CROP=Crop", str(path))
+    assert res.returncode == 2 and "--v1-type needs --lenient" in res.stderr
+    res = _cli("upgrade", "--lenient", "--v1-type", "CROP", str(path))
+    assert res.returncode == 2 and "--v1-type takes TOKEN=Type" in res.stderr
 
 
 # ------------------------------------------------------------------ item 11: nets that build

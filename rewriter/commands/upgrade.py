@@ -108,6 +108,13 @@ def upgrade(
         bool, typer.Option("--exit-code", help="With the default diff: exit 1 if there is one.")
     ] = False,
     lenient: LenientOpt = False,
+    v1_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--v1-type",
+            help="TOKEN=Type: the V2 type of a fork's V1 layer type (with --lenient; repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Upgrade legacy nets, solvers and .caffemodels like Caffe, keeping every comment.
 
@@ -120,6 +127,14 @@ def upgrade(
         raise UsageError("use only one of -o/--output, --in-place and --check")
     if kind is not None and kind not in ("net", "solver", "caffemodel"):
         raise UsageError(f"--kind must be net, solver or caffemodel, not {kind!r}")
+    v1_types: dict[str, str] = {}
+    for item in v1_type or []:
+        token, _, name = item.partition("=")
+        if not token or not name:
+            raise UsageError(f"--v1-type takes TOKEN=Type (e.g. CROP=Crop), not {item!r}")
+        v1_types[token] = name
+    if v1_types and not lenient:
+        raise UsageError("--v1-type needs --lenient (a fork's V1 type is not in BVLC's schema)")
     paths = _expand(files)
     if output is not None and len(paths) != 1:
         raise UsageError("-o/--output takes exactly one input file")
@@ -137,6 +152,7 @@ def upgrade(
                     parse_for_upgrade(text, str(path), kind=kind, lenient=lenient),
                     kind=kind,
                     lenient=lenient,
+                    v1_types=v1_types,
                 )
                 changed = result.changed
                 new = result.document.code
