@@ -233,7 +233,7 @@ def _upgrade_then_run(
     from .cst import parse
     from .upgrade import upgrade_document
 
-    up = upgrade_document(doc, kind="net")
+    up = upgrade_document(doc, kind="net", lenient=lenient)
     if not up.changed:
         return _run(doc, recipe, values, phase, lenient, schema, param_counts)
     base = parse(up.document.code, doc.path)

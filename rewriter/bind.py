@@ -175,14 +175,19 @@ def detect_kind(doc: Document, schema: Schema) -> str:
 _Work = tuple[Any, int, "Descriptor", dict[str, FieldInfo], "Message"]
 _TEXT_TYPES = frozenset({9, 12})  # FieldDescriptor.TYPE_STRING, TYPE_BYTES
 _SLOW = object()  # not a one-token value: read it the general way (bind_field)
+#: values a fork's caffe.proto can make valid: kept verbatim (and left out) when lenient
+_FORK_VALUE_CODES = frozenset({"unknown-enum", "not-repeated"})
 
 
 class _ValueError(Exception):
-    def __init__(self, offset: int, message: str, expected: str | None = None) -> None:
+    def __init__(
+        self, offset: int, message: str, expected: str | None = None, code: str = "value"
+    ) -> None:
         super().__init__(message)
         self.offset = offset
         self.message = message
         self.expected = expected
+        self.code = code
 
 
 class _Binder:
@@ -264,7 +269,7 @@ class _Binder:
                             try:
                                 value = word(text, vs, info)
                             except _ValueError as e:
-                                self.diag("error", e.offset, e.message, e.expected, "value")
+                                self.bad_value(e)
                                 i = nxt
                                 continue
                         if value is not _SLOW:
@@ -370,6 +375,7 @@ class _Binder:
                         f.value_start,
                         f"field '{name}' is not repeated and cannot take a list",
                         "a single value",
+                        "not-repeated",
                     )
                 values = []
                 for it in body.items:
@@ -383,7 +389,7 @@ class _Binder:
             else:
                 values = [self.value(f, info, None)]
         except _ValueError as e:
-            self.diag("error", e.offset, e.message, e.expected, "value")
+            self.bad_value(e)
             return 0
         self.set_value(msg, info, values, f.name_start, f.value_start, desc)
         return 0
@@ -410,6 +416,21 @@ class _Binder:
                 setattr(msg, name, values[0])
             except ValueError:  # UnicodeEncodeError included
                 self.not_utf8(name, value_start)
+
+    def bad_value(self, e: _ValueError) -> None:
+        """A value the schema refuses. A fork's enum value (``type: CROP``) or a list for a field
+        a fork made repeated (``device_id: [0, 1]``) is only a warning when lenient: its text
+        stays as it is and the field stays unset in the message."""
+        if self.lenient and e.code in _FORK_VALUE_CODES:
+            self.diag(
+                "warning",
+                e.offset,
+                e.message + " (kept verbatim; the field stays unset in the message)",
+                None,
+                e.code,
+            )
+        else:
+            self.diag("error", e.offset, e.message, e.expected, e.code)
 
     def duplicate(self, name_start: int, name: str, desc: Descriptor) -> None:
         self.diag(
@@ -495,13 +516,19 @@ class _Binder:
                 num = int(text, 0)  # decimal or hex; protobuf takes no octal enum numbers
                 if num in info.enum_numbers:
                     return num
-                raise _ValueError(off, f"enum {info.full_type} has no value numbered {num}")
+                raise _ValueError(
+                    off,
+                    f"enum {info.full_type} has no value numbered {num}",
+                    None,
+                    "unknown-enum",
+                )
             near = difflib.get_close_matches(text, list(info.enum_names), n=1)
             hint = f"; did you mean {near[0]}?" if near else ""
             raise _ValueError(
                 off,
                 f"enum {info.full_type} has no value named '{text}'{hint}",
                 "one of " + ", ".join(info.enum_names),
+                "unknown-enum",
             )
         if t in _INT_RANGES:
             if not _INT_RE.fullmatch(text):

@@ -114,11 +114,14 @@ def check(
     from .bind import diagnose
     from .errors import Diagnostic
     from .fileio import read_text
+    from .forkhint import FORK_CODES, fork_hint
 
     schema = _schema(proto)
     root = _root_for(kind)
     results: list[dict[str, Any]] = []
     bad = False
+    refused: list[Diagnostic] = []  # errors of files that failed, for the fork hint
+    refused_paths: list[str] = []
     for path in _expand(files):
         diags: list[Diagnostic]
         detected = None
@@ -130,6 +133,9 @@ def check(
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
         bad = bad or bool(errors)
+        if any(d.code in FORK_CODES for d in errors):
+            refused += errors
+            refused_paths.append(str(path))
         results.append(
             {
                 "path": str(path),
@@ -148,6 +154,10 @@ def check(
         typer.echo(json.dumps({"files": results}, indent=2))
     elif fmt != "text":
         _fail(f"--format must be text or json, not {fmt!r}")
+    elif not lenient and proto is None:
+        hint = fork_hint(refused, "check", refused_paths)
+        if hint is not None:
+            typer.echo(hint, err=True)
     raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
 
 

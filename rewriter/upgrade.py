@@ -34,12 +34,12 @@ Deliberate differences from Caffe are documented in ``docs/upgrade.md`` and repo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .cst import Document, Field, ListBody, MessageBody, encode_string, parse
-from .errors import Diagnostic, Location, RewriterError
+from .errors import Diagnostic, Location, RewriterError, locate
 from .schema import is_repeated, message_from_wire
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ class UpgradeResult:
     messages: list[str] = field(default_factory=list)
     deliberate_differences: list[str] = field(default_factory=list)
     kind: str = "net"
+    #: problems of the net that the upgrade kept as they were (e.g. Net::Init refuses it)
+    warnings: list[str] = field(default_factory=list)
 
 
 # ============================================================================ Caffe's tables
@@ -451,8 +453,26 @@ def bn_upgrade_layer(layer: Any) -> None:
         p.decay_mult = 0.0
 
 
-def upgrade_net_message_caffe(net: Any, param_file: str = "") -> MessageUpgrade:
+def v0_keeps_input_shape(net: Any) -> bool:
+    """A V0 net giving its inputs' shapes only with ``input_shape``: Caffe's UpgradeV0Net drops
+    those shapes and UpgradeNetInput then the inputs, leaving layers that read a blob nothing
+    produces. The text upgrade keeps them (an ``Input`` layer with that shape) instead."""
+    return (
+        len(net.input) > 0
+        and len(net.input_shape) > 0
+        and len(net.input_dim) == 0
+        and any(conn.HasField("layer") for conn in net.layers)
+    )
+
+
+def upgrade_net_message_caffe(
+    net: Any, param_file: str = "", keep_input_shape: bool = False
+) -> MessageUpgrade:
     """``UpgradeNetAsNeeded`` (BVLC master) on a NetParameter message; ``net`` is not modified.
+
+    ``keep_input_shape``: carry a V0 net's ``input_shape`` over (:func:`v0_keeps_input_shape`,
+    a deliberate difference of the text upgrade); by default it is dropped as Caffe does, which
+    is what ``Net::Init`` sees (``graph.upgrade_net_message``).
 
     Raises :class:`Refusal` where Caffe stops with a FATAL error, and also (deliberately) for
     inputs Caffe would silently mangle: a net mixing V0 ``layers`` with ``layer``, a V0 net with
@@ -490,9 +510,14 @@ def upgrade_net_message_caffe(net: Any, param_file: str = "") -> MessageUpgrade:
             out.layers.add().CopyFrom(new)
         out.input.extend(net.input)
         out.input_dim.extend(net.input_dim)
+        keep_shape = keep_input_shape and v0_keeps_input_shape(net)
+        if keep_shape:
+            out.input_shape.extend(net.input_shape)
         if net.HasField("force_backward"):
             out.force_backward = net.force_backward
         for fd, _value in net.ListFields():
+            if keep_shape and fd.name == "input_shape":
+                continue
             if fd.name not in _V0_NET_KEEPS:
                 notes.append(f"net-level field '{fd.name}' (UpgradeV0Net drops it)")
         if ok:
@@ -944,6 +969,11 @@ class _Ctx:
     unit: str
     crlf: bool
     differences: list[str] = field(default_factory=list)
+    lenient: bool = False
+    #: a fork's V1 type token -> its V2 type string (``--v1-type CROP=Crop``)
+    v1_types: Mapping[str, str] = field(default_factory=dict)
+    #: for the net being upgraded: V1 layer index -> the V2 type of its fork token
+    fork_types: dict[int, str] = field(default_factory=dict)
 
     def finish(self, text: str) -> str:
         return re.sub(r"(?<!\r)\n", "\r\n", text) if self.crlf else text
@@ -1012,7 +1042,16 @@ def _step_v0(
         if "#" not in last.suffix:  # keep the spacing before a one-line block's '}'
             text += last.suffix[len(last.suffix.rstrip(" \t")) :]
         sp.add(f.body.fields[0].name_start, last.end, text)
+    keep_shape = v0_keeps_input_shape(msg)
+    if keep_shape:
+        ctx.differences.append(
+            "input_shape is kept and becomes the Input layer's shape; Caffe's UpgradeV0Net drops "
+            "it, then UpgradeNetInput drops the input, and the net no longer builds (a layer "
+            "reads a blob nothing produces)"
+        )
     for i, f in enumerate(body.fields):
+        if keep_shape and f.name == "input_shape":
+            continue
         if f.name not in _V0_NET_KEEPS:
             reason = "Caffe's V0 upgrade drops net-level field " + repr(f.name)
             actions[i] = ("replace", f"\n{_line_indent(f)}".join(_commented_out(f, reason)))
@@ -1213,8 +1252,9 @@ def _step_v1(
         sp.add(f.name_start, f.name_end, "layer")
         lb = f.body
         assert isinstance(lb, MessageBody)
-        if layer.HasField("type"):
-            new_type = encode_string(types[_enum_name(layer, "type")])
+        if layer.HasField("type") or k in ctx.fork_types:
+            v2 = ctx.fork_types.get(k) or types[_enum_name(layer, "type")]
+            new_type = encode_string(v2)
             # (a scan, not ``lb.get_all``: its index would stay with the tree, ~2x the file)
             for g in lb.fields:
                 if g.name == "type":
@@ -1398,10 +1438,12 @@ _NET_STEPS: tuple[_Step, ...] = (_step_v0, _step_data, _step_v1, _step_input, _s
 # ============================================================================ driver
 
 
-def _bind(doc: Document, schema: Schema, root: str, internal: bool) -> Any:
+def _bind(doc: Document, schema: Schema, root: str, internal: bool, lenient: bool = False) -> Any:
+    """The message of ``doc``. Lenient: a fork's unknown fields and enum values are left out of
+    it, so the upgrade never sees them and its edits never touch their text."""
     from .bind import bind
 
-    bound = bind(doc, schema, root)
+    bound = bind(doc, schema, root, lenient)
     if bound.errors:
         if internal:
             detail = bound.errors[0].render()
@@ -1435,6 +1477,58 @@ def _locate(doc: Document, body: MessageBody, r: Refusal) -> Location | None:
     if target is None:
         target = fields[0] if fields else None
     return doc.location(target.name_start) if target is not None else None
+
+
+def _fork_v1_types(
+    doc: Document, body: MessageBody, msg: Any, names: Mapping[str, str]
+) -> dict[int, str]:
+    """V1 layers whose ``type`` is a fork's enum value (DeepLab's ``IMAGE_SEG_DATA``, CRF-RNN's
+    ``CROP``), left unset by the lenient binder: layer index -> the V2 type string the user
+    gave for it (``names``). Its V2 name is the fork's (its own ``UpgradeV1LayerType``), so
+    without one we refuse rather than guess or write a typeless layer."""
+    found: dict[int, str] = {}
+    missing: dict[str, int] = {}  # token -> offset of its first use
+    conns = [f for f in body.fields if f.name == "layers"]
+    for k, f in enumerate(conns):
+        lb = f.body
+        if k >= len(msg.layers) or msg.layers[k].HasField("type"):
+            continue
+        if not isinstance(lb, MessageBody) or lb.get("layer") is not None:
+            continue
+        g = lb.get("type")
+        if g is None:
+            continue
+        token = g.value_text.strip()
+        if token in names:
+            found[k] = names[token]
+        else:
+            missing.setdefault(token, g.value_start)
+    if missing:
+        # every token at once, at the first; the guess is CamelCase, which forks mostly use
+        flags = " ".join(
+            f"--v1-type {t}=" + "".join(w.capitalize() for w in t.split("_")) for t in missing
+        )
+        first = next(iter(missing))
+        what = (
+            f"V1 layer type {first} is not one of BVLC Caffe's"
+            if len(missing) == 1
+            else f"V1 layer types {', '.join(missing)} are not BVLC Caffe's"
+        )
+        raise UpgradeError(
+            f"{what}, whose upgrade stops here "
+            f"(upgrade_proto.cpp: 'Unknown V1LayerParameter layer type'); the fork that defines "
+            f"it names its V2 type (its upgrade_proto.cpp, UpgradeV1LayerType): pass each, e.g. "
+            f"'rewriter upgrade --lenient {flags} FILE', with the names the fork uses",
+            doc.location(missing[first]),
+        )
+    return found
+
+
+def _set_fork_types(net: Any, fork_types: Mapping[int, str], sources: Sequence[int | None]) -> None:
+    """Give the V2 layers that come from fork-typed V1 layers the type the user named."""
+    for j, src in enumerate(sources):
+        if src is not None and src in fork_types and j < len(net.layer):
+            net.layer[j].type = fork_types[src]
 
 
 def _check_syntax(doc: Document, body: MessageBody) -> None:
@@ -1491,7 +1585,13 @@ def _read_the_old_way(box: list[Any]) -> Any:
 
 
 def _graph_difference(
-    original: list[Any], upgraded: Callable[[], Any], what: str, no_nan: bool = False
+    original: list[Any],
+    upgraded: Callable[[], Any],
+    what: str,
+    no_nan: bool = False,
+    repaired: bool = False,
+    inputs: tuple[str, ...] = (),
+    fork_types: Mapping[int, str] | None = None,
 ) -> UpgradeError | None:
     """What :func:`check_same_graph` raises, or None. The original net is handed over in a
     box and read the old way first; ``upgraded`` makes the upgraded net only then. One phase
@@ -1499,17 +1599,31 @@ def _graph_difference(
 
     When both read the old way are the very same message, ``Net::Init`` builds the same graphs
     from them and none is built. Only with ``no_nan`` (the text has no "nan"): a graph's
-    floats are the message's, and a NaN float makes two otherwise equal graphs differ."""
+    floats are the message's, and a NaN float makes two otherwise equal graphs differ.
+
+    ``repaired``: the upgrade deliberately makes a net Caffe cannot build buildable (a V0
+    ``input_shape`` kept): where the original is refused, the result only has to build.
+    Either way the result must build in at least one phase (:func:`_never_builds`);
+    ``inputs`` are the original's legacy input names (see :func:`_cannot_build`)."""
+    n_v1 = len(original[0].layers)
     before_net = _read_the_old_way(original)
+    if fork_types and not len(before_net.layers):
+        # read the old way, the fork's layers have no type: the one the user named, as in
+        # the upgrade (its V1 layers come last, after an Input layer made of legacy inputs)
+        offset = len(before_net.layer) - n_v1
+        _set_fork_types(before_net, fork_types, [None] * offset + list(range(n_v1)))
     after_box = [upgraded()]
     runs = _graph_runs(after_box[0])
     after_net = _read_the_old_way(after_box)
     if no_nan and before_net == after_net:
-        return None
+        return _never_builds(after_net, runs, what, inputs)
+    refusals: list[str] = []
     for phase, stages in runs:
         before = _graph_signature(before_net, phase, stages)
         after = _graph_signature(after_net, phase, stages)
-        if before == after:
+        if after[0] == "refused":
+            refusals.append(f"phase {phase}{_stage_text(stages)}: {after[1]}")
+        if before == after or (repaired and before[0] == "refused" and after[0] != "refused"):
             del before, after  # before the next phase's graphs are built
             continue
         detail = "the nets differ"
@@ -1520,18 +1634,79 @@ def _graph_difference(
                 if a != b:
                     detail = f"layer {a.name!r} differs: {a} != {b}"
                     break
-        run = phase + (f" stage={','.join(stages)}" if stages else "")
+        run = phase + _stage_text(stages)
         return UpgradeError(
             f"internal error: upgrading {what} changed Caffe's net in phase {run}: {detail}"
         )
+    if len(refusals) == len(runs):
+        return _cannot_build(what, refusals[0], inputs)
     return None
+
+
+def _stage_text(stages: tuple[str, ...]) -> str:
+    return f" stage={','.join(stages)}" if stages else ""
+
+
+def _never_builds(
+    net: Any, runs: list[tuple[str, tuple[str, ...]]], what: str, inputs: tuple[str, ...]
+) -> UpgradeError | None:
+    """The refusal to write a net that ``Net::Init`` refuses in every phase and stage named in
+    it (one that builds in one phase only, e.g. a deploy net, is fine), or None."""
+    first = ""
+    for phase, stages in runs:
+        sig = _graph_signature(net, phase, stages)
+        if sig[0] != "refused":
+            return None
+        first = first or f"phase {phase}{_stage_text(stages)}: {sig[1]}"
+    return _cannot_build(what, first, inputs)
+
+
+class BuildWarning(UpgradeError):
+    """The upgraded net fails ``Net::Init`` in every phase, as the original does when Caffe
+    reads it, for a reason the upgrade did not cause: reported, not refused (Caffe's tool
+    writes it too)."""
+
+
+class InputDropped(UpgradeError):
+    """The upgraded net reads a legacy input Caffe's upgrade dropped (it had no shape)."""
+
+    def __init__(self, message: str, blob_text: str, location: Location | None = None) -> None:
+        super().__init__(message, location)
+        #: the input's name as a quoted token, to find its ``input:`` field
+        self.blob_text = blob_text
+
+
+_UNKNOWN_BOTTOM = re.compile(r"Unknown bottom blob '([^']*)'")
+
+
+def _cannot_build(what: str, refusal: str, inputs: tuple[str, ...]) -> UpgradeError:
+    """Refuse when the net fails because the upgrade dropped a legacy input it reads: the
+    original clearly meant that blob to exist (Caffe's UpgradeNetInput drops inputs without a
+    shape). Any other failure is the net's own: a :class:`BuildWarning`."""
+    refusal = refusal.replace("CaffeError: ", "", 1)
+    # ``what`` is the path (said by the error's prefix) or "path (net_param)" for an embedded net
+    which = what.rsplit(" (", 1)[1].rstrip(")") + " net" if what.endswith(")") else "net"
+    m = _UNKNOWN_BOTTOM.search(refusal)
+    if m is not None and m.group(1) in inputs:
+        return InputDropped(
+            f"the upgraded {which} would not build: Caffe's Net::Init refuses it in every phase "
+            f"({refusal}): input '{m.group(1)}' has no shape, and Caffe's upgrade "
+            f"(UpgradeNetInput) drops an input without one. Nothing is written; give it its shape "
+            f"('input_dim: N' four times, or 'input_shape {{ dim: N ... }}') and upgrade again",
+            encode_string(m.group(1)),
+        )
+    return BuildWarning(
+        f"Caffe's Net::Init refuses the upgraded {which} in every phase ({refusal}), as it "
+        "refuses the original: the upgrade did not cause it ('rewriter explain FILE' shows "
+        "Net::Init's view)"
+    )
 
 
 def check_same_graph(original: Any, upgraded: Any, what: str = "net") -> None:
     """Caffe's ``Net::Init`` view of ``upgraded`` must equal that of ``original`` (read the old
     way: ``build_graph`` upgrades V0/V1 and legacy inputs in memory, as Caffe does)."""
     error = _graph_difference([original], lambda: upgraded, what)
-    if error is not None:
+    if error is not None and not isinstance(error, BuildWarning):
         raise error
 
 
@@ -1585,13 +1760,17 @@ def _upgrade_net_body(
 
     doc = box.pop()
     path = doc.path
-    top = _bind(doc, schema, root, internal=False)
+    top = _bind(doc, schema, root, internal=False, lenient=ctx.lenient)
     body, msg, _, _ = target.locate(doc, top)
     _check_syntax(doc, body)
+    ctx.fork_types = _fork_v1_types(doc, body, msg, ctx.v1_types) if ctx.lenient else {}
+    fork_types = ctx.fork_types
     try:
-        expected = upgrade_net_message_caffe(msg, label)
+        expected = upgrade_net_message_caffe(msg, label, keep_input_shape=True)
     except Refusal as r:
         raise UpgradeError(r.message, _locate(doc, body, r)) from None
+    if fork_types:
+        _set_fork_types(expected.message, fork_types, expected.sources)
     if not expected.changed:
         return _NetRun(doc, expected)
     wire = expected.message.SerializePartialToString()
@@ -1601,12 +1780,17 @@ def _upgrade_net_body(
         return message_from_wire(type(expected.message), wire)
 
     original: Any = msg  # read, never modified, by the steps and the graph check
+    repaired = v0_keeps_input_shape(msg)
+    inputs = tuple(msg.input)
+    # where each legacy input is named, for the refusal of a net that drops one it reads
+    input_at = {g.value_text: g.value_start for g in body.fields if g.name == "input"}
+    orig_src = doc.src
     no_nan = re.search("nan", doc.src, re.IGNORECASE) is None
     graph_error: UpgradeError | None = None
     stale = False  # ``top`` is the binding of ``doc`` until a step changes the text
     for step in _NET_STEPS:
         if stale:
-            top = _bind(doc, schema, root, internal=True)
+            top = _bind(doc, schema, root, internal=True, lenient=ctx.lenient)
             stale = False
         body, msg, base, indent = target.locate(doc, top)
         with gc_paused():  # a few acyclic objects per layer: see graph.gc_paused
@@ -1617,19 +1801,31 @@ def _upgrade_net_body(
         top = None
         if original is not None:
             nets, original = [original], None
-            graph_error = _graph_difference(nets, upgraded, label, no_nan)
+            graph_error = _graph_difference(
+                nets, upgraded, label, no_nan, repaired, inputs, fork_types
+            )
         try:
             doc = parse(ctx.finish(text), path)
         except RewriterError as e:
             raise UpgradeError(f"internal error: the upgraded text does not parse: {e}") from e
         stale = True
     if original is not None:
-        graph_error = _graph_difference([original], upgraded, label, no_nan)
+        graph_error = _graph_difference(
+            [original], upgraded, label, no_nan, repaired, inputs, fork_types
+        )
+    if isinstance(graph_error, InputDropped) and graph_error.blob_text in input_at:
+        where = locate(orig_src, input_at[graph_error.blob_text], path)
+        graph_error = InputDropped(graph_error.message, graph_error.blob_text, where)
     return _NetRun(doc, expected, wire, graph_error, None if stale else top)
 
 
 def upgrade_document(
-    doc: Document, *, kind: str | None = None, schema: Schema | None = None
+    doc: Document,
+    *,
+    kind: str | None = None,
+    schema: Schema | None = None,
+    lenient: bool = False,
+    v1_types: Mapping[str, str] | None = None,
 ) -> UpgradeResult:
     """Upgrade a legacy net or solver with minimal edits (see the module docstring).
 
@@ -1638,7 +1834,9 @@ def upgrade_document(
 
     Raises :class:`UpgradeError` (a :class:`~rewriter.errors.RewriterError`) where Caffe refuses
     the upgrade, with ``path:line:col`` and Caffe's own message, and ``SchemaErrors`` when the
-    file does not bind to the schema (Caffe fails to parse it too).
+    file does not bind to the schema (Caffe fails to parse it too). ``lenient``: a fork's fields
+    and enum values unknown to the schema are kept byte for byte, outside what is upgraded;
+    ``v1_types`` names the V2 type of a fork's V1 type token (``{"CROP": "Crop"}``).
 
     Memory: when the caller keeps no reference to ``doc`` (``upgrade_document(parse(...))``, as
     :func:`upgrade_text` does), its tree is freed once the first step has rewritten the text.
@@ -1659,7 +1857,7 @@ def upgrade_document(
     root = roots[kind] if kind is not None else detect_kind(doc, schema)
     newline = doc.newline
     crlf = newline == "\r\n" and "\n" not in doc.src.replace("\r\n", "")
-    ctx = _Ctx(doc.path, _file_unit(doc), crlf)
+    ctx = _Ctx(doc.path, _file_unit(doc), crlf, lenient=lenient, v1_types=v1_types or {})
     if root == SOLVER:
         result = _upgrade_solver(ctx, doc, schema)
         if not result.changed:
@@ -1672,7 +1870,11 @@ def upgrade_document(
     new_doc, expected = run.doc, run.expected
     if not expected.changed or new_doc.code == old_code:
         return UpgradeResult(edited if edited is not None else new_doc, False, [], [], "net")
-    final = run.bound if run.bound is not None else _bind(new_doc, schema, NET, internal=True)
+    final = (
+        run.bound
+        if run.bound is not None
+        else _bind(new_doc, schema, NET, internal=True, lenient=lenient)
+    )
     run.bound = None
     want = run.message()
     if final != want:
@@ -1680,13 +1882,12 @@ def upgrade_document(
             "internal error: the upgraded text differs from Caffe's upgrade: "
             + _first_difference(final, want)
         )
-    if run.graph_error is not None:
-        raise run.graph_error
-    return UpgradeResult(new_doc, True, expected.log, ctx.differences, "net")
+    warnings = _build_warnings([run.graph_error])
+    return UpgradeResult(new_doc, True, expected.log, ctx.differences, "net", warnings)
 
 
 def _upgrade_solver(ctx: _Ctx, doc: Document, schema: Schema) -> UpgradeResult:
-    solver = _bind(doc, schema, SOLVER, internal=False)
+    solver = _bind(doc, schema, SOLVER, internal=False, lenient=ctx.lenient)
     try:
         expected = upgrade_solver_message_caffe(solver, doc.path)
     except Refusal as r:
@@ -1730,16 +1931,25 @@ def _upgrade_solver(ctx: _Ctx, doc: Document, schema: Schema) -> UpgradeResult:
                 ed.rename((j,), "type")
                 ed.set_value((j,), new_type)
         doc = parse(ctx.finish(ed.apply().code), doc.path)
-    final = _bind(doc, schema, SOLVER, internal=True)
+    final = _bind(doc, schema, SOLVER, internal=True, lenient=ctx.lenient)
     if final != want:
         raise UpgradeError("internal error: the upgraded solver differs from Caffe's upgrade")
-    if graph_errors:
-        # Checked against Caffe's upgrade of each net, which ``final`` was just held to.
-        raise graph_errors[0]
-    return UpgradeResult(doc, True, messages, ctx.differences, "solver")
+    # Checked against Caffe's upgrade of each net, which ``final`` was just held to.
+    warnings = _build_warnings(graph_errors)
+    return UpgradeResult(doc, True, messages, ctx.differences, "solver", warnings)
 
 
-def parse_for_upgrade(text: str, path: str = "<string>", *, kind: str | None = None) -> Document:
+def _build_warnings(errors: Sequence[UpgradeError | None]) -> list[str]:
+    """Raise the first real error of the graph checks; the rest are warnings to report."""
+    for e in errors:
+        if e is not None and not isinstance(e, BuildWarning):
+            raise e
+    return [e.message for e in errors if isinstance(e, BuildWarning)]
+
+
+def parse_for_upgrade(
+    text: str, path: str = "<string>", *, kind: str | None = None, lenient: bool = False
+) -> Document:
     """Parse text for :func:`upgrade_document`. On a syntax error, the schema errors of the part
     before it are reported first, in file order, as protobuf (and so Caffe) would."""
     from .errors import ParseError, SchemaErrors
@@ -1750,13 +1960,21 @@ def parse_for_upgrade(text: str, path: str = "<string>", *, kind: str | None = N
         from .bind import diagnose
 
         root = {"net": NET, "solver": SOLVER}.get(kind or "")
-        _, diags = diagnose(text, path, None, root, False)
+        _, diags = diagnose(text, path, None, root, lenient)
         raise SchemaErrors([d for d in diags if d.severity == "error"]) from None
 
 
-def upgrade_text(text: str, path: str = "<string>", *, kind: str | None = None) -> UpgradeResult:
+def upgrade_text(
+    text: str,
+    path: str = "<string>",
+    *,
+    kind: str | None = None,
+    lenient: bool = False,
+    v1_types: Mapping[str, str] | None = None,
+) -> UpgradeResult:
     """:func:`upgrade_document` on text (``result.document.code`` is the upgraded text)."""
-    return upgrade_document(parse_for_upgrade(text, path, kind=kind), kind=kind)
+    doc = parse_for_upgrade(text, path, kind=kind, lenient=lenient)
+    return upgrade_document(doc, kind=kind, lenient=lenient, v1_types=v1_types)
 
 
 def needs_upgrade(doc: Document, *, kind: str | None = None) -> bool:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from rewriter.cli import app
+from rewriter.cli import LenientOpt, app
 
 netspec_app = typer.Typer(
     name="netspec",
@@ -110,12 +110,13 @@ def export_netspec(
         str | None,
         typer.Option("--writes", help="File the script writes when run (default: NET's name)."),
     ] = None,
+    lenient: LenientOpt = False,
 ) -> None:
     """Write a pycaffe NetSpec script that rebuilds NET exactly (equal protobuf message)."""
     from rewriter.fileio import write_text_atomic
     from rewriter.netspec.export import export_file
 
-    text = export_file(net, output=writes)
+    text = export_file(net, output=writes, lenient=lenient)
     if output is None:
         typer.echo(text, nl=False)
     else:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rewriter.cli import app
+from rewriter.cli import LenientOpt, app
 
 _STEP_NAMES = (
     ("V0LayerParameter", "V0 layers"),
@@ -107,6 +107,14 @@ def upgrade(
     exit_code: Annotated[
         bool, typer.Option("--exit-code", help="With the default diff: exit 1 if there is one.")
     ] = False,
+    lenient: LenientOpt = False,
+    v1_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--v1-type",
+            help="TOKEN=Type: the V2 type of a fork's V1 layer type (with --lenient; repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Upgrade legacy nets, solvers and .caffemodels like Caffe, keeping every comment.
 
@@ -119,6 +127,14 @@ def upgrade(
         raise UsageError("use only one of -o/--output, --in-place and --check")
     if kind is not None and kind not in ("net", "solver", "caffemodel"):
         raise UsageError(f"--kind must be net, solver or caffemodel, not {kind!r}")
+    v1_types: dict[str, str] = {}
+    for item in v1_type or []:
+        token, _, name = item.partition("=")
+        if not token or not name:
+            raise UsageError(f"--v1-type takes TOKEN=Type (e.g. CROP=Crop), not {item!r}")
+        v1_types[token] = name
+    if v1_types and not lenient:
+        raise UsageError("--v1-type needs --lenient (a fork's V1 type is not in BVLC's schema)")
     paths = _expand(files)
     if output is not None and len(paths) != 1:
         raise UsageError("-o/--output takes exactly one input file")
@@ -132,11 +148,18 @@ def upgrade(
 
                 text = read_text(path)
                 # No name for the tree: upgrade_document frees it once the text is rewritten.
-                result = upgrade_document(parse_for_upgrade(text, str(path), kind=kind), kind=kind)
+                result = upgrade_document(
+                    parse_for_upgrade(text, str(path), kind=kind, lenient=lenient),
+                    kind=kind,
+                    lenient=lenient,
+                    v1_types=v1_types,
+                )
                 changed = result.changed
                 new = result.document.code
                 for note in result.deliberate_differences:
                     _emit(f"{path}: note: {note}\n", err=True)
+                for warning in result.warnings:
+                    _emit(f"{path}: warning: {warning}\n", err=True)
                 if not changed:
                     _emit(f"{path}: already in the current format\n", err=True)
                     if output is not None:
@@ -156,6 +179,14 @@ def upgrade(
             if not message.startswith(str(path)):
                 message = f"{path}: {message}"
             _emit(message.rstrip("\n") + "\n", err=True)
+            if not lenient:
+                from rewriter.errors import SchemaErrors
+                from rewriter.forkhint import fork_hint
+
+                diags = e.diagnostics if isinstance(e, SchemaErrors) else []
+                hint = fork_hint(diags, "upgrade", [str(path)], proto=False)
+                if hint is not None:
+                    _emit(hint + "\n", err=True)
     if failed:
         raise typer.Exit(2)
     if found and (check or exit_code):

@@ -255,10 +255,13 @@ def export_netspec(
     source: str = "",
     output: str = "net.prototxt",
     function: str = "make_net",
+    fork_fields: list[tuple[str, str]] | None = None,
 ) -> str:
     """A NetSpec script (text) whose ``function()`` returns a NetParameter equal to ``net``.
 
     Run as a program, the script writes ``output`` (``str(net)``, protobuf text format).
+    ``fork_fields`` ((message expression, field text), :mod:`.forkfields`) are merged in
+    verbatim at the end: the script then needs the fork's pycaffe.
     """
     import libcst
 
@@ -275,6 +278,14 @@ def export_netspec(
     imports.append("from caffe import layers as L")
     if r.uses_params:
         imports.append("from caffe import params as P")
+    merges = [
+        f"    text_format.Merge({py_str(text)}, {where})" for where, text in fork_fields or []
+    ]
+    if merges:
+        imports.insert(0, "from google.protobuf import text_format")
+        merges.insert(
+            0, "    # fields of the fork's caffe.proto, verbatim (BVLC's does not have them)"
+        )
     title = net.name or os.path.basename(source) or "the net"
     origin = f" `rewriter export netspec {source}`" if source else " rewriter export netspec"
     lines = [
@@ -294,6 +305,7 @@ def export_netspec(
         f"    net = {ex.var}.to_proto()",
         *net_lines,
         *(f"    {fix}" for fix in ex.fixups),
+        *merges,
         "    return net",
         "",
         "",
@@ -312,12 +324,24 @@ def _doc(text: str) -> str:
 
 
 def export_file(
-    path: str | os.PathLike[str], *, output: str | None = None, schema: Any = None
+    path: str | os.PathLike[str],
+    *,
+    output: str | None = None,
+    schema: Any = None,
+    lenient: bool = False,
 ) -> str:
-    """Export the net in ``path`` (current-format prototxt); raises on unreadable input."""
+    """Export the net in ``path`` (current-format prototxt); raises on unreadable input.
+    ``lenient``: a fork's fields and enum values are carried verbatim (:mod:`.forkfields`)."""
     from rewriter.model import load
 
-    f = load(path, schema=schema, root=f"{(schema.package if schema else 'caffe')}.NetParameter")
+    root = f"{(schema.package if schema else 'caffe')}.NetParameter"
+    f = load(path, schema=schema, root=root, lenient=lenient)
     net = f.message
+    extra = None
+    if lenient and f.bound.warnings:
+        from .forkfields import fork_fields
+
+        extra = fork_fields(f.document, net.DESCRIPTOR)
     name = output or os.path.basename(os.fspath(path))
-    return export_netspec(net, source=os.fspath(path), output=name)
+    source = os.fspath(path) if not lenient else f"--lenient {os.fspath(path)}"
+    return export_netspec(net, source=source, output=name, fork_fields=extra)
