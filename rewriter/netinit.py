@@ -30,7 +30,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from rewriter.graph import (
     AUTOMATIC_TOP,
@@ -47,6 +48,9 @@ from rewriter.graph import (
     v1_to_v2_message,
 )
 from rewriter.lazyseq import LazySequence
+
+if TYPE_CHECKING:
+    from rewriter.states import States
 
 __all__ = [
     "AUTOMATIC_TOP",
@@ -185,6 +189,14 @@ class Backward:
         """The verdict of the first layer with that name."""
         return self.layers[self.graph.layer(name).index]
 
+    @cached_property
+    def states(self) -> States:
+        """What training does to each layer and parameter blob, in the words every command
+        uses (``rewriter.states``: trainable, decay-only, statistics-only, frozen...)."""
+        from rewriter.states import compute
+
+        return compute(self)
+
     def log_lines(self) -> list[str]:
         """Caffe's verdict lines, in Caffe's order (last layer first)."""
         return [
@@ -202,7 +214,9 @@ class Backward:
     def _to_json(self) -> dict[str, Any]:
         g = self.graph
         layers: list[dict[str, Any]] = []
+        states = self.states
         for layer, v in zip(g.layers, self.layers, strict=True):
+            pstates = states.params[layer.index]
             layers.append(
                 {
                     "index": layer.index,
@@ -212,6 +226,7 @@ class Backward:
                     "source_index": layer.source_index,
                     "needs_backward": v.needs_backward,
                     "needs_backward_final": v.needs_backward_final,
+                    "state": states.layers[layer.index],
                     "contributes_loss": v.contributes_loss,
                     "bottoms": [
                         {
@@ -249,6 +264,7 @@ class Backward:
                             ),
                             "propagate_down": v.param_propagate_down[p.index],
                             "updates": p.updates,
+                            "state": pstates[p.index],
                         }
                         for p in layer.params
                     ],
