@@ -513,9 +513,15 @@ def _reasons(
         if fwd_bottom is not None:
             blob = layer.bottoms[fwd_bottom]
             producer = graph.blob_list[layer.bottom_ids[fwd_bottom]].producer
-            text = f"its input '{blob}' needs backward (from {_who(graph, producer)})"
+            text = (
+                f"its input '{blob}' (from {_who(graph, producer)}) is marked as needing"
+                " backward by Caffe's forward pass"
+            )
             if layer.propagate_down and not layer.propagate_down[fwd_bottom]:
-                text += " (propagate_down: false only stops the gradient going further back)"
+                text += (
+                    " (propagate_down: false does not clear the mark, it only stops the gradient"
+                    " here)"
+                )
             why.append(text)
         out = [f"{name} needs backward: {why[0]}"]
         out.extend(f"  and {w}" for w in why[1:])
