@@ -149,6 +149,15 @@ class Verdicts(LazySequence[LayerVerdict]):
     def __len__(self) -> int:
         return len(self._need)
 
+    def final_flags(self) -> list[bool]:
+        """Every layer's ``needs_backward_final``, without building verdict objects."""
+        return [True] * len(self._need) if self._forced else self._need
+
+    def param_flags(self, i: int) -> tuple[bool, ...]:
+        """Layer ``i``'s ``param_propagate_down``, without building its verdict."""
+        flags: tuple[bool, ...] = self._params[i][1]
+        return flags
+
     def _item(self, i: int) -> LayerVerdict:
         layer = self._layers[i]
         log = self._need[i]
@@ -604,25 +613,15 @@ def _traps(graph: Graph, verdicts: Verdicts) -> list[GraphWarning]:
     out: list[GraphWarning] = []
     if graph.phase != "TRAIN" or not any(any(layer.loss_weights) for layer in graph.layers):
         return out
-    forced = verdicts._forced
-    need, ppd_of, final = verdicts._need, verdicts._params, verdicts._final
-    # Does any layer using a learnable blob (owner or sharer) run backward with it?
-    gets_gradient: set[tuple[int, int]] = set()
-    for li, layer in enumerate(graph.layers):
-        if not (forced or need[li]) or not layer.params:
-            continue
-        ppd = ppd_of[li][1]
-        for p in layer.params:
-            if ppd[p.index]:
-                gets_gradient.add(p.shared_from or (layer.index, p.index))
+    from rewriter.states import DECAY_ONLY, of
+
+    final = verdicts._final
+    param_states = of(graph, verdicts).params
     for li, layer in enumerate(graph.layers):
         decaying = [
             p
             for p in layer.params
-            if p.shared_from is None
-            and p.lr_mult != 0
-            and p.decay_mult != 0
-            and (layer.index, p.index) not in gets_gradient
+            if p.shared_from is None and param_states[li][p.index] == DECAY_ONLY
         ]
         if decaying:
             roles = ", ".join(

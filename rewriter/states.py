@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .graph import Graph, Layer, Param
-    from .netinit import Backward
+    from .netinit import Backward, LayerVerdict
 
 __all__ = [
     "BACKWARD_ONLY",
@@ -48,6 +48,7 @@ __all__ = [
     "States",
     "causes",
     "compute",
+    "of",
 ]
 
 TRAINABLE = "trainable"
@@ -96,31 +97,70 @@ def compute(backward: Backward) -> States:
 
     A shared blob (``param { name }``) is one blob: it gets a gradient when any layer using it
     runs backward with it, and every user reports the same state for it."""
-    graph: Graph = backward.graph
+    return of(backward.graph, backward.layers)
+
+
+def of(graph: Graph, verdicts: Sequence[LayerVerdict]) -> States:
+    """:func:`compute` from the parts, for the analysis itself (its warnings are written
+    before the :class:`~rewriter.netinit.Backward` exists)."""
+    from .netinit import Verdicts
+
     layers = graph.layers
-    verdicts = backward.layers
-    final = [v.needs_backward_final for v in verdicts]
+    # the analysis' own columns when it has them: no verdict object per layer
+    if isinstance(verdicts, Verdicts):
+        final = verdicts.final_flags()
+        param_flags = verdicts.param_flags
+    else:
+        final = [v.needs_backward_final for v in verdicts]
+        param_flags = lambda i: verdicts[i].param_propagate_down  # noqa: E731
+    # Shared blobs (param { name }): the owner's key gets a gradient from any user. Blobs
+    # no one shares need no set: their gradient is their own layer's.
+    has_shared: dict[int, bool] = {}  # by id of the graph's (shared) params tuples
+    owners: set[tuple[int, int]] = set()
     gradient: set[tuple[int, int]] = set()
     for li, layer in enumerate(layers):
-        if layer.params and final[li]:
-            ppd = verdicts[li].param_propagate_down
-            for p in layer.params:
-                if ppd[p.index]:
-                    gradient.add(p.shared_from or (li, p.index))
-    interned: dict[tuple[str, ...], tuple[str, ...]] = {}
+        params = layer.params
+        if not params:
+            continue
+        sh = has_shared.get(id(params))
+        if sh is None:
+            sh = has_shared[id(params)] = any(p.shared_from is not None for p in params)
+        if sh:
+            ppd = param_flags(li)
+            for p in params:
+                if p.shared_from is not None:
+                    owners.add(p.shared_from)
+                    if final[li] and ppd[p.index]:
+                        gradient.add(p.shared_from)
+    for li, pi in owners:  # the owner's own gradient counts for every sharer
+        if final[li] and param_flags(li)[pi]:
+            gradient.add((li, pi))
+    phase = graph.phase
+    cache: dict[tuple[int, bool, int, bool], tuple[str, ...]] = {}
     layer_states: list[str] = []
     param_states: list[tuple[str, ...]] = []
     for li, layer in enumerate(layers):
-        if not layer.params:
+        params = layer.params
+        if not params:
             layer_states.append(BACKWARD_ONLY if final[li] else NO_BACKWARD)
             param_states.append(())
             continue
-        stats = bn_statistics_move(layer, graph.phase)
-        ps = tuple(
-            [_param_state(p, (p.shared_from or (li, p.index)) in gradient, stats)
-             for p in layer.params]
-        )  # fmt: skip
-        ps = interned.setdefault(ps, ps)
+        stats = bn_statistics_move(layer, phase)
+        ppd = param_flags(li)
+        plain = not has_shared[id(params)] and not (
+            owners and any((li, p.index) in owners for p in params)
+        )
+        key = (id(params), final[li], id(ppd), stats)
+        ps = cache.get(key) if plain else None
+        if ps is None:
+            own = final[li]
+            ps = tuple(
+                [_param_state(p, (own and ppd[p.index]) or
+                              (p.shared_from or (li, p.index)) in gradient, stats)
+                 for p in params]
+            )  # fmt: skip
+            if plain:
+                cache[key] = ps
         param_states.append(ps)
         layer_states.append(min(ps, key=_RANK.__getitem__))
     return States(layer_states, param_states)
