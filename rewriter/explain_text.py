@@ -78,7 +78,9 @@ def render_layer(result: Backward, name: str, net: str | None = None) -> str:
                 f"  param {p.index} ({p.role}): lr_mult {_num(p.lr_mult)}, "
                 f"decay_mult {_num(p.decay_mult)} -> {ps}{_param_why(p, ps)}"
             )
-        if causes is not None and state in (st.FROZEN, st.BACKWARD_ONLY):
+        if causes is not None and (
+            state == st.FROZEN or (state == st.BACKWARD_ONLY and all(i.cut for i in causes.inputs))
+        ):
             out.append(f"  {_still_logged(layer.name, causes, frozen=state == st.FROZEN)}")
         for w in result.warnings:
             if w.layer == layer.name:
@@ -91,11 +93,14 @@ def render_layer(result: Backward, name: str, net: str | None = None) -> str:
 def _needs_backward(result: Backward, li: int, causes: st.Causes, states: st.States) -> list[str]:
     """Caffe's log line and its causes as alternatives (Net::Init ORs them)."""
     layer = result.graph.layers[li]
-    items = [
-        f"param {p.index} ({p.role}) has lr_mult {_num(p.local_lr_mult)}"
-        + ("" if p.explicit_lr_mult else " (the default: no lr_mult given)")
-        for p in causes.params
-    ]
+    items = []
+    for p in causes.params:
+        text = f"param {p.index} ({p.role}) has lr_mult {_num(p.local_lr_mult)}"
+        if not p.explicit_lr_mult:
+            text += " (the default: no lr_mult given)"
+        if p.lr_mult != p.local_lr_mult:
+            text += f"; Net::Init tests this, the solver uses {_num(p.lr_mult)}"
+        items.append(text)
     for i in causes.inputs:
         text = f"its input '{i.blob}'"
         if i.producer and i.producer != i.blob:
@@ -140,6 +145,11 @@ def _param_why(p: Any, state: str) -> str:
 
 def _still_logged(name: str, causes: st.Causes, frozen: bool) -> str:
     """Why Caffe logs "needs backward" for a layer whose parameters do not change."""
+    if not causes.inputs:  # BatchNorm: Net::Init tests rates the solver does not use
+        return (
+            f'Caffe still logs "{name} needs backward computation." because of the lr_mult'
+            " Net::Init tests, but the solver's rates are 0: its parameters do not change."
+        )
     blobs = ", ".join(f"'{i.blob}'" for i in causes.inputs)
     text = f'Caffe still logs "{name} needs backward computation." because of its input {blobs}'
     text += ", but its parameters do not change" if frozen else ", but it learns nothing itself"

@@ -275,3 +275,32 @@ def test_layer_answer_never_says_updates_for_a_still_blob(variants: dict[str, Pa
     assert "param 0 (weights): lr_mult 1, decay_mult 1 -> decay-only" in res.stdout
     assert "param 1 (bias): lr_mult 2, decay_mult 0 -> frozen" in res.stdout
     assert "to freeze it: rewriter apply freeze" in res.stdout
+
+
+BN_NET = """layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } shape { dim: 2 } } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1"
+        param { lr_mult: 0 } param { lr_mult: 0 }
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "bn" type: "BatchNorm" bottom: "c1" top: "c1" }
+layer { name: "ip" type: "InnerProduct" bottom: "c1" top: "ip"
+        inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_batchnorm_answer_freezes_its_statistics(tmp_path: Path) -> None:
+    (tmp_path / "bn.prototxt").write_text(BN_NET)
+    res = run("explain", "bn.prototxt", "--layer", "bn", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("bn (BatchNorm), layer 2 of the TRAIN net: statistics-only")
+    # Net::Init logs it from the default rate 1; the solver's rate is the 0 Caffe forces
+    assert "has lr_mult 1 (the default: no lr_mult given); Net::Init tests this" in res.stdout
+    (advice,) = [x for x in res.stdout.splitlines() if x.startswith("  to freeze its statistics:")]
+    cmd = shlex.split(advice.split(": ", 1)[1])
+    done = subprocess.run([sys.executable, "-m", "rewriter.cli", *cmd[1:]], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    after = run("explain", cmd[cmd.index("-o") + 1], "--layer", "bn", cwd=tmp_path).stdout
+    assert after.startswith("bn (BatchNorm), layer 2 of the TRAIN net: frozen")
+    assert "the solver's rates are 0: its parameters do not change" in after
