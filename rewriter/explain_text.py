@@ -6,10 +6,13 @@ Kept apart from the analysis so the analysis stays data and the CLI stays thin.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import states as st
 from .netinit import Backward
+
+if TYPE_CHECKING:
+    from .graph import Param
 
 _COLORS = {
     st.TRAINABLE: "\x1b[32m",
@@ -133,7 +136,7 @@ def _state_of(result: Backward, states: st.States, name: str) -> str:
         return "?"
 
 
-def _param_why(p: Any, state: str) -> str:
+def _param_why(p: Param, state: str) -> str:
     if state == st.DECAY_ONLY:
         return " (no gradient reaches it; weight decay alone still shrinks it)"
     if state == st.STATISTICS_ONLY:
@@ -143,16 +146,21 @@ def _param_why(p: Any, state: str) -> str:
     return ""
 
 
-def _still_logged(name: str, causes: st.Causes, frozen: bool) -> str:
-    """Why Caffe logs "needs backward" for a layer whose parameters do not change."""
+def _still_logged(name: str, causes: st.Causes, frozen: bool, after: bool = False) -> str:
+    """Why Caffe logs "needs backward" for a layer whose parameters do not change (``after``:
+    once the freeze command has run)."""
+    logs = (
+        f'Caffe {"will still log" if after else "still logs"} "{name} needs backward computation."'
+    )
+    unchanged = "its parameters no longer change" if after else "its parameters do not change"
     if not causes.inputs:  # BatchNorm: Net::Init tests rates the solver does not use
         return (
-            f'Caffe still logs "{name} needs backward computation." because of the lr_mult'
-            " Net::Init tests, but the solver's rates are 0: its parameters do not change."
+            f"{logs} because of the lr_mult Net::Init tests, but the solver's rates are 0:"
+            f" {unchanged}."
         )
     blobs = ", ".join(f"'{i.blob}'" for i in causes.inputs)
-    text = f'Caffe still logs "{name} needs backward computation." because of its input {blobs}'
-    text += ", but its parameters do not change" if frozen else ", but it learns nothing itself"
+    text = f"{logs} because of its input {blobs}"
+    text += f", but {unchanged}" if frozen else ", but it learns nothing itself"
     cut = [i for i in causes.inputs if i.cut]
     flowing = [i for i in causes.inputs if not i.cut]
     if cut and not flowing:
@@ -183,14 +191,14 @@ def _freeze_advice(
         cmd += ["--phase", result.graph.phase]
     cmd += ["-o", str(out_path)]
     what = "its statistics" if state == st.STATISTICS_ONLY else "it"
-    out = [f"  to freeze {what}: {shlex.join(cmd)}"]
+    if "," in layer.name or layer.name != layer.name.strip():
+        # --set layers=... is a comma-separated list: this name cannot be given there
+        fix = "use_global_stats: true" if state == st.STATISTICS_ONLY else "lr_mult: 0"
+        out = [f"  to freeze {what}: set {fix} on it (its name cannot be passed to --set)"]
+    else:
+        out = [f"  to freeze {what}: {shlex.join(cmd)}"]
     if causes is not None and causes.inputs and state != st.STATISTICS_ONLY:
-        out.append(
-            "  after that, "
-            + _still_logged(layer.name, causes, frozen=True)
-            .replace("Caffe still logs", "Caffe will still log", 1)
-            .replace("its parameters do not change", "its parameters no longer change", 1)
-        )
+        out.append("  after that, " + _still_logged(layer.name, causes, frozen=True, after=True))
     elif state != st.STATISTICS_ONLY:
         out.append(f'  after that, Caffe logs "{layer.name} does not need backward computation."')
     return out
