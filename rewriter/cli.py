@@ -249,7 +249,7 @@ def explain(
 
             if layer is not None:
                 try:
-                    typer.echo(render_layer(result, layer))
+                    typer.echo(render_layer(result, layer, str(net)))
                 except KeyError:
                     _fail(f"{net}: no layer named {layer!r} in phase {phase}")
             else:

@@ -30,7 +30,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from rewriter.graph import (
     AUTOMATIC_TOP,
@@ -47,6 +48,9 @@ from rewriter.graph import (
     v1_to_v2_message,
 )
 from rewriter.lazyseq import LazySequence
+
+if TYPE_CHECKING:
+    from rewriter.states import States
 
 __all__ = [
     "AUTOMATIC_TOP",
@@ -145,6 +149,15 @@ class Verdicts(LazySequence[LayerVerdict]):
     def __len__(self) -> int:
         return len(self._need)
 
+    def final_flags(self) -> list[bool]:
+        """Every layer's ``needs_backward_final``, without building verdict objects."""
+        return [True] * len(self._need) if self._forced else self._need
+
+    def param_flags(self, i: int) -> tuple[bool, ...]:
+        """Layer ``i``'s ``param_propagate_down``, without building its verdict."""
+        flags: tuple[bool, ...] = self._params[i][1]
+        return flags
+
     def _item(self, i: int) -> LayerVerdict:
         layer = self._layers[i]
         log = self._need[i]
@@ -185,6 +198,14 @@ class Backward:
         """The verdict of the first layer with that name."""
         return self.layers[self.graph.layer(name).index]
 
+    @cached_property
+    def states(self) -> States:
+        """What training does to each layer and parameter blob, in the words every command
+        uses (``rewriter.states``: trainable, decay-only, statistics-only, frozen...)."""
+        from rewriter.states import compute
+
+        return compute(self)
+
     def log_lines(self) -> list[str]:
         """Caffe's verdict lines, in Caffe's order (last layer first)."""
         return [
@@ -202,7 +223,9 @@ class Backward:
     def _to_json(self) -> dict[str, Any]:
         g = self.graph
         layers: list[dict[str, Any]] = []
+        states = self.states
         for layer, v in zip(g.layers, self.layers, strict=True):
+            pstates = states.params[layer.index]
             layers.append(
                 {
                     "index": layer.index,
@@ -212,6 +235,7 @@ class Backward:
                     "source_index": layer.source_index,
                     "needs_backward": v.needs_backward,
                     "needs_backward_final": v.needs_backward_final,
+                    "state": states.layers[layer.index],
                     "contributes_loss": v.contributes_loss,
                     "bottoms": [
                         {
@@ -249,6 +273,7 @@ class Backward:
                             ),
                             "propagate_down": v.param_propagate_down[p.index],
                             "updates": p.updates,
+                            "state": pstates[p.index],
                         }
                         for p in layer.params
                     ],
@@ -497,9 +522,15 @@ def _reasons(
         if fwd_bottom is not None:
             blob = layer.bottoms[fwd_bottom]
             producer = graph.blob_list[layer.bottom_ids[fwd_bottom]].producer
-            text = f"its input '{blob}' needs backward (from {_who(graph, producer)})"
+            text = (
+                f"its input '{blob}' (from {_who(graph, producer)}) is marked as needing"
+                " backward by Caffe's forward pass"
+            )
             if layer.propagate_down and not layer.propagate_down[fwd_bottom]:
-                text += " (propagate_down: false only stops the gradient going further back)"
+                text += (
+                    " (propagate_down: false does not clear the mark, it only stops the gradient"
+                    " here)"
+                )
             why.append(text)
         out = [f"{name} needs backward: {why[0]}"]
         out.extend(f"  and {w}" for w in why[1:])
@@ -582,25 +613,15 @@ def _traps(graph: Graph, verdicts: Verdicts) -> list[GraphWarning]:
     out: list[GraphWarning] = []
     if graph.phase != "TRAIN" or not any(any(layer.loss_weights) for layer in graph.layers):
         return out
-    forced = verdicts._forced
-    need, ppd_of, final = verdicts._need, verdicts._params, verdicts._final
-    # Does any layer using a learnable blob (owner or sharer) run backward with it?
-    gets_gradient: set[tuple[int, int]] = set()
-    for li, layer in enumerate(graph.layers):
-        if not (forced or need[li]) or not layer.params:
-            continue
-        ppd = ppd_of[li][1]
-        for p in layer.params:
-            if ppd[p.index]:
-                gets_gradient.add(p.shared_from or (layer.index, p.index))
+    from rewriter.states import DECAY_ONLY, of
+
+    final = verdicts._final
+    param_states = of(graph, verdicts).params
     for li, layer in enumerate(graph.layers):
         decaying = [
             p
             for p in layer.params
-            if p.shared_from is None
-            and p.lr_mult != 0
-            and p.decay_mult != 0
-            and (layer.index, p.index) not in gets_gradient
+            if p.shared_from is None and param_states[li][p.index] == DECAY_ONLY
         ]
         if decaying:
             roles = ", ".join(

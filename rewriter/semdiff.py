@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, overload
 from .errors import RewriterError
 from .lazyseq import LazySequence
 from .schema import is_repeated
+from .states import FROZEN
 
 if TYPE_CHECKING:
     from .bind import Bound
@@ -80,7 +81,6 @@ __all__ = [
     "diff_texts",
     "format_value",
     "git_show",
-    "layer_state",
     "message_to_dict",
     "phase_facts",
     "textconv",
@@ -173,7 +173,8 @@ class ParamChange:
     layer: str
     index: int
     role: str
-    change: str  # "frozen" | "trainable"
+    #: the blob's new state (rewriter.states: trainable, decay-only, statistics-only, frozen)
+    change: str
     old_lr_mult: float | None
     new_lr_mult: float
 
@@ -675,20 +676,6 @@ class _Version:
 # --------------------------------------------------------------------------- graph facts
 
 
-def layer_state(graph: Graph, backward: Backward, index: int) -> str:
-    """``trainable`` (a parameter updates and gradients reach it), ``frozen`` (parameters,
-    none updates), ``no gradient`` (parameters that update but no backward reaches them: only
-    weight decay moves them), ``backward only`` (passes gradients, nothing to learn) or
-    ``no backward``."""
-    layer = graph.layers[index]
-    v = backward.layers[index]
-    if layer.params:
-        if not any(v.param_updates):
-            return "frozen"
-        return "trainable" if v.needs_backward_final else "no gradient"
-    return "backward only" if v.needs_backward_final else "no backward"
-
-
 @dataclass(frozen=True, slots=True)
 class EdgeFact:
     """A bottom of a (non-split) layer and where its data comes from."""
@@ -827,7 +814,7 @@ def phase_facts(graph: Graph, backward: Backward) -> PhaseFacts:
     name_of: list[str | None] = [None] * n_blobs
     # Caffe's forward pass (Net::Init): may a gradient arriving at this blob be used?
     blob_flag = bytearray(n_blobs)
-    states: list[str] = []
+    states = backward.states.layers
     edges = _EdgeList()
     e_src, e_tgt, e_bot, e_blob, e_grad = (
         edges.source, edges.target, edges.bottom, edges.blob, edges.grad
@@ -835,7 +822,6 @@ def phase_facts(graph: Graph, backward: Backward) -> PhaseFacts:
     occ = array("i")
     seen: dict[str, int] = {}
     for li, layer in enumerate(layers):
-        states.append(layer_state(graph, backward, li))
         bids = layer.bottom_ids
         flagged = any(blob_flag[b] for b in bids) or any(p.local_lr_mult != 0 for p in layer.params)
         if layer.inserted_split:
@@ -901,7 +887,8 @@ def _compute_facts(
                     bw = graph.backward()
                 else:
                     bw = Backward(graph=graph, layers=bw.layers, warnings=graph.warnings)
-                return replace(prev, graph=graph, backward=bw), True
+                # states again: BatchNorm's statistics move by default in TRAIN only
+                return replace(prev, graph=graph, backward=bw, states=bw.states.layers), True
             graph = build_graph(source.get(), phase=phase)
             if park:
                 source.park()
@@ -1145,9 +1132,9 @@ def _shape_path(path: str) -> bool:
 _EdgeKey = tuple[str | None, str, str]
 #: a layer's key: its name for the first layer of that name, else (name, k) for the k-th
 _Key = str | tuple[str, int]
-#: (needs backward, state, params, param updates, param lr_mult, per bottom "flows", "cut"
+#: (needs backward, state, params, param states, param lr_mult, per bottom "flows", "cut"
 #: or None: no gradient)
-_Record = tuple[bool, str, int, tuple[bool, ...], tuple[float, ...], tuple[str | None, ...]]
+_Record = tuple[bool, str, int, tuple[str, ...], tuple[float, ...], tuple[str | None, ...]]
 _GRADIENT_OF = (None, "flows", "cut")
 
 
@@ -1209,6 +1196,14 @@ def _edge_arrays(facts: PhaseFacts) -> _EdgeList:
     return edges
 
 
+def _phase_states(graph: Graph) -> bool:
+    """Some state depends on the phase: a BatchNorm that does not set use_global_stats updates
+    its statistics in TRAIN only."""
+    return any(
+        layer.type == "BatchNorm" and layer.use_global_stats is None for layer in graph.layers
+    )
+
+
 def _old_phase(
     old: PhaseFacts,
     rename: dict[str, str],
@@ -1218,9 +1213,10 @@ def _old_phase(
     """Reduce the old side's facts; ``same_net``: the other phase's reduction when this phase
     was derived from it (same layers, verdicts and edges; only the warnings differ)."""
     warnings = _warnings(old.backward, rename)
-    if same_net is not None:
+    if same_net is not None and not _phase_states(old.graph):
         return replace(same_net, warnings=warnings)
     layers, bws, states = old.graph.layers, old.backward.layers, old.states
+    param_states = old.backward.states.params
     names = [layer.name for layer in layers]
     if rename:
         names = [rename.get(n, n) for n in names]
@@ -1253,11 +1249,11 @@ def _old_phase(
             v = bws[li]
             grads = grad_tuples.setdefault(grads, grads)
             nbf, state, n_params = v.needs_backward_final, states[li], len(layers[li].params)
-            updates, lr = v.param_updates, v.param_lr_mult
-            parts = (nbf, state, n_params, id(updates), id(lr), id(grads))
+            pstates, lr = param_states[li], v.param_lr_mult
+            parts = (nbf, state, n_params, id(pstates), id(lr), id(grads))
             rec = records.get(parts)
             if rec is None:
-                rec = records[parts] = (nbf, state, n_params, updates, lr, grads)
+                rec = records[parts] = (nbf, state, n_params, pstates, lr, grads)
             verdicts[key] = rec
         else:
             # (layers of one key, possible after renames: the first one's verdicts, the
@@ -1281,6 +1277,7 @@ def _phase_diff(
     layers = ng.layers
     verdicts = old.verdicts
     occ = new.occurrence
+    new_pstates = new.backward.states.params
     for ni, k in enumerate(occ):
         if k < 0:
             continue
@@ -1288,7 +1285,7 @@ def _phase_diff(
         got = verdicts.get(_key(nl.name, k))
         if got is None:
             continue
-        o_nbf, o_state, o_params, o_updates, o_lr, _ = got
+        o_nbf, o_state, o_params, o_pstates, o_lr, _ = got
         vn = new.backward.layers[ni]
         if o_nbf != vn.needs_backward_final:
             pd.backward.append(
@@ -1297,16 +1294,15 @@ def _phase_diff(
             )  # fmt: skip
         for p in nl.params:
             if p.index < o_params:
-                was = o_updates[p.index]
+                was: str | None = o_pstates[p.index]
                 old_lr: float | None = o_lr[p.index]
             else:
-                was, old_lr = False, None
-            now = vn.param_updates[p.index]
-            if was != now or (old_lr is None and now):
+                was, old_lr = None, None
+            now = new_pstates[ni][p.index]
+            if was != now and (was is not None or now != FROZEN):
                 pd.params.append(
-                    ParamChange(nl.name, p.index, p.role, "trainable" if now else "frozen",
-                                old_lr, vn.param_lr_mult[p.index])
-                )  # fmt: skip
+                    ParamChange(nl.name, p.index, p.role, now, old_lr, vn.param_lr_mult[p.index])
+                )
 
     # each bottom: gradient flows <-> cut; rewired edges (source layer, target layer, blob)
     edges = _edge_arrays(new)

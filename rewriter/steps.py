@@ -1176,16 +1176,12 @@ def _above_cut_warnings(view: NetView, phase: str, src: str, dst: str) -> list[s
                 stack.append(p)
     training: list[str] = []
     decaying: list[str] = []
+    states = verdicts.states.layers  # rewriter.states: the words every command uses
     for li in sorted(seen):
-        layer = graph.layers[li]
-        v = verdicts.layers[li]
-        moving = [p for p in layer.params if p.updates and p.shared_from is None]
-        if not moving:
-            continue
-        if v.needs_backward_final:
-            training.append(layer.name)
-        elif any(p.decay_mult != 0 for p in moving):
-            decaying.append(layer.name)
+        if states[li] == "trainable":
+            training.append(graph.layers[li].name)
+        elif states[li] == "decay-only":
+            decaying.append(graph.layers[li].name)
     out: list[str] = []
     if training:
         out.append(

@@ -574,7 +574,9 @@ def test_oracle_cases_new_side_matches_caffe(case: Path | None) -> None:
                 checked += 1
         for p in pd.params:
             if p.layer in caffe:
-                assert (p.change == "trainable") == (caffe[p.layer]["param_lr_mult"][p.index] != 0)
+                # a blob with rate 0 never moves; one with a rate is trainable or decay-only
+                moves = caffe[p.layer]["param_lr_mult"][p.index] != 0
+                assert (p.change in ("trainable", "decay-only")) == moves, p
                 checked += 1
         for g in pd.gradient:
             if g.layer in caffe:

@@ -18,6 +18,7 @@ from rewriter.bind import NET, bind
 from rewriter.cst import parse
 from rewriter.graph import Graph, build_graph
 from rewriter.netinit import Backward
+from rewriter.states import compute
 
 SEED = Path(__file__).resolve().parents[1] / "examples" / "seed_net.prototxt"
 
@@ -158,7 +159,7 @@ def test_packed_facts_read_like_the_object_lists(which: str, phase: str) -> None
             keys.append((layer.name, k))
     assert list(facts.keys) == keys and facts.keys[-1] == keys[-1]
     assert dict(facts.by_key) == {k: li for li, k in enumerate(keys) if k is not None}
-    assert facts.states == [semdiff.layer_state(g, bw, li) for li in range(len(g.layers))]
+    assert facts.states == compute(bw).layers
 
 
 def test_odd_net_diff() -> None:
@@ -172,8 +173,10 @@ def test_odd_net_diff() -> None:
             ("c1", "starts"), ("a", "starts"), ("r", "starts"), ("c2", "stops"),
             ("cat", "stops"),
         ]  # fmt: skip
+        # the first c2 loses its gradient: weight decay alone moves its default-rate blobs
         assert [(c.layer, c.index, c.change) for c in pd.params] == [
             ("c1", 0, "trainable"), ("c1", 1, "trainable"),
+            ("c2", 0, "decay-only"), ("c2", 1, "decay-only"),
         ]  # fmt: skip
         assert [(c.source, c.target, c.blob, c.change) for c in pd.edges] == [
             ("cat", "c2", "cat", "removed")

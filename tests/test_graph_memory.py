@@ -117,7 +117,8 @@ def test_reasons_are_written_once_when_read() -> None:
     first = c4.reasons
     assert first is c4.reasons
     assert first == (
-        "c4 needs backward: its input 'c3' needs backward (from c3)",
+        "c4 needs backward: its input 'c3' (from c3) is marked as needing backward by Caffe's"
+        " forward pass",
         "  and it contributes to a loss: its top 'c4' reaches a loss through cat",
     )
     assert result.layer("ip").reasons[0] == (

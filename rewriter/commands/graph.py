@@ -34,7 +34,7 @@ def graph(
     lenient: LenientOpt = False,
     proto: ProtoOpt = None,
 ) -> None:
-    """Draw the net (Caffe's view after Net::Init) with trainable/frozen/no-backward layers.
+    """Draw the net (Caffe's view after Net::Init) with each layer's state (trainable, frozen...).
 
     In-place layers (a ReLU with top == bottom) are drawn inside their producer's node, as
     Netron does; Caffe's inserted splits are not drawn; a dashed red edge is a cut gradient.

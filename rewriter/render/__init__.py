@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Member", "Node", "Edge", "View", "build_view", "diff_view", "STATES", "MAX_NODES"]
 
-#: layer states (:func:`rewriter.semdiff.layer_state`) and their short CSS-safe class names
+#: layer states (:mod:`rewriter.states`, defined in docs/explain.md) and their short
+#: CSS-safe class names
 STATES = {
     "trainable": "trainable",
+    "decay-only": "decay",
+    "statistics-only": "stats",
     "frozen": "frozen",
-    "no gradient": "nograd",
     "backward only": "bwonly",
     "no backward": "nobw",
 }

@@ -20,8 +20,9 @@ __all__ = ["DotMissing", "dot_binary", "run_dot", "to_dot", "svg_fragment", "FIL
 #: fill and border colour per layer state
 FILL = {
     "trainable": ("#d5f5d5", "#2e8b2e"),
+    "decay-only": ("#ffe4cc", "#c96a1b"),
+    "statistics-only": ("#f3e0f7", "#9b4fb5"),
     "frozen": ("#d6e6ff", "#3b6fc9"),
-    "no gradient": ("#ffe4cc", "#c96a1b"),
     "backward only": ("#fff5cc", "#b39b2e"),
     "no backward": ("#eeeeee", "#888888"),
 }

@@ -16,8 +16,9 @@ __all__ = ["to_mermaid", "label", "CLASS_DEFS"]
 
 CLASS_DEFS = {
     "trainable": "fill:#d5f5d5,stroke:#2e8b2e,color:#111",
+    "decay": "fill:#ffe4cc,stroke:#c96a1b,color:#111",
+    "stats": "fill:#f3e0f7,stroke:#9b4fb5,color:#111",
     "frozen": "fill:#d6e6ff,stroke:#3b6fc9,color:#111",
-    "nograd": "fill:#ffe4cc,stroke:#c96a1b,color:#111",
     "bwonly": "fill:#fff5cc,stroke:#b39b2e,color:#111",
     "nobw": "fill:#eeeeee,stroke:#888888,color:#444",
     "changed": "stroke:#ff8c00,stroke-width:4px",
