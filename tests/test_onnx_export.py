@@ -47,8 +47,6 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 @pytest.mark.parametrize("case", CASES or ["(no ../shared)"])
 def test_case_matches_caffe(case: str) -> None:
     need_shared()
-    if case in ("lstm", "rnn"):
-        pytest.xfail("LSTM/RNN: not mapped yet")
     import rewriter
 
     folder = FORWARD / case
