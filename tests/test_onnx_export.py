@@ -155,3 +155,24 @@ def test_version_does_not_import_onnx() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_legacy_input_rewritten_in_place_and_train_phase(tmp_path: Path) -> None:
+    import rewriter
+
+    net = tmp_path / "ip.prototxt"
+    net.write_text(
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "data" }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "data" bottom: "data" top: "loss"'
+        " include { phase: TRAIN } }\n"
+    )
+    model = rewriter.load(net).to_onnx()
+    # the input keeps its name; its in-place rewrite is named after the layer that wrote it
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert [o.name for o in model.graph.output] == ["data/relu"]
+    x = np.linspace(-1, 1, 48, dtype=np.float32).reshape(1, 3, 4, 4)
+    (got,) = _run(model, {"data": x}, ["data/relu"])
+    assert (got == np.maximum(x, 0)).all()
+    r = cli("export", "onnx", str(net), "--phase", "TRAIN", "-o", str(tmp_path / "t.onnx"))
+    assert r.returncode == 2 and f"{net}:4:22:" in r.stderr and "rewriter deploy" in r.stderr

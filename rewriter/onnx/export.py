@@ -344,9 +344,11 @@ def export(
     param_names: dict[tuple[str, int], str] = {}
 
     def top_name(layer: Layer, blob: str) -> str:
-        plain = last_write.get(blob) == layer.index and (
-            blob not in input_names or layer.type == "Input"
-        )
+        # A net input keeps its name; a blob rewritten in place is named by its last writer.
+        if layer.type == "Input":
+            plain = True
+        else:
+            plain = last_write.get(blob) == layer.index and blob not in input_names
         if plain and blob not in b.used:
             b.used.add(blob)
             return blob
