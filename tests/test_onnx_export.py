@@ -176,3 +176,40 @@ def test_legacy_input_rewritten_in_place_and_train_phase(tmp_path: Path) -> None
     assert (got == np.maximum(x, 0)).all()
     r = cli("export", "onnx", str(net), "--phase", "TRAIN", "-o", str(tmp_path / "t.onnx"))
     assert r.returncode == 2 and f"{net}:4:22:" in r.stderr and "rewriter deploy" in r.stderr
+
+
+def test_silence_consumes_without_a_node(tmp_path: Path) -> None:
+    import rewriter
+
+    net = tmp_path / "s.prototxt"
+    net.write_text(
+        'layer { name: "data" type: "Input" top: "a" top: "b"'
+        " input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 3 } } }\n"
+        'layer { name: "quiet" type: "Silence" bottom: "b" }\n'
+        'layer { name: "t" type: "TanH" bottom: "a" top: "t" }\n'
+    )
+    model = rewriter.load(net).to_onnx()
+    assert [o.name for o in model.graph.output] == ["t"]
+    assert [n.op_type for n in model.graph.node] == ["Tanh"]
+
+
+@pytest.mark.parametrize("opset", [13, 18, 21, 23, 24])
+def test_opsets_old_and_new(opset: int) -> None:
+    """Reduce* take axes as an attribute before opset 18 and as an input from 18."""
+    need_shared()
+    import rewriter
+
+    if opset > onnx.defs.onnx_opset_version():
+        pytest.skip(f"onnx {onnx.__version__} writes opsets up to {onnx.defs.onnx_opset_version()}")
+    for case in ("mvn", "reduction", "batchnorm_batch_stats", "lstm"):
+        folder = FORWARD / case
+        meta = json.loads((folder / "case.json").read_text())
+        model = rewriter.load(folder / "net.prototxt").to_onnx(
+            weights=folder / "weights.caffemodel", opset=opset
+        )
+        assert model.opset_import[0].version == opset
+        feeds = {i["name"]: np.load(folder / i["file"]) for i in meta["inputs"]}
+        names = [o["name"] for o in meta["outputs"]]
+        for out, got in zip(meta["outputs"], _run(model, feeds, names), strict=True):
+            ref = np.load(folder / out["file"])
+            assert np.abs(got - ref).max() <= TOLERANCE * (np.abs(ref).max() or 1.0)

@@ -413,6 +413,10 @@ def _embed(c: Ctx) -> None:
     c.node("Add", [rows, c.params[1]], c.tops[0])
 
 
+def _silence(c: Ctx) -> None:
+    """Silence only consumes its bottoms (so they are not net outputs): no node."""
+
+
 def _parameter(c: Ctx) -> None:
     c.node("Identity", [c.params[0]], c.tops[0])
 
@@ -583,6 +587,7 @@ CONVERTERS: dict[str, Converter] = {
     "Filter": _filter,
     "Embed": _embed,
     "Parameter": _parameter,
+    "Silence": _silence,
     "Softmax": _softmax,
     "ArgMax": _argmax,
     "Reduction": _reduction,
