@@ -213,3 +213,47 @@ def test_opsets_old_and_new(opset: int) -> None:
         for out, got in zip(meta["outputs"], _run(model, feeds, names), strict=True):
             ref = np.load(folder / out["file"])
             assert np.abs(got - ref).max() <= TOLERANCE * (np.abs(ref).max() or 1.0)
+
+
+@pytest.mark.parametrize("case", CASES or ["(no ../shared)"])
+def test_every_dumped_layer_top_matches_caffe(case: str) -> None:
+    """Caffe's layer-by-layer dump (blobs/): each top right after its layer ran, so every step
+    of an in-place chain (conv -> BatchNorm -> Scale -> ReLU on one blob) is checked."""
+    need_shared()
+    from rewriter.onnx.export import export
+
+    folder = FORWARD / case
+    meta = json.loads((folder / "case.json").read_text())
+    entries = [e for e in meta.get("blobs", []) if not e["file"].startswith("outputs/")]
+    if not entries:
+        pytest.skip(f"{case}: every dumped blob is a net output (tested above)")
+    values: dict[tuple[str, int], str] = {}
+    model = export(folder / "net.prototxt", folder / "weights.caffemodel", top_values=values)
+    names = [values[(e["layer"], e["top_index"])] for e in entries]
+    known = {o.name for o in model.graph.output}
+    for name in dict.fromkeys(names):
+        if name not in known:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    feeds = {i["name"]: np.load(folder / i["file"]) for i in meta["inputs"]}
+    for e, got in zip(entries, _run(model, feeds, names), strict=True):
+        ref = np.load(folder / e["file"])
+        scale = float(np.abs(ref).max()) or 1.0
+        err = float(np.abs(got.astype(np.float64) - ref).max()) / scale
+        assert err <= TOLERANCE, f"{case}: {e['layer']} top {e['top_index']}: {err:.2e}"
+
+
+def test_shared_params_are_one_value(tmp_path: Path) -> None:
+    import rewriter
+
+    net = tmp_path / "shared.prototxt"
+    ip = 'inner_product_param { num_output: 2 } param { name: "w" } param { name: "b" }'
+    net.write_text(
+        'layer { name: "data" type: "Input" top: "a" top: "b"'
+        " input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 3 } } }\n"
+        f'layer {{ name: "ip1" type: "InnerProduct" bottom: "a" top: "y1" {ip} }}\n'
+        f'layer {{ name: "ip2" type: "InnerProduct" bottom: "b" top: "y2" {ip} }}\n'
+    )
+    model = rewriter.load(net).to_onnx()
+    assert [i.name for i in model.graph.input] == ["a", "b", "ip1/param0", "ip1/param1"]
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert [list(n.input[1:]) for n in gemms] == [["ip1/param0", "ip1/param1"]] * 2

@@ -204,8 +204,9 @@ def layer_location(
 def _read_weights(
     path: str, wanted: Mapping[str, list[tuple[int, ...]]], net: str
 ) -> dict[str, list[Any]]:
-    """The blobs of each wanted layer (by name, first file layer of that name), as arrays of
-    the net's parameter shapes; one layer record is in memory at a time."""
+    """The blobs of each wanted layer (by name), as arrays of the net's parameter shapes; one
+    layer record is in memory at a time. A later file layer of the same name overwrites an
+    earlier one, as ``CopyTrainedLayersFrom`` copies each into the same net layer."""
     from rewriter.schema import default_schema
     from rewriter.weights import WeightError, _Stream
 
@@ -230,7 +231,7 @@ def _read_weights(
                 except Exception:  # protobuf's DecodeError
                     raise s.fail("a layer record that does not decode") from None
                 name = str(msg.name)
-                if name not in wanted or name in out:
+                if name not in wanted:
                     continue
                 out[name] = _blobs(path, name, msg.blobs, wanted[name], net)
             elif wt in (0, 1, 2, 5):
@@ -281,8 +282,13 @@ def export(
     level: int = 0,
     opset: int | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    top_values: dict[tuple[str, int], str] | None = None,
 ) -> onnx.ModelProto:
-    """Build, check (``onnx.checker``, strict shape inference) and return the ONNX model."""
+    """Build, check (``onnx.checker``, strict shape inference) and return the ONNX model.
+
+    ``top_values``, when given, is filled with the ONNX value holding each layer's top
+    ``(layer name, top index)`` right after that layer ran (in-place chains included).
+    """
     from .layers import CONVERTERS, refusal
 
     opset = DEFAULT_OPSET if opset is None else opset
@@ -316,11 +322,14 @@ def export(
     if not shapes.complete:
         _filter_tail(graph, shapes, layer_shapes, fail_at)
 
+    first_index: dict[str, int] = {}
+    for layer in graph.layers:
+        first_index.setdefault(layer.name, layer.index)
     values: dict[str, list[Any]] | None = None
     if weights is not None:
         wanted: dict[str, list[tuple[int, ...]]] = {}
         for ls in shapes.layers:
-            if ls.params and ls.name not in wanted:
+            if ls.params and first_index[ls.name] == ls.index:
                 wanted[ls.name] = [tuple(p) for p in ls.params]
         values = _read_weights(os.fspath(weights), wanted, cf.path)
         missing = [n for n in wanted if n not in values]
@@ -341,7 +350,7 @@ def export(
     cur: dict[str, str] = {}
     graph_inputs: list[onnx.ValueInfoProto] = []
     param_inputs: list[onnx.ValueInfoProto] = []
-    param_names: dict[tuple[str, int], str] = {}
+    param_names: dict[tuple[int, int], str] = {}
 
     def top_name(layer: Layer, blob: str) -> str:
         # A net input keeps its name; a blob rewritten in place is named by its last writer.
@@ -368,15 +377,25 @@ def export(
             continue
         msg = msgs[layer.source_index] if layer.source_index is not None else None
         pnames: list[str] = []
-        pvals = None if values is None else values.get(layer.name)
+        # Caffe copies a file layer into the *first* net layer of its name only.
+        first = first_index[layer.name] == layer.index
+        pvals = values.get(layer.name) if values is not None and first else None
         for j, pshape in enumerate(ls.params):
-            owner = layer.params[j].shared_from_name if j < len(layer.params) else None
-            key = (owner or layer.name, j) if owner else (layer.name, j)
+            # a blob shared by ``param { name }`` is the owner's blob
+            src = layer.params[j].shared_from if j < len(layer.params) else None
+            key = src if src is not None else (layer.index, j)
             if key in param_names:
                 pnames.append(param_names[key])
                 continue
             pname = b.fresh(f"{layer.name}/param{j}")
-            if pvals is not None:
+            if values is not None:
+                if pvals is None:
+                    raise fail_at(
+                        layer,
+                        "an earlier layer has the same name, so Caffe copies no weights into "
+                        "this one (it keeps its fillers' random values); rename one of them",
+                        "name",
+                    )
                 b.initializers.append(numpy_helper.from_array(pvals[j], pname))
             else:
                 param_inputs.append(
@@ -400,6 +419,8 @@ def export(
             functools.partial(fail_at, layer),
         )
         CONVERTERS[layer.type](ctx)
+        if top_values is not None:
+            top_values.update({(layer.name, j): t for j, t in enumerate(tops)})
         for t, name in zip(layer.tops, tops, strict=True):
             cur[t] = name
 
