@@ -87,30 +87,14 @@ class CaffeFile:
     def write(self, path: str | os.PathLike[str]) -> None:
         write(self.document, path)
 
-    def to_onnx(
-        self,
-        weights: str | os.PathLike[str] | None = None,
-        *,
-        phase: str = "TEST",
-        stages: Sequence[str] = (),
-        level: int = 0,
-        opset: int | None = None,
-        input_shapes: Mapping[str, Sequence[int]] | None = None,
-    ) -> Any:
+    def to_onnx(self, weights: str | os.PathLike[str] | None = None, **options: Any) -> Any:
         """The net Caffe would build as an ``onnx.ModelProto`` (docs/onnx.md); needs
-        ``pip install 'prototxt-rewriter[onnx]'``. Without ``weights`` the parameter blobs are
-        graph inputs."""
+        ``pip install 'prototxt-rewriter[onnx]'``. ``options``: ``phase`` ("TEST"), ``stages``,
+        ``level``, ``opset``, ``input_shapes`` ({blob: dims}). Without ``weights`` the
+        parameter blobs are graph inputs."""
         from .onnx import to_onnx
 
-        return to_onnx(
-            self,
-            weights,
-            phase=phase,
-            stages=stages,
-            level=level,
-            opset=opset,
-            input_shapes=input_shapes,
-        )
+        return to_onnx(self, weights, **options)
 
     def apply(self, recipe: Any, **options: Any) -> Any:
         """Run a recipe on this file (docs/recipes.md); returns a ``rewriter.apply.Result``."""

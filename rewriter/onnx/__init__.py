@@ -13,7 +13,6 @@ from rewriter.errors import RewriterError
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Mapping, Sequence
 
     from rewriter.model import CaffeFile
 
@@ -42,26 +41,11 @@ def require_extra(*modules: str) -> None:
         )
 
 
-def to_onnx(
-    net: CaffeFile | str | os.PathLike[str],
-    weights: str | os.PathLike[str] | None = None,
-    *,
-    phase: str = "TEST",
-    stages: Sequence[str] = (),
-    level: int = 0,
-    opset: int | None = None,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-) -> Any:
-    """The ``onnx.ModelProto`` of ``net`` (a path or a :class:`~rewriter.model.CaffeFile`)."""
+def to_onnx(net: CaffeFile | str | os.PathLike[str], weights: Any = None, **options: Any) -> Any:
+    """The ``onnx.ModelProto`` of ``net`` (a path or a :class:`~rewriter.model.CaffeFile`);
+    ``options`` are those of :func:`rewriter.onnx.export.export` (phase, stages, level, opset,
+    input_shapes)."""
     require_extra("numpy", "onnx")
     from .export import export
 
-    return export(
-        net,
-        weights,
-        phase=phase,
-        stages=stages,
-        level=level,
-        opset=opset,
-        input_shapes=input_shapes,
-    )
+    return export(net, weights, **options)

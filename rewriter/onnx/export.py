@@ -48,6 +48,16 @@ _DATA_TYPES = {
 }
 
 
+def _unique(hint: str, used: set[str]) -> str:
+    name = hint
+    k = 1
+    while name in used:
+        k += 1
+        name = f"{hint}#{k}"
+    used.add(name)
+    return name
+
+
 @dataclass
 class Builder:
     """Nodes, initializers and graph inputs of the model being built, with unique names."""
@@ -61,13 +71,8 @@ class Builder:
     consts: dict[tuple[bytes, str, tuple[int, ...]], str] = field(default_factory=dict)
 
     def fresh(self, hint: str) -> str:
-        name = hint
-        k = 1
-        while name in self.used:
-            k += 1
-            name = f"{hint}#{k}"
-        self.used.add(name)
-        return name
+        """A value name not used yet: ``hint``, else ``hint#2``, ``hint#3``..."""
+        return _unique(hint, self.used)
 
     def node(
         self,
@@ -84,12 +89,7 @@ class Builder:
             if isinstance(outputs, int)
             else list(outputs)
         )
-        node_name = name
-        k = 1
-        while node_name in self.node_names:
-            k += 1
-            node_name = f"{name}#{k}"
-        self.node_names.add(node_name)
+        node_name = _unique(name, self.node_names)
         self.nodes.append(helper.make_node(op, list(inputs), outs, name=node_name, **attrs))
         return outs
 
