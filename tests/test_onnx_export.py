@@ -98,8 +98,10 @@ def test_cli_check_against_caffe_outputs(tmp_path: Path) -> None:
     assert "ok" in r.stdout and out.is_file()
     assert onnx.load(str(out)).graph.output[0].name == "prob"
     # a tolerance nothing meets: a mismatch is exit 1, still no traceback
+    out.unlink()
     r = cli(*args, "--tolerance", "1e-12")
     assert r.returncode == 1 and "MISMATCH" in r.stdout and "Traceback" not in r.stderr
+    assert "not written" in r.stderr and not out.exists()
 
 
 def test_cli_refuses_an_unmappable_type_by_name(tmp_path: Path) -> None:
@@ -264,3 +266,31 @@ def test_shared_params_are_one_value(tmp_path: Path) -> None:
     assert [i.name for i in model.graph.input] == ["a", "b", "ip1/param0", "ip1/param1"]
     gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
     assert [list(n.input[1:]) for n in gemms] == [["ip1/param0", "ip1/param1"]] * 2
+
+
+def test_cli_without_the_extra_names_the_pip_command(tmp_path: Path) -> None:
+    need_shared()
+    code = (
+        "import sys; sys.modules['onnx'] = None; sys.argv = ['rewriter'] + sys.argv[1:]; "
+        "from rewriter.cli import main; main()"
+    )
+    net = str(FORWARD / "relu" / "net.prototxt")
+    out = tmp_path / "x.onnx"
+    r = subprocess.run(
+        [sys.executable, "-c", code, "export", "onnx", net, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert r.returncode == 2 and "pip install 'prototxt-rewriter[onnx]'" in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_a_net_without_layers_is_refused(tmp_path: Path) -> None:
+    net = tmp_path / "e.prototxt"
+    net.write_text(
+        'name: "e"\nlayer { name: "d" type: "Input" top: "d" input_param { shape { dim: 1 } } }\n'
+    )
+    r = cli("export", "onnx", str(net), "-o", str(tmp_path / "e.onnx"))
+    assert r.returncode == 2 and "nothing to export" in r.stderr
+    assert not (tmp_path / "e.onnx").exists()

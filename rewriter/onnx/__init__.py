@@ -33,7 +33,13 @@ def require_extra(*modules: str) -> None:
     """Raise :class:`MissingExtra` naming the pip command when a module of the extra is missing."""
     import importlib.util
 
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in modules if absent(m)]
     if missing:
         raise MissingExtra(
             f"rewriter export onnx needs {', '.join(missing)} (not installed); install the "

@@ -308,7 +308,14 @@ def export(
             text += "\n" + loc.excerpt()
         return ExportError(text)
 
-    # Refuse unmappable types before any work, all at once.
+    if not any(la.type != "Input" for la in graph.layers):
+        raise ExportError(
+            f"{cf.path}: error: nothing to export: the net has no layers besides inputs in "
+            f"phase {graph.phase}"
+            + (f" with stages {', '.join(graph.stages)}" if graph.stages else "")
+            + " (choose the net state with --phase, --stage, --level)"
+        )
+    # Refuse unmappable types before any work.
     for layer in graph.layers:
         if layer.inserted_split:
             continue
