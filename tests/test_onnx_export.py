@@ -294,3 +294,15 @@ def test_a_net_without_layers_is_refused(tmp_path: Path) -> None:
     r = cli("export", "onnx", str(net), "-o", str(tmp_path / "e.onnx"))
     assert r.returncode == 2 and "nothing to export" in r.stderr
     assert not (tmp_path / "e.onnx").exists()
+
+
+def test_pooling_window_wholly_outside_the_input_is_refused(tmp_path: Path) -> None:
+    net = tmp_path / "p.prototxt"
+    net.write_text(
+        'layer { name: "data" type: "Input" top: "data"'
+        " input_param { shape { dim: 1 dim: 1 dim: 10 dim: 10 } } }\n"
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "p"'
+        " pooling_param { pool: MAX kernel_size: 2 stride: 5 } }\n"
+    )
+    r = cli("export", "onnx", str(net), "-o", str(tmp_path / "p.onnx"))
+    assert r.returncode == 2 and f"{net}:2:22:" in r.stderr and "wholly outside" in r.stderr

@@ -140,6 +140,13 @@ def _pool2d(
         base = size + 2 * p if method == 1 else size + p
         e = max(0, (o - 1) * s + k - base)
         inner = (base + e - k) // s + 1
+        if e >= k:
+            raise c.fail(
+                f"the last window (kernel {k}, stride {s}, pad {p} over {size}) lies wholly "
+                "outside the input, where Caffe writes -FLT_MAX (MAX) or divides by zero "
+                "(AVE); not mapped",
+                None,
+            )
         if inner != o:
             raise c.fail(
                 f"pooled size {o} cannot be expressed with ONNX pads (kernel {k}, stride {s}, "
