@@ -306,3 +306,35 @@ def test_pooling_window_wholly_outside_the_input_is_refused(tmp_path: Path) -> N
     )
     r = cli("export", "onnx", str(net), "-o", str(tmp_path / "p.onnx"))
     assert r.returncode == 2 and f"{net}:2:22:" in r.stderr and "wholly outside" in r.stderr
+
+
+@pytest.mark.parametrize("case", ["batchnorm_scale", "batchnorm_defaults", "lstm", "prelu"])
+def test_weights_fed_as_inputs_give_caffe_outputs(case: str) -> None:
+    """Without --weights the parameter blobs are inputs (BatchNorm's factor handled in the
+    graph); fed the caffemodel's values they reproduce Caffe."""
+    need_shared()
+    import rewriter
+    from rewriter.onnx.export import _read_weights
+
+    folder = FORWARD / case
+    meta = json.loads((folder / "case.json").read_text())
+    model = rewriter.load(folder / "net.prototxt").to_onnx()
+    assert not model.graph.initializer or all(
+        "/param" not in t.name for t in model.graph.initializer
+    )
+    shapes = {
+        i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in model.graph.input
+    }
+    params = {n.rsplit("/param", 1)[0] for n in shapes if "/param" in n}
+    wanted = {
+        layer: [shapes[n] for n in sorted(s for s in shapes if s.startswith(layer + "/param"))]
+        for layer in params
+    }
+    values = _read_weights(str(folder / "weights.caffemodel"), wanted, "net")
+    feeds = {i["name"]: np.load(folder / i["file"]) for i in meta["inputs"]}
+    for layer, arrays in values.items():
+        feeds.update({f"{layer}/param{j}": a for j, a in enumerate(arrays)})
+    names = [o["name"] for o in meta["outputs"]]
+    for out, got in zip(meta["outputs"], _run(model, feeds, names), strict=True):
+        ref = np.load(folder / out["file"])
+        assert np.abs(got - ref).max() <= TOLERANCE * (np.abs(ref).max() or 1.0)
