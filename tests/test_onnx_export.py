@@ -338,3 +338,21 @@ def test_weights_fed_as_inputs_give_caffe_outputs(case: str) -> None:
     for out, got in zip(meta["outputs"], _run(model, feeds, names), strict=True):
         ref = np.load(folder / out["file"])
         assert np.abs(got - ref).max() <= TOLERANCE * (np.abs(ref).max() or 1.0)
+
+
+def test_caffe_errors_point_at_the_layer(tmp_path: Path) -> None:
+    net = tmp_path / "g.prototxt"
+    net.write_text(
+        'layer { name: "data" type: "Input" top: "data"'
+        " input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c"'
+        " convolution_param { num_output: 2 kernel_size: 3 group: 2 } }\n"
+        'layer { name: "d" type: "ReLU" bottom: "nowhere" top: "d" }\n'
+    )
+    r = cli("export", "onnx", str(net), "-o", str(tmp_path / "g.onnx"))
+    assert r.returncode == 2 and "Unknown bottom blob 'nowhere'" in r.stderr
+    net.write_text(net.read_text().replace('"nowhere"', '"c"'))
+    r = cli("export", "onnx", str(net), "-o", str(tmp_path / "g.onnx"))
+    assert r.returncode == 2 and f"{net}:2:19: error: layer 'c'" in r.stderr
+    assert "channels_ % group_ == 0" in r.stderr and "^" in r.stderr
+    assert not (tmp_path / "g.onnx").exists()

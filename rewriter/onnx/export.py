@@ -24,8 +24,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from rewriter.errors import Location
-from rewriter.graph import Layer, build_graph, upgrade_net_message
-from rewriter.shapes import LayerShapes, Shapes, infer_shapes
+from rewriter.graph import CaffeError, Layer, build_graph, upgrade_net_message
+from rewriter.shapes import LayerShapes, ShapeError, Shapes, infer_shapes
 
 from . import ExportError
 
@@ -297,7 +297,10 @@ def export(
         raise ExportError(f"--opset {opset}: this exporter writes opsets {MIN_OPSET} to {newest}")
     cf = _load(net)
     upgraded = upgrade_net_message(cf.message)
-    graph = build_graph(upgraded, phase.upper(), tuple(stages), level)
+    try:
+        graph = build_graph(upgraded, phase.upper(), tuple(stages), level)
+    except CaffeError as e:
+        raise ExportError(f"{cf.path}: error: Caffe stops building this net: {e}") from None
     msgs = upgraded.layer
 
     def fail_at(layer: Layer, why: str, fld: str | None = None) -> ExportError:
@@ -324,7 +327,13 @@ def export(
         )
         if why is not None:
             raise fail_at(layer, why[0], why[1])
-    shapes: Shapes = infer_shapes(graph, phase.upper(), input_shapes, message=upgraded)
+    try:
+        shapes: Shapes = infer_shapes(graph, phase.upper(), input_shapes, message=upgraded)
+    except ShapeError as e:
+        if e.layer:
+            why = f"Caffe stops here: {e.location}: {e.message}"
+            raise fail_at(graph.layer(e.layer), why) from None
+        raise ExportError(f"{cf.path}: error: Caffe stops sizing this net: {e}") from None
     layer_shapes = {ls.index: ls for ls in shapes.layers}
     if not shapes.complete:
         _filter_tail(graph, shapes, layer_shapes, fail_at)
