@@ -331,8 +331,8 @@ def export(
         shapes: Shapes = infer_shapes(graph, phase.upper(), input_shapes, message=upgraded)
     except ShapeError as e:
         if e.layer:
-            why = f"Caffe stops here: {e.location}: {e.message}"
-            raise fail_at(graph.layer(e.layer), why) from None
+            stop = f"Caffe stops here: {e.location}: {e.message}"
+            raise fail_at(graph.layer(e.layer), stop) from None
         raise ExportError(f"{cf.path}: error: Caffe stops sizing this net: {e}") from None
     layer_shapes = {ls.index: ls for ls in shapes.layers}
     if not shapes.complete:
