@@ -43,6 +43,28 @@ def _run(model: Any, feeds: dict[str, Any], names: list[str]) -> list[Any]:
     return list(session.run(names, feeds))
 
 
+def _inputs(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    return {i["name"]: np.load(folder / i["file"]) for i in meta["inputs"]}
+
+
+def _assert_outputs(model: Any, folder: Path, meta: dict[str, Any], feeds: dict[str, Any]) -> None:
+    """Each of the case's outputs within TOLERANCE of Caffe's, relative to its scale."""
+    names = [o["name"] for o in meta["outputs"]]
+    for out, got in zip(meta["outputs"], _run(model, feeds, names), strict=True):
+        ref = np.load(folder / out["file"])
+        assert got.shape == ref.shape, out["name"]
+        scale = float(np.abs(ref).max()) or 1.0
+        err = float(np.abs(got.astype(np.float64) - ref).max()) / scale
+        assert err <= TOLERANCE, f"{folder.name}/{out['name']}: {err:.2e}"
+
+
+def _input_layer(*shapes: tuple[int, ...], tops: str = "data") -> str:
+    """An Input layer line with one top per shape (tops: space-separated names)."""
+    dims = " ".join("shape { " + " ".join(f"dim: {d}" for d in sh) + " }" for sh in shapes)
+    top = " ".join(f'top: "{t}"' for t in tops.split())
+    return f'layer {{ name: "data" type: "Input" {top} input_param {{ {dims} }} }}\n'
+
+
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rewriter.cli", *args],
@@ -62,15 +84,8 @@ def test_case_matches_caffe(case: str) -> None:
     meta = json.loads((folder / "case.json").read_text())
     model = rewriter.load(folder / "net.prototxt").to_onnx(weights=folder / "weights.caffemodel")
     onnx.checker.check_model(model)
-    feeds = {i["name"]: np.load(folder / i["file"]) for i in meta["inputs"]}
-    names = [o["name"] for o in meta["outputs"]]
-    assert [o.name for o in model.graph.output] == names
-    for out, got in zip(meta["outputs"], _run(model, feeds, names), strict=True):
-        ref = np.load(folder / out["file"])
-        assert got.shape == ref.shape, out["name"]
-        scale = float(np.abs(ref).max()) or 1.0
-        err = float(np.abs(got.astype(np.float64) - ref).max()) / scale
-        assert err <= TOLERANCE, f"{case}/{out['name']}: {err:.2e}"
+    assert [o.name for o in model.graph.output] == [o["name"] for o in meta["outputs"]]
+    _assert_outputs(model, folder, meta, _inputs(folder, meta))
 
 
 def test_without_weights_params_are_inputs_and_the_graph_checks() -> None:
@@ -108,9 +123,8 @@ def test_cli_refuses_an_unmappable_type_by_name(tmp_path: Path) -> None:
     net = tmp_path / "fork.prototxt"
     net.write_text(
         'name: "fork"\n'
-        'layer { name: "data" type: "Input" top: "data"'
-        " input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n"
-        'layer { name: "perm" type: "Permute" bottom: "data" top: "p" }\n'
+        + _input_layer((1, 3, 4, 4))
+        + 'layer { name: "perm" type: "Permute" bottom: "data" top: "p" }\n'
     )
     out = tmp_path / "fork.onnx"
     r = cli("export", "onnx", str(net), "-o", str(out))
@@ -120,16 +134,28 @@ def test_cli_refuses_an_unmappable_type_by_name(tmp_path: Path) -> None:
     assert not out.exists() and not list(tmp_path.glob(".*tmp"))
 
 
-def test_cli_refuses_stochastic_pooling_at_the_field(tmp_path: Path) -> None:
-    net = tmp_path / "s.prototxt"
+@pytest.mark.parametrize(
+    ("pooling", "where", "why"),
+    [
+        # random, and NOT_IMPLEMENTED on CPU: refused at the field
+        ("\n  pooling_param { pool: STOCHASTIC kernel_size: 2 } }", "3:19", "STOCHASTIC"),
+        # ceil rounding puts the last window past the input: refused at the layer
+        (" pooling_param { pool: MAX kernel_size: 2 stride: 5 } }", "2:22", "wholly outside"),
+    ],
+)
+def test_cli_refuses_pooling_it_cannot_map(
+    tmp_path: Path, pooling: str, where: str, why: str
+) -> None:
+    net = tmp_path / "p.prototxt"
     net.write_text(
-        'layer { name: "data" type: "Input" top: "data"'
-        " input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n"
-        'layer { name: "pool" type: "Pooling" bottom: "data" top: "p"\n'
-        "  pooling_param { pool: STOCHASTIC kernel_size: 2 } }\n"
+        _input_layer((1, 1, 10, 10))
+        + 'layer { name: "pool" type: "Pooling" bottom: "data" top: "p"'
+        + pooling
+        + "\n"
     )
-    r = cli("export", "onnx", str(net), "-o", str(tmp_path / "s.onnx"))
-    assert r.returncode == 2 and f"{net}:3:19:" in r.stderr and "STOCHASTIC" in r.stderr
+    r = cli("export", "onnx", str(net), "-o", str(tmp_path / "p.onnx"))
+    assert r.returncode == 2 and f"{net}:{where}:" in r.stderr and why in r.stderr
+    assert not (tmp_path / "p.onnx").exists()
 
 
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
@@ -194,9 +220,8 @@ def test_silence_consumes_without_a_node(tmp_path: Path) -> None:
 
     net = tmp_path / "s.prototxt"
     net.write_text(
-        'layer { name: "data" type: "Input" top: "a" top: "b"'
-        " input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 3 } } }\n"
-        'layer { name: "quiet" type: "Silence" bottom: "b" }\n'
+        _input_layer((2, 3), (2, 3), tops="a b")
+        + 'layer { name: "quiet" type: "Silence" bottom: "b" }\n'
         'layer { name: "t" type: "TanH" bottom: "a" top: "t" }\n'
     )
     model = rewriter.load(net).to_onnx()
@@ -219,11 +244,7 @@ def test_opsets_old_and_new(opset: int) -> None:
             weights=folder / "weights.caffemodel", opset=opset
         )
         assert model.opset_import[0].version == opset
-        feeds = {i["name"]: np.load(folder / i["file"]) for i in meta["inputs"]}
-        names = [o["name"] for o in meta["outputs"]]
-        for out, got in zip(meta["outputs"], _run(model, feeds, names), strict=True):
-            ref = np.load(folder / out["file"])
-            assert np.abs(got - ref).max() <= TOLERANCE * (np.abs(ref).max() or 1.0)
+        _assert_outputs(model, folder, meta, _inputs(folder, meta))
 
 
 @pytest.mark.parametrize("case", DUMPED or ["(no ../shared)"])
@@ -243,7 +264,7 @@ def test_every_dumped_layer_top_matches_caffe(case: str) -> None:
     for name in dict.fromkeys(names):
         if name not in known:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    feeds = {i["name"]: np.load(folder / i["file"]) for i in meta["inputs"]}
+    feeds = _inputs(folder, meta)
     for e, got in zip(entries, _run(model, feeds, names), strict=True):
         ref = np.load(folder / e["file"])
         scale = float(np.abs(ref).max()) or 1.0
@@ -257,9 +278,8 @@ def test_shared_params_are_one_value(tmp_path: Path) -> None:
     net = tmp_path / "shared.prototxt"
     ip = 'inner_product_param { num_output: 2 } param { name: "w" } param { name: "b" }'
     net.write_text(
-        'layer { name: "data" type: "Input" top: "a" top: "b"'
-        " input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 3 } } }\n"
-        f'layer {{ name: "ip1" type: "InnerProduct" bottom: "a" top: "y1" {ip} }}\n'
+        _input_layer((2, 3), (2, 3), tops="a b")
+        + f'layer {{ name: "ip1" type: "InnerProduct" bottom: "a" top: "y1" {ip} }}\n'
         f'layer {{ name: "ip2" type: "InnerProduct" bottom: "b" top: "y2" {ip} }}\n'
     )
     model = rewriter.load(net).to_onnx()
@@ -296,18 +316,6 @@ def test_a_net_without_layers_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "e.onnx").exists()
 
 
-def test_pooling_window_wholly_outside_the_input_is_refused(tmp_path: Path) -> None:
-    net = tmp_path / "p.prototxt"
-    net.write_text(
-        'layer { name: "data" type: "Input" top: "data"'
-        " input_param { shape { dim: 1 dim: 1 dim: 10 dim: 10 } } }\n"
-        'layer { name: "pool" type: "Pooling" bottom: "data" top: "p"'
-        " pooling_param { pool: MAX kernel_size: 2 stride: 5 } }\n"
-    )
-    r = cli("export", "onnx", str(net), "-o", str(tmp_path / "p.onnx"))
-    assert r.returncode == 2 and f"{net}:2:22:" in r.stderr and "wholly outside" in r.stderr
-
-
 @pytest.mark.parametrize("case", ["batchnorm_scale", "batchnorm_defaults", "lstm", "prelu"])
 def test_weights_fed_as_inputs_give_caffe_outputs(case: str) -> None:
     """Without --weights the parameter blobs are inputs (BatchNorm's factor handled in the
@@ -331,21 +339,16 @@ def test_weights_fed_as_inputs_give_caffe_outputs(case: str) -> None:
         for layer in params
     }
     values = _read_weights(str(folder / "weights.caffemodel"), wanted, "net")
-    feeds = {i["name"]: np.load(folder / i["file"]) for i in meta["inputs"]}
+    feeds = _inputs(folder, meta)
     for layer, arrays in values.items():
         feeds.update({f"{layer}/param{j}": a for j, a in enumerate(arrays)})
-    names = [o["name"] for o in meta["outputs"]]
-    for out, got in zip(meta["outputs"], _run(model, feeds, names), strict=True):
-        ref = np.load(folder / out["file"])
-        assert np.abs(got - ref).max() <= TOLERANCE * (np.abs(ref).max() or 1.0)
+    _assert_outputs(model, folder, meta, feeds)
 
 
 def test_caffe_errors_point_at_the_layer(tmp_path: Path) -> None:
     net = tmp_path / "g.prototxt"
     net.write_text(
-        'layer { name: "data" type: "Input" top: "data"'
-        " input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n"
-        'layer { name: "c" type: "Convolution" bottom: "data" top: "c"'
+        _input_layer((1, 3, 4, 4)) + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c"'
         " convolution_param { num_output: 2 kernel_size: 3 group: 2 } }\n"
         'layer { name: "d" type: "ReLU" bottom: "nowhere" top: "d" }\n'
     )
