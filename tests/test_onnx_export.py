@@ -359,3 +359,28 @@ def test_caffe_errors_point_at_the_layer(tmp_path: Path) -> None:
     assert r.returncode == 2 and f"{net}:2:19: error: layer 'c'" in r.stderr
     assert "channels_ % group_ == 0" in r.stderr and "^" in r.stderr
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_v1_caffemodel_weights(tmp_path: Path) -> None:
+    """Old snapshots hold V1 ``layers`` records; their blobs are read the same way."""
+    need_shared()
+    import rewriter
+    from rewriter.schema import default_schema
+
+    folder = FORWARD / "lenet"
+    schema = default_schema()
+    v2: Any = schema.message_class("caffe.NetParameter").FromString(
+        (folder / "weights.caffemodel").read_bytes()
+    )
+    v1 = schema.message_class("caffe.NetParameter")(name=v2.name)
+    kinds = {"Convolution": "CONVOLUTION", "InnerProduct": "INNER_PRODUCT"}
+    for layer in v2.layer:
+        if layer.blobs:
+            old: Any = v1.layers.add(name=layer.name)
+            old.type = type(old).LayerType.Value(kinds[layer.type])
+            old.blobs.extend(layer.blobs)
+    weights = tmp_path / "v1.caffemodel"
+    weights.write_bytes(v1.SerializeToString())
+    meta = json.loads((folder / "case.json").read_text())
+    model = rewriter.load(folder / "net.prototxt").to_onnx(weights=weights)
+    _assert_outputs(model, folder, meta, _inputs(folder, meta))
