@@ -384,3 +384,31 @@ def test_v1_caffemodel_weights(tmp_path: Path) -> None:
     meta = json.loads((folder / "case.json").read_text())
     model = rewriter.load(folder / "net.prototxt").to_onnx(weights=weights)
     _assert_outputs(model, folder, meta, _inputs(folder, meta))
+
+
+def test_batchnorm_factor_zero_means_zero_statistics(tmp_path: Path) -> None:
+    """Caffe: scale_factor = blob2 == 0 ? 0 : 1 / blob2, so a zero factor zeroes mean and
+    variance; both the folded (weights) and the in-graph (weights as inputs) paths agree."""
+    import rewriter
+    from rewriter.schema import default_schema
+
+    net = tmp_path / "bn.prototxt"
+    net.write_text(
+        _input_layer((2, 3, 2, 2)) + 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "y"'
+        " batch_norm_param { eps: 0.25 } }\n"
+    )
+    msg: Any = default_schema().message_class("caffe.NetParameter")()
+    layer = msg.layer.add(name="bn", type="BatchNorm")
+    for values in ([0.5, -1.0, 2.0], [4.0, 4.0, 4.0], [0.0]):
+        blob = layer.blobs.add()
+        blob.shape.dim.append(len(values))
+        blob.data.extend(values)
+    weights = tmp_path / "bn.caffemodel"
+    weights.write_bytes(msg.SerializeToString())
+    x = np.linspace(-2, 2, 24, dtype=np.float32).reshape(2, 3, 2, 2)
+    want = x / np.sqrt(np.float32(0.25))
+    (folded,) = _run(rewriter.load(net).to_onnx(weights=weights), {"data": x}, ["y"])
+    feeds = {"data": x, "bn/param0": np.array([0.5, -1, 2], np.float32)}
+    feeds |= {"bn/param1": np.full(3, 4, np.float32), "bn/param2": np.zeros(1, np.float32)}
+    (in_graph,) = _run(rewriter.load(net).to_onnx(), feeds, ["y"])
+    assert np.allclose(folded, want, rtol=1e-6) and np.allclose(in_graph, want, rtol=1e-6)
