@@ -36,17 +36,6 @@ if TYPE_CHECKING:
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
 
-#: layer types that are data sources: the graph of a deploy net has Input layers instead
-_DATA_TYPES = {
-    "Data",
-    "ImageData",
-    "WindowData",
-    "MemoryData",
-    "HDF5Data",
-    "DummyData",
-    "Python",
-}
-
 
 def _unique(hint: str, used: set[str]) -> str:
     name = hint
@@ -295,10 +284,13 @@ def export(
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise ExportError(f"--opset {opset}: this exporter writes opsets {MIN_OPSET} to {newest}")
+    phase = phase.upper()
+    if phase not in ("TRAIN", "TEST"):
+        raise ExportError(f"phase must be TRAIN or TEST, not {phase!r}")
     cf = _load(net)
     upgraded = upgrade_net_message(cf.message)
     try:
-        graph = build_graph(upgraded, phase.upper(), tuple(stages), level)
+        graph = build_graph(upgraded, phase, tuple(stages), level)
     except CaffeError as e:
         raise ExportError(f"{cf.path}: error: Caffe stops building this net: {e}") from None
     msgs = upgraded.layer
@@ -328,7 +320,7 @@ def export(
         if why is not None:
             raise fail_at(layer, why[0], why[1])
     try:
-        shapes: Shapes = infer_shapes(graph, phase.upper(), input_shapes, message=upgraded)
+        shapes: Shapes = infer_shapes(graph, phase, input_shapes, message=upgraded)
     except ShapeError as e:
         if e.layer:
             stop = f"Caffe stops here: {e.location}: {e.message}"
