@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import RewriterError
 
-__all__ = ["read_text", "write_text_atomic", "FileError"]
+__all__ = ["read_text", "write_bytes_atomic", "write_text_atomic", "FileError"]
 
 
 class FileError(RewriterError):
@@ -41,7 +41,11 @@ def read_text(path: str | os.PathLike[str]) -> str:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (surrogate-escaped bytes restored) to ``path`` atomically."""
-    data = text.encode("utf-8", "surrogateescape")
+    write_bytes_atomic(path, text.encode("utf-8", "surrogateescape"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
     try:
         st = os.stat(path)  # follows symlinks
     except OSError:

@@ -87,6 +87,15 @@ class CaffeFile:
     def write(self, path: str | os.PathLike[str]) -> None:
         write(self.document, path)
 
+    def to_onnx(self, weights: str | os.PathLike[str] | None = None, **options: Any) -> Any:
+        """The net Caffe would build as an ``onnx.ModelProto`` (docs/onnx.md); needs
+        ``pip install 'prototxt-rewriter[onnx]'``. ``options``: ``phase`` ("TEST"), ``stages``,
+        ``level``, ``opset``, ``input_shapes`` ({blob: dims}). Without ``weights`` the
+        parameter blobs are graph inputs."""
+        from .onnx import to_onnx
+
+        return to_onnx(self, weights, **options)
+
     def apply(self, recipe: Any, **options: Any) -> Any:
         """Run a recipe on this file (docs/recipes.md); returns a ``rewriter.apply.Result``."""
         from .apply import apply

@@ -21,7 +21,7 @@ netspec_app = typer.Typer(
 )
 export_app = typer.Typer(
     name="export",
-    help="Write a net in another form (export netspec: a pycaffe NetSpec script).",
+    help="Write a net in another form: netspec (a pycaffe NetSpec script) or onnx (an ONNX model).",
     no_args_is_help=True,
 )
 app.add_typer(netspec_app, name="netspec")
