@@ -104,6 +104,63 @@ def densenet(n_layers: int) -> str:
     return "".join(parts)
 
 
+def _bn_scale(name: str, blob: str) -> str:
+    """BatchNorm + Scale in place, as every ResNet since 2015 writes them (KaimingHe style)."""
+    return (
+        "layer {\n"
+        f'  name: "bn_{name}"\n  type: "BatchNorm"\n  bottom: "{blob}"\n  top: "{blob}"\n'
+        "  param {\n    lr_mult: 0\n  }\n  param {\n    lr_mult: 0\n  }\n"
+        "  param {\n    lr_mult: 0\n  }\n"
+        "}\n"
+        "layer {\n"
+        f'  name: "scale_{name}"\n  type: "Scale"\n  bottom: "{blob}"\n  top: "{blob}"\n'
+        "  scale_param {\n    bias_term: true\n  }\n"
+        "}\n"
+    )
+
+
+def _conv_nobias(name: str, bottom: str, top: str, kernel: int, num_output: int) -> str:
+    pad = kernel // 2
+    return (
+        "layer {\n"
+        f'  name: "{name}"\n  type: "Convolution"\n  bottom: "{bottom}"\n  top: "{top}"\n'
+        "  param {\n    lr_mult: 1\n    decay_mult: 1\n  }\n"
+        "  convolution_param {\n"
+        f"    num_output: {num_output}\n    kernel_size: {kernel}\n    pad: {pad}\n"
+        "    stride: 1\n    bias_term: false\n"
+        '    weight_filler {\n      type: "msra"\n    }\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def resnet_bn(n_layers: int) -> str:
+    """Bottleneck residual blocks with BatchNorm + Scale after every convolution (the shape of
+    ResNet-50/152 and SE-ResNet): 13 layers a block, in-place BN/Scale/ReLU, a split per block."""
+    parts = [_header("resnet_bn")]
+    prev = "data"
+    for i in range(max(1, n_layers // 13)):
+        b = f"res{i}"
+        x = prev
+        for branch, kernel, width in (("a", 1, 64), ("b", 3, 64), ("c", 1, 256)):
+            top = f"{b}_branch2{branch}"
+            parts.append(_conv_nobias(top, x, top, kernel, width))
+            parts.append(_bn_scale(top, top))
+            if branch != "c":
+                parts.append(_relu(f"{top}_relu", top))
+            x = top
+        parts.append(
+            "layer {\n"
+            f'  name: "{b}"\n  type: "Eltwise"\n  bottom: "{prev}"\n  bottom: "{x}"\n'
+            f'  top: "{b}"\n'
+            "}\n"
+        )
+        parts.append(_relu(f"{b}_relu", b))
+        prev = b
+    parts.append(_loss(prev))
+    return "".join(parts)
+
+
 _V1_TYPES = {
     "Convolution": "CONVOLUTION",
     "ReLU": "RELU",
@@ -141,7 +198,13 @@ def v1chain(n_layers: int) -> str:
     return to_v1(chain(n_layers))
 
 
-SHAPES = {"chain": chain, "resnet": resnet, "densenet": densenet, "v1chain": v1chain}
+SHAPES = {
+    "chain": chain,
+    "resnet": resnet,
+    "resnet_bn": resnet_bn,
+    "densenet": densenet,
+    "v1chain": v1chain,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

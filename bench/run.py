@@ -1,247 +1,135 @@
-"""The benchmark harness: every operation on generated nets and on the corpus, against protobuf.
+"""The benchmark harness: what users run, as whole processes, against protobuf in the same run.
 
-    python bench/run.py            # full run: 1k, 10k and 100k layers + the corpus (~9 min)
-    python bench/run.py --quick    # 1k and 10k layers, no corpus memory runs (~3 min)
+    python bench/run.py                  # full (~10 min): BN+Scale ResNet at 1k/10k/100k layers,
+                                         # chain/resnet/densenet and V1 at 10k, real corpus nets
+    python bench/run.py --quick          # ~3 min: BN+Scale ResNet at 1k/10k, SE-ResNet-152
+    python bench/run.py --before main    # also the code of git rev ``main``, in the same pairs
     python bench/run.py --write bench/RESULTS.md
 
-For every input and operation it prints our time (best of ``--repeat`` runs, in this process),
-the time ``google.protobuf.text_format.Parse`` needs for the same file(s) in the same run, their
-ratio, the time per layer, and the peak memory of the operation (peak RSS growth of a fresh
-process that runs it once: it counts protobuf's C allocations, which tracemalloc cannot see),
-also relative to the file size, next to the peak of protobuf's parse of the same file. Then
-the scaling (time per layer at 1k / 10k / 100k layers and the 100k/10k time ratio, target
-<= 12), and the start-up times of whole processes (median of 7).
+Every measurement is a fresh process of the installed ``rewriter`` script running the command
+a user types (``rewriter apply freeze --set upto=L NET -o OUT``, ``rewriter diff NET FROZEN``,
+...). Its baseline is a fresh ``python -c`` process that imports protobuf, loads Caffe's
+descriptor (``rewriter/data/caffe.desc``, compiled from proto/caffe.proto) and runs
+``text_format.Parse`` on the same file(s): none of our code is inside it.
 
-Operations, each the whole job its command does:
-
-* ``parse+print``: ``cst.parse`` and printing every top-level field back;
-* ``check``: read, parse and bind (``rewriter check``);
-* ``explain``: read, parse, bind, Caffe's TRAIN graph, backward analysis, the text table;
-* ``apply``: ``rewriter apply --step 'freeze upto=<middle layer>'``: read, parse, bind, graph,
-  edit, every round-trip check, the unified diff;
-* ``diff``: ``rewriter diff`` of the file and a copy with one layer frozen (reads two files:
-  protobuf's reference parses both);
-* ``upgrade``: ``rewriter upgrade`` of the V1 form of the chain net (``bench.gen.v1chain``).
+The two (three with ``--before``) are run alternately, in a rotating order, ``--repeat`` times;
+each run of ours is divided by the baseline run next to it, and the table shows the medians of
+those ratios (CPU time: user + system; and wall time), the median times and the median peak RSS
+of the whole process (``/usr/bin/time``'s maximum resident set: interpreter, imports and all).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import gc
+import json
 import os
 import platform
-import resource
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.gen import chain, densenet, resnet, v1chain  # noqa: E402
+from bench.gen import SHAPES  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus"
 SEED = REPO / "examples" / "seed_net.prototxt"
-SHAPES: dict[str, Callable[[int], str]] = {"chain": chain, "resnet": resnet, "densenet": densenet}
-MIDDLE = {
-    "chain": lambda n: f"conv{n // 4}",
-    "resnet": lambda n: f"res{n // 8}_a",
-    "densenet": lambda n: f"d{n // 6}_conv",
+DESC = REPO / "rewriter" / "data" / "caffe.desc"
+GNU_TIME = shutil.which("time") or "/usr/bin/time"
+
+#: The baseline: protobuf alone. argv: descriptor set, root message, file(s) to parse.
+BASELINE = """\
+import sys
+from google.protobuf import descriptor_pb2, descriptor_pool, text_format
+from google.protobuf.message_factory import GetMessageClass
+fds = descriptor_pb2.FileDescriptorSet()
+with open(sys.argv[1], "rb") as fh:
+    fds.ParseFromString(fh.read())
+pool = descriptor_pool.DescriptorPool()
+for f in fds.file:
+    pool.AddSerializedFile(f.SerializeToString())
+cls = GetMessageClass(pool.FindMessageTypeByName(sys.argv[2]))
+for path in sys.argv[3:]:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+        text_format.Parse(fh.read(), cls(), allow_unknown_field=True)
+"""
+
+#: Real nets from ../shared/corpus (path, a layer in the middle to freeze up to).
+REAL_NETS = {
+    "SE-ResNet-152": "hujie-frank-SENet/models/SE-ResNet-152.prototxt",
+    "ResNet-50 (deploy)": "KaimingHe-deep-residual-networks/prototxt/ResNet-50-deploy.prototxt",
+    "GoogLeNet (train_val)": "BVLC-caffe/models/bvlc_googlenet/train_val.prototxt",
 }
 
 
-# --- measuring ---------------------------------------------------------------------------------
+# --- running one process -----------------------------------------------------------------------
 
 
-def best_of(fn: Callable[[], Any], repeat: int) -> float:
-    """Best wall time of ``repeat`` runs; the result is dropped after the clock stops."""
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-        del result
-    return best
+@dataclass
+class Sample:
+    wall: float
+    cpu: float
+    peak_mb: float | None
+    rc: int
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+def run_process(cmd: list[str], env: dict[str, str] | None = None) -> Sample:
+    """One whole process: wall time, CPU (user + system, children included) and peak RSS.
 
-
-def _hwm_kb() -> int:
-    """This process's peak RSS. (Not ``ru_maxrss``: on Linux it carries the RSS the parent had
-    when it forked us across the exec, so a child of a big process would report that.)"""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # pragma: no cover
-
-
-def peak_memory_mb(op: str, *args: str) -> float | None:
-    """Peak RSS growth (MB) of one run of ``op`` on ``args``, in a fresh process.
-
-    A fresh interpreter, because a fork of this process would reuse the heap earlier, larger
-    runs left behind and report too little. The child first runs the operation on the small
-    seed net (imports, schema, caches), then measures from its size at that point; RSS counts
-    protobuf's C allocations, which tracemalloc cannot see."""
-    if not Path("/proc/self/statm").exists():
-        return None
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--peak-of", op, *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
+    The command runs under ``/usr/bin/time``: its maximum resident set is the command's own
+    (a child forked straight from this bigger process would inherit this process's high-water
+    mark across the exec on Linux)."""
+    fd, out = tempfile.mkstemp(prefix="rewriter-bench-time-")
+    os.close(fd)
+    full = [GNU_TIME, "-f", "%M", "-o", out, *cmd] if Path(GNU_TIME).exists() else cmd
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO, env=env
     )
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak = None
     try:
-        return float(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None
+        text = Path(out).read_text().strip().splitlines()
+        peak = int(text[-1]) / 1024 if text and text[-1].isdigit() else None
+    finally:
+        os.unlink(out)
+    if proc.returncode not in (0, 1):  # diff/apply may exit 1 by design with some flags
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return Sample(wall, usage.ru_utime + usage.ru_stime, peak, proc.returncode)
 
 
-def _peak_child(op: str, args: list[str]) -> None:
-    paths = [Path(a) for a in args]
-    if op.endswith("@"):  # a list of files, one per line, in the file given
-        op = op[:-1]
-        paths = [Path(line) for line in paths[0].read_text().splitlines()]
-        fns = [lambda p=p: _run_op(op, [p]) for p in paths]
-    else:
-        fns = [lambda: _run_op(op, paths)]
-    warm = [SEED]
-    if op == "diff":
-        # a diff that finds a change, so that the warm-up imports what the measured one does
-        # (deepdiff is imported only when two layers differ)
-        changed = Path(tempfile.mkdtemp()) / "seed_changed.prototxt"
-        changed.write_text(_one_layer_frozen(SEED.read_text(), "conv1/7x7_s2"))
-        warm = [SEED, changed]
-    with contextlib.suppress(Exception):
-        _run_op(op, warm, warmup=True)
-    gc.collect()
-    base = _rss_kb()
-    for fn in fns:
-        with contextlib.suppress(Exception):
-            fn()
-    print(max(0, _hwm_kb() - base) / 1024)
+@dataclass
+class Variant:
+    """A program under test: ours (this tree), ours before (another tree), or protobuf."""
+
+    label: str
+    env: dict[str, str] | None = None
+
+    def command(self, argv: list[str]) -> list[str]:
+        script = Path(sys.executable).with_name("rewriter")
+        if script.exists():
+            return [str(script), *argv]
+        return [sys.executable, "-c", "from rewriter.cli import main; main()", *argv]
 
 
-def _run_op(op: str, paths: list[Path], warmup: bool = False) -> Any:
-    if op == "protobuf":
-        return tf_parse(paths[0].read_text(errors="surrogateescape"), unknown_ok=True)
-    if op == "parse+print":
-        return op_parse_print(paths[0])
-    if op == "check":
-        return op_check(paths[0], lenient=True)
-    if op == "explain":
-        return op_explain(paths[0], lenient=True)
-    if op == "apply":
-        upto = "conv1/7x7_s2" if warmup else str(paths[1])
-        return op_apply(paths[0], upto)
-    if op == "diff":
-        return op_diff(paths[0], paths[1])
-    if op == "upgrade":
-        return op_upgrade(paths[0])
-    raise ValueError(op)
+def baseline(root: str, files: list[Path]) -> list[str]:
+    return [sys.executable, "-c", BASELINE, str(DESC), root, *map(str, files)]
 
 
-# --- the operations ----------------------------------------------------------------------------
-
-
-def tf_parse(text: str, unknown_ok: bool = False) -> Any:
-    from google.protobuf import text_format
-
-    from rewriter.bind import detect_kind
-    from rewriter.cst import parse
-    from rewriter.schema import default_schema
-
-    schema = default_schema()
-    root = "caffe.NetParameter"
-    if unknown_ok:  # corpus: nets or solvers, fork fields allowed (the lenient binder's view)
-        with contextlib.suppress(Exception):
-            root = detect_kind(parse(text), schema)
-    msg = schema.message_class(root)()
-    # (a file protobuf refuses still cost what it cost)
-    with contextlib.suppress(text_format.ParseError):
-        text_format.Parse(text, msg, allow_unknown_field=unknown_ok)
-    return msg
-
-
-def op_parse_print(path: Path) -> Any:
-    from rewriter.cst import parse
-    from rewriter.fileio import read_text
-
-    text = read_text(path)
-    doc = parse(text, str(path))
-    out = "".join(f.code for f in doc.fields) + doc.src[doc.tail_start :]
-    assert out == text
-    return doc
-
-
-def op_check(path: Path, lenient: bool = False) -> Any:
-    from rewriter.bind import diagnose
-    from rewriter.fileio import read_text
-
-    return diagnose(read_text(path), str(path), lenient=lenient)
-
-
-def op_explain(path: Path, lenient: bool = False) -> Any:
-    from rewriter.explain_text import render_table
-    from rewriter.graph import build_graph
-    from rewriter.model import load
-
-    message = load(path, lenient=lenient, root="caffe.NetParameter").message  # as the CLI does
-    result = build_graph(message, phase="TRAIN").backward()
-    return render_table(result, color=False)
-
-
-def op_apply(path: Path, upto: str) -> Any:
-    from rewriter.apply import apply
-    from rewriter.recipe import Step
-
-    result = apply(path, Step("freeze", upto=upto))
-    assert result.changed
-    return result.diff
-
-
-def op_diff(old: Path, new: Path) -> Any:
-    from rewriter.render.text import render_text
-    from rewriter.semdiff import DiffResult, diff_files
-
-    fd = diff_files(old, new)
-    return render_text(DiffResult([fd]))
-
-
-def op_upgrade(path: Path) -> Any:
-    from rewriter.fileio import read_text
-    from rewriter.upgrade import upgrade_text
-
-    result = upgrade_text(read_text(path), str(path))
-    return result.document.code
-
-
-def _have(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(f"rewriter.{module}") is not None
-
-
-def _one_layer_frozen(text: str, layer: str) -> str:
-    at = text.index(f'name: "{layer}"')
-    pos = text.index("lr_mult: 1", at)
-    return text[:pos] + "lr_mult: 0" + text[pos + len("lr_mult: 1") :]
-
-
-# --- the runs ----------------------------------------------------------------------------------
+# --- one row -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -250,136 +138,165 @@ class Row:
     layers: int
     mb: float
     op: str
-    ours: float
-    theirs: float | None
-    peak_mb: float | None
-    theirs_peak_mb: float | None = None
+    compares: str
+    base: list[Sample] = field(default_factory=list)
+    ours: dict[str, list[Sample]] = field(default_factory=dict)
 
-    @property
-    def ratio(self) -> float | None:
-        return self.ours / self.theirs if self.theirs else None
+    def med(self, label: str, attr: str) -> float | None:
+        vals = [getattr(s, attr) for s in self.ours.get(label, [])]
+        vals = [v for v in vals if v is not None]
+        return statistics.median(vals) if vals else None
 
-    @property
-    def us_per_layer(self) -> float:
-        return self.ours / max(self.layers, 1) * 1e6
+    def ratio(self, label: str, attr: str) -> float | None:
+        """Median over the runs of ours / the baseline run paired with it."""
+        pairs = [
+            getattr(o, attr) / getattr(b, attr)
+            for o, b in zip(self.ours.get(label, []), self.base, strict=False)
+            if getattr(b, attr)
+        ]
+        return statistics.median(pairs) if pairs else None
+
+    def base_med(self, attr: str) -> float | None:
+        vals = [getattr(s, attr) for s in self.base if getattr(s, attr) is not None]
+        return statistics.median(vals) if vals else None
 
 
-def bench_generated(
-    shape: str, n: int, repeat: int, memory: bool, work: Path, log: Callable[[str], None]
+def measure(
+    row: Row,
+    variants: list[Variant],
+    argv: list[str] | None,
+    base_cmd: list[str] | None,
+    repeat: int,
+    log: Callable[[str], None],
+) -> Row:
+    """Alternate the baseline and each variant ``repeat`` times, rotating who goes first."""
+    jobs: list[tuple[str, list[str], dict[str, str] | None]] = []
+    if base_cmd is not None:
+        jobs.append(("protobuf", base_cmd, None))
+    if argv is not None:
+        jobs += [(v.label, v.command(argv), v.env) for v in variants]
+    for i in range(repeat):
+        k = i % len(jobs)
+        for label, cmd, env in jobs[k:] + jobs[:k]:
+            s = run_process(cmd, env)
+            if label == "protobuf":
+                row.base.append(s)
+            else:
+                row.ours.setdefault(label, []).append(s)
+    parts = [f"{row.input:22} {row.layers:>7} {row.op:14}"]
+    for v in variants:
+        r = row.ratio(v.label, "cpu")
+        c = row.med(v.label, "cpu")
+        if c is not None:
+            parts.append(f"{v.label}: {c:7.3f}s cpu" + (f" x{r:.2f}" if r else ""))
+    log("  ".join(parts))
+    return row
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+_NAME = re.compile(r'^\s*name:\s*"([^"]+)"', re.M)
+_TYPE = re.compile(r'^\s*type:\s*"([^"]+)"', re.M)
+
+
+def middle_layer(text: str) -> str:
+    """The name of the Convolution layer nearest the middle of the file (freeze's ``upto``)."""
+    names: list[str] = []
+    for block in re.split(r"\nlayers? \{", text)[1:]:
+        n, t = _NAME.search(block), _TYPE.search(block)
+        if n and t and t.group(1) == "Convolution":
+            names.append(n.group(1))
+    return names[len(names) // 2]
+
+
+def one_line_edit(text: str, layer: str) -> str:
+    """The file with one ``lr_mult`` of ``layer`` changed (the small edit of a reviewer's diff)."""
+    at = text.index(f'name: "{layer}"')
+    m = re.compile(r"lr_mult: (\S+)").search(text, at)
+    if m is None:  # a deploy net: add a decay_mult-free param block instead
+        end = text.index("\n", at)
+        return text[: end + 1] + "  param { lr_mult: 0 }\n" + text[end + 1 :]
+    new = "0" if m.group(1) != "0" else "1"
+    return text[: m.start(1)] + new + text[m.end(1) :]
+
+
+def bench_net(
+    label: str,
+    layers: int,
+    path: Path,
+    variants: list[Variant],
+    repeat: int,
+    work: Path,
+    log: Callable[[str], None],
 ) -> list[Row]:
-    text = SHAPES[shape](n)
-    path = work / f"{shape}{n}.prototxt"
-    path.write_text(text)
-    mb = len(text.encode()) / 2**20
-    tf = best_of(lambda: tf_parse(text), repeat)
-    rows: list[Row] = []
-
-    tf_peak = peak_memory_mb("protobuf", str(path)) if memory else None
-
-    def add(op: str, fn: Callable[[], Any], args: list[str], files: int = 1) -> None:
-        ours = best_of(fn, repeat)
-        peak = peak_memory_mb(op, *args) if memory else None
-        rows.append(Row(f"{shape}", n, mb, op, ours, tf * files, peak, tf_peak))
-        log(f"  {shape:9} {n:>7} {op:12} {ours:8.3f}s  x{ours / (tf * files):5.2f}")
-
-    add("parse+print", lambda: op_parse_print(path), [str(path)])
-    add("check", lambda: op_check(path), [str(path)])
-    add("explain", lambda: op_explain(path), [str(path)])
-    if _have("apply"):
-        # (the child takes the layer name from the second path's name)
-        add("apply", lambda: op_apply(path, MIDDLE[shape](n)), [str(path), MIDDLE[shape](n)])
-    if _have("semdiff"):
-        new = work / f"{shape}{n}.new.prototxt"
-        new.write_text(_one_layer_frozen(text, MIDDLE[shape](n)))
-        add("diff", lambda: op_diff(path, new), [str(path), str(new)], files=2)
-    if shape == "chain" and _have("upgrade"):
-        v1 = v1chain(n)
-        v1_path = work / f"v1chain{n}.prototxt"
-        v1_path.write_text(v1)
-        tf_v1 = best_of(lambda: tf_parse(v1), repeat)
-        ours = best_of(lambda: op_upgrade(v1_path), repeat)
-        peak = peak_memory_mb("upgrade", str(v1_path)) if memory else None
-        tf_v1_peak = peak_memory_mb("protobuf", str(v1_path)) if memory else None
-        v1_mb = len(v1.encode()) / 2**20
-        rows.append(Row("v1chain", n, v1_mb, "upgrade", ours, tf_v1, peak, tf_v1_peak))
-        log(f"  {'v1chain':9} {n:>7} {'upgrade':12} {ours:8.3f}s  x{ours / tf_v1:5.2f}")
-    return rows
-
-
-def bench_corpus(repeat: int, memory: bool, log: Callable[[str], None]) -> list[Row]:
-    import csv
-
-    from rewriter.errors import RewriterError
-
-    manifest = CORPUS / "MANIFEST.tsv"
-    if not manifest.is_file():
-        log(f"  (no corpus at {CORPUS}: skipped)")
-        return []
-    with manifest.open(newline="") as fh:
-        entries = [(CORPUS / r["path"], r["kind"]) for r in csv.DictReader(fh, delimiter="\t")]
-    texts = {p: p.read_bytes().decode("utf-8", "surrogateescape") for p, _ in entries}
-    mb = sum(len(t.encode("utf-8", "surrogateescape")) for t in texts.values()) / 2**20
-    tf_each = {
-        p: best_of(lambda t=t: tf_parse(t, unknown_ok=True), repeat) for p, t in texts.items()
-    }
-
-    def each(fn: Callable[[Path], Any], paths: list[Path]) -> Callable[[], None]:
-        def run() -> None:
-            for p in paths:
-                with contextlib.suppress(RewriterError):  # refusals cost what they cost
-                    fn(p)
-
-        return run
-
-    nets = [p for p, kind in entries if kind == "net"]
-    everything = [p for p, _ in entries]
-    ops: list[tuple[str, Callable[[Path], Any], list[Path]]] = [
-        ("parse+print", op_parse_print, everything),
-        ("check", lambda p: op_check(p, lenient=True), everything),
-        ("explain", lambda p: op_explain(p, lenient=True), nets),
+    """check, explain, apply freeze, diff of a one-line edit, diff of the freeze output."""
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    mb = len(text.encode("utf-8", "surrogateescape")) / 2**20
+    upto = middle_layer(text)
+    stem = re.sub(r"\W+", "_", label)
+    edited = work / f"{stem}.edit.prototxt"
+    edited.write_text(one_line_edit(text, upto))
+    frozen = work / f"{stem}.frozen.prototxt"
+    subprocess.run(
+        variants[0].command(["apply", "freeze", "--set", f"upto={upto}", str(path)])
+        + ["-o", str(frozen), "-q"],
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    net = "caffe.NetParameter"
+    one = baseline(net, [path])
+    two_edit = baseline(net, [path, edited])
+    two_frozen = baseline(net, [path, frozen])
+    out = work / f"{stem}.out.prototxt"
+    cases = [
+        ("check", ["check", str(path)], one, "parse of the file"),
+        ("explain", ["explain", str(path)], one, "parse of the file"),
+        (
+            "apply freeze",
+            ["apply", "freeze", "--set", f"upto={upto}", str(path), "-o", str(out), "-q"],
+            one,
+            "parse of the input",
+        ),
+        ("diff 1-line edit", ["diff", str(path), str(edited)], two_edit, "parse of both files"),
+        ("diff frozen", ["diff", str(path), str(frozen)], two_frozen, "parse of both files"),
     ]
-    if _have("upgrade"):
-        ops.append(("upgrade", op_upgrade, everything))
     rows = []
-    listing = Path(tempfile.mkstemp(suffix=".txt")[1])
-    for name, fn, paths in ops:
-        run = each(fn, paths)
-        ours = best_of(run, repeat)
-        theirs = sum(tf_each[p] for p in paths)
-        listing.write_text("\n".join(str(p) for p in paths))
-        peak = peak_memory_mb(name + "@", str(listing)) if memory else None
-        tf_peak = peak_memory_mb("protobuf@", str(listing)) if memory else None
-        size = sum(len(texts[p].encode("utf-8", "surrogateescape")) for p in paths) / 2**20
-        label = f"corpus ({len(paths)} files)"
-        rows.append(Row(label, 0, size, name, ours, theirs, peak, tf_peak))
-        log(f"  corpus {name:12} {ours:8.3f}s  x{ours / theirs:5.2f}")
-    listing.unlink()
-    del mb
+    for op, argv, base, compares in cases:
+        row = Row(label, layers, mb, op, compares)
+        rows.append(measure(row, variants, argv, base, repeat, log))
     return rows
 
 
-def startup(runs: int = 7) -> list[tuple[str, float, float]]:
-    """Median and minimum wall time of whole processes (the installed script when present)."""
-    script = Path(sys.executable).with_name("rewriter")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "rewriter.cli"]
-    cases = [("--version", ["--version"]), ("--help", ["--help"])]
-    if _have("apply"):
-        cases.append(
-            (
-                "apply freeze --set upto=pool2/3x3_s2 examples/seed_net.prototxt",
-                ["apply", "freeze", "--set", "upto=pool2/3x3_s2", str(SEED)],
-            )
-        )
-    cases.append(("explain examples/seed_net.prototxt", ["explain", str(SEED)]))
-    out = []
-    for label, args in cases:
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            subprocess.run(cmd + args, capture_output=True, cwd=REPO, check=False)
-            times.append(time.perf_counter() - start)
-        out.append((label, statistics.median(times), min(times)))
-    return out
+def bench_upgrade(
+    n: int, variants: list[Variant], repeat: int, work: Path, log: Callable[[str], None]
+) -> Row:
+    path = work / f"v1chain{n}.prototxt"
+    path.write_text(SHAPES["v1chain"](n))
+    mb = path.stat().st_size / 2**20
+    row = Row("v1chain", n, mb, "upgrade -o", "parse of the V1 file")
+    argv = ["upgrade", str(path), "-o", str(work / f"v1chain{n}.up.prototxt")]
+    return measure(row, variants, argv, baseline("caffe.NetParameter", [path]), repeat, log)
+
+
+def startup(variants: list[Variant], repeat: int, log: Callable[[str], None]) -> list[Row]:
+    """Small commands on the seed net: what a user waits for at the prompt."""
+    seed = str(SEED.relative_to(REPO))
+    cases: list[tuple[str, list[str] | None, list[str] | None]] = [
+        ("python -c pass (floor)", None, [sys.executable, "-c", "pass"]),
+        ("protobuf parse of the seed", None, baseline("caffe.NetParameter", [SEED])),
+        ("rewriter --version", ["--version"], None),
+        ("rewriter --help", ["--help"], None),
+        (f"rewriter check {seed}", ["check", seed], None),
+        (f"rewriter explain {seed}", ["explain", seed], None),
+        (f"rewriter apply seed-freeze {seed}", ["apply", "seed-freeze", seed], None),
+    ]
+    rows = []
+    for op, argv, base in cases:
+        row = Row("seed", 0, SEED.stat().st_size / 2**20, op, "")
+        rows.append(measure(row, variants, argv, base, repeat, log))
+    return rows
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -389,41 +306,56 @@ def _f(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def table(rows: list[Row]) -> list[str]:
-    lines = [
-        "| input | layers | MB | operation | ours (s) | protobuf (s) | ratio | µs/layer "
-        "| peak MB | peak/size | protobuf peak MB |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def table(rows: list[Row], variants: list[Variant]) -> list[str]:
+    labels = [v.label for v in variants]
+    head = "| input | layers | MB | operation | protobuf CPU s |"
+    rule = "|---|---:|---:|---|---:|"
+    for lab in labels:
+        head += f" {lab} CPU s | {lab} ratio CPU | {lab} ratio wall | {lab} peak/size |"
+        rule += "---:|---:|---:|---:|"
+    lines = [head + " protobuf peak/size | compared with |", rule + "---:|---|"]
     for r in rows:
-        per = _f(r.us_per_layer, ".1f") if r.layers else "-"
-        rel = r.peak_mb / r.mb if r.peak_mb is not None and r.mb else None
-        lines.append(
-            f"| {r.input} | {r.layers or '-'} | {r.mb:.2f} | {r.op} | {r.ours:.3f} "
-            f"| {_f(r.theirs, '.3f')} | {_f(r.ratio, '.2f')} | {per} | {_f(r.peak_mb, '.0f')} "
-            f"| {_f(rel, '.1f')} | {_f(r.theirs_peak_mb, '.0f')} |"
+        line = (
+            f"| {r.input} | {r.layers or '-'} | {r.mb:.2f} | {r.op} | "
+            f"{_f(r.base_med('cpu'), '.3f')} |"
         )
+        for lab in labels:
+            peak = r.med(lab, "peak_mb")
+            line += (
+                f" {_f(r.med(lab, 'cpu'), '.3f')} | {_f(r.ratio(lab, 'cpu'), '.2f')} "
+                f"| {_f(r.ratio(lab, 'wall'), '.2f')} "
+                f"| {_f(peak / r.mb if peak else None, '.1f')} |"
+            )
+        bpeak = r.base_med("peak_mb")
+        line += f" {_f(bpeak / r.mb if bpeak else None, '.1f')} | {r.compares} |"
+        lines.append(line)
     return lines
 
 
-def scaling(rows: list[Row]) -> list[str]:
-    sizes = sorted({r.layers for r in rows if r.layers})
-    head = " | ".join(f"µs/layer @{n // 1000}k" for n in sizes)
-    lines = [
-        f"| input | operation | {head} | 100k/10k time |",
-        "|---|---|" + "---:|" * (len(sizes) + 1),
-    ]
-    keys = sorted({(r.input, r.op) for r in rows if r.layers}, key=lambda k: (k[0], k[1]))
-    for inp, op in keys:
-        by = {r.layers: r for r in rows if r.input == inp and r.op == op}
-        cells = " | ".join(_f(by[n].us_per_layer if n in by else None, ".1f") for n in sizes)
-        ratio = by[100_000].ours / by[10_000].ours if 100_000 in by and 10_000 in by else None
-        flag = "" if ratio is None or ratio <= 12 else " (over 12)"
-        lines.append(f"| {inp} | {op} | {cells} | {_f(ratio, '.1f')}{flag} |")
+def startup_table(rows: list[Row], variants: list[Variant]) -> list[str]:
+    labels = [v.label for v in variants]
+    head = "| command |" + "".join(
+        f" {lab} wall s | {lab} CPU s | {lab} peak MB |" for lab in labels
+    )
+    lines = [head, "|---|" + "---:|---:|---:|" * len(labels)]
+    for r in rows:
+        cells = ""
+        for lab in labels:
+            if r.ours.get(lab):
+                cells += (
+                    f" {_f(r.med(lab, 'wall'), '.3f')} | {_f(r.med(lab, 'cpu'), '.3f')} "
+                    f"| {_f(r.med(lab, 'peak_mb'), '.0f')} |"
+                )
+            elif r.base:  # a reference process: the same in every column
+                cells += (
+                    f" {_f(r.base_med('wall'), '.3f')} | {_f(r.base_med('cpu'), '.3f')} "
+                    f"| {_f(r.base_med('peak_mb'), '.0f')} |"
+                )
+        lines.append(f"| `{r.op}` |{cells}")
     return lines
 
 
-def machine() -> list[str]:
+def machine(load_before: str, load_after: str) -> list[str]:
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -445,70 +377,123 @@ def machine() -> list[str]:
         f"- `uname -a`: `{' '.join(platform.uname())}`",
         f"- CPU: {cpu} ({os.cpu_count()} cores)",
         f"- Python {platform.python_version()}, protobuf {google.protobuf.__version__} ({impl})",
+        f"- load average (1, 5, 15 min) at the start: {load_before}; at the end: {load_after}",
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1k and 10k layers; no corpus memory")
-    ap.add_argument("--sizes", default=None, help="layer counts, e.g. 1000,10000,100000")
-    ap.add_argument("--shapes", default="chain,resnet,densenet")
-    ap.add_argument("--repeat", type=int, default=None, help="best of N (default 3; 1 at 100k)")
-    ap.add_argument("--no-memory", action="store_true", help="skip the forked memory runs")
-    ap.add_argument("--no-corpus", action="store_true")
-    ap.add_argument("--write", type=Path, default=None, help="also write the report (markdown)")
-    ap.add_argument("--peak-of", nargs="+", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.peak_of:
-        _peak_child(args.peak_of[0], args.peak_of[1:])
-        return 0
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
+
+def export_tree(rev: str, dest: Path) -> Path:
+    """The package (and its recipes) as of git ``rev``, for ``--before``: run by putting it
+    first on PYTHONPATH, ahead of the editable install."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "rewriter", "recipes", "proto"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1k and 10k layers, one real net")
+    ap.add_argument("--repeat", type=int, default=None, help="pairs per row (default 5/3/1)")
+    ap.add_argument("--before", metavar="REV", default=None, help="also run git REV's code")
+    ap.add_argument("--sizes", default=None, help="BN+Scale ResNet sizes, e.g. 1000,10000")
+    ap.add_argument("--no-startup", action="store_true")
+    ap.add_argument("--write", type=Path, default=None, help="also write the report (markdown)")
+    ap.add_argument("--json", type=Path, default=None, help="also write every sample (JSON)")
+    args = ap.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    load_before = _load()
+    started = time.perf_counter()
     sizes = [
         int(s)
         for s in (args.sizes or ("1000,10000" if args.quick else "1000,10000,100000")).split(",")
     ]
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+    def reps(n: int) -> int:
+        return args.repeat or (5 if n <= 2000 else 3 if n <= 20_000 else 1)
 
     rows: list[Row] = []
+    starts: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="rewriter-bench-") as tmp:
         work = Path(tmp)
-        for shape in args.shapes.split(","):
-            for n in sizes:
-                repeat = args.repeat or (1 if n >= 100_000 else 3)
-                rows += bench_generated(shape, n, repeat, not args.no_memory, work, log)
-    if not args.no_corpus:
-        rows += bench_corpus(
-            args.repeat or (1 if args.quick else 2), not (args.quick or args.no_memory), log
-        )
-    starts = startup()
+        variants = [Variant("ours")]
+        if args.before:
+            tree = export_tree(args.before, work / "before")
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            variants.append(Variant(f"before ({args.before})", env))
+        for n in sizes:
+            path = work / f"resnet_bn{n}.prototxt"
+            path.write_text(SHAPES["resnet_bn"](n))
+            layers = len(re.findall(r"^layer \{", path.read_text(), re.M))
+            rows += bench_net("resnet_bn", layers, path, variants, reps(n), work, log)
+        reals = list(REAL_NETS.items())[: 1 if args.quick else None]
+        for label, rel in reals:
+            path = CORPUS / rel
+            if path.is_file():
+                layers = len(re.findall(r"^layers? \{", path.read_text(), re.M))
+                rows += bench_net(label, layers, path, variants, reps(layers), work, log)
+            else:
+                log(f"  (no {path}: skipped)")
+        if not args.quick:
+            for shape in ("chain", "resnet", "densenet"):
+                path = work / f"{shape}10000.prototxt"
+                path.write_text(SHAPES[shape](10_000))
+                rows += bench_net(shape, 10_000, path, variants, reps(10_000), work, log)
+            rows.append(bench_upgrade(10_000, variants, reps(10_000), work, log))
+        if not args.no_startup:
+            starts = startup(variants, args.repeat or 9, log)
+    took = time.perf_counter() - started
 
+    cmd = f"python bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}"
     report = [
         "# Benchmark results",
         "",
-        "Output of `python bench/run.py` (what each column means: docs/benchmarks.md).",
+        "Output of `bench/run.py` (what each column compares: docs/benchmarks.md). Whole",
+        "processes; each run of ours is paired with a run of the protobuf-only baseline process",
+        "next to it, and a ratio is the median of the per-pair ratios.",
         "",
         "## Machine",
         "",
-        *machine(),
+        *machine(load_before, _load()),
+        f"- took {took / 60:.1f} min",
         "",
-        f"Command: `python bench/run.py {' '.join(argv or sys.argv[1:])}`".rstrip(),
+        f"Command: `{cmd.rstrip()}`",
+        "",
+        "## Operations",
+        "",
+        *table(rows, variants),
         "",
     ]
-    report += ["## Operations", "", *table(rows), ""]
-    report += ["## Scaling", "", *scaling(rows), ""]
-    report += [
-        "## Start-up (whole processes)",
-        "",
-        "| command | median (s) | min (s) |",
-        "|---|---:|---:|",
-    ]
-    report += [f"| `rewriter {label}` | {med:.3f} | {low:.3f} |" for label, med, low in starts]
+    if starts:
+        report += ["## Start-up (whole processes, medians)", "", *startup_table(starts, variants)]
     text = "\n".join(report) + "\n"
     print(text)
     if args.write is not None:
         args.write.write_text(text)
+    if args.json is not None:
+        dump = [
+            {
+                "input": r.input,
+                "layers": r.layers,
+                "mb": r.mb,
+                "op": r.op,
+                "protobuf": [s.__dict__ for s in r.base],
+                "ours": {k: [s.__dict__ for s in v] for k, v in r.ours.items()},
+            }
+            for r in rows + starts
+        ]
+        args.json.write_text(json.dumps(dump, indent=1))
     return 0
 
 
