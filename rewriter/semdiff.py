@@ -454,15 +454,12 @@ def _path_text(parts: Sequence[Any]) -> str:
 
 
 def _deep_changes(old: dict[str, Any], new: dict[str, Any]) -> list[FieldChange]:
-    """Field changes between two plain dicts (deepdiff, imported here: it is slow to import)."""
+    """Field changes between two plain dicts, as deepdiff reports them without its threshold
+    (rewriter.plaindiff: deepdiff itself only for what that does not model)."""
     if old == new:
         return []
-    from deepdiff import DeepDiff
+    from rewriter.plaindiff import plain_diff
 
-    try:
-        dd = DeepDiff(old, new, view="tree", threshold_to_diff_deeper=0)
-    except TypeError:  # deepdiff < 8 has no threshold_to_diff_deeper
-        dd = DeepDiff(old, new, view="tree")
     kinds = {
         "values_changed": "changed",
         "type_changes": "changed",
@@ -472,13 +469,12 @@ def _deep_changes(old: dict[str, Any], new: dict[str, Any]) -> list[FieldChange]
         "iterable_item_removed": "removed",
     }
     out: list[tuple[list[Any], FieldChange]] = []
-    for report, levels in dd.items():
+    for path, report, t1, t2 in plain_diff(old, new, threshold=0):
         change = kinds.get(report, "changed")
-        for level in levels:
-            parts = list(level.path(output_format="list"))
-            o = None if change == "added" else level.t1
-            n = None if change == "removed" else level.t2
-            out.append((parts, FieldChange(_path_text(parts), change, o, n)))
+        parts = list(path)
+        o = None if change == "added" else t1
+        n = None if change == "removed" else t2
+        out.append((parts, FieldChange(_path_text(parts), change, o, n)))
     rank: dict[tuple[Any, ...], int] = {}
     _rank_paths((), old, rank)
     _rank_paths((), new, rank)
