@@ -406,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", metavar="REV", default=None, help="also run git REV's code")
     ap.add_argument("--sizes", default=None, help="BN+Scale ResNet sizes, e.g. 1000,10000")
     ap.add_argument("--no-startup", action="store_true")
+    ap.add_argument("--startup-only", action="store_true", help="only the start-up table")
     ap.add_argument("--write", type=Path, default=None, help="also write the report (markdown)")
     ap.add_argument("--json", type=Path, default=None, help="also write every sample (JSON)")
     args = ap.parse_args(argv)
@@ -432,12 +433,12 @@ def main(argv: list[str] | None = None) -> int:
             tree = export_tree(args.before, work / "before")
             env = dict(os.environ, PYTHONPATH=str(tree))
             variants.append(Variant(f"before ({args.before})", env))
-        for n in sizes:
+        for n in [] if args.startup_only else sizes:
             path = work / f"resnet_bn{n}.prototxt"
             path.write_text(SHAPES["resnet_bn"](n))
             layers = len(re.findall(r"^layer \{", path.read_text(), re.M))
             rows += bench_net("resnet_bn", layers, path, variants, reps(n), work, log)
-        reals = list(REAL_NETS.items())[: 1 if args.quick else None]
+        reals = list(REAL_NETS.items())[: 0 if args.startup_only else 1 if args.quick else None]
         for label, rel in reals:
             path = CORPUS / rel
             if path.is_file():
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += bench_net(label, layers, path, variants, reps(layers), work, log)
             else:
                 log(f"  (no {path}: skipped)")
-        if not args.quick:
+        if not (args.quick or args.startup_only):
             for shape in ("chain", "resnet", "densenet"):
                 path = work / f"{shape}10000.prototxt"
                 path.write_text(SHAPES[shape](10_000))
