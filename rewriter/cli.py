@@ -126,6 +126,10 @@ def check(
             bound, diags = diagnose(read_text(path), str(path), schema, root, lenient)
             if bound is not None:
                 detected = "solver" if bound.root.endswith("SolverParameter") else "net"
+            if bound is not None and detected == "net" and bound.ok:
+                from .diagnose import net_init_diagnostics
+
+                diags = diags + net_init_diagnostics(bound.document, bound.message)
         except RewriterError as e:
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
@@ -191,27 +195,33 @@ def explain(
         if not name or not num.isdigit():
             _fail(f"--param-count takes TYPE=N, not {item!r}")
         counts[name] = int(num)
+    from .diagnose import located
     from .graph import build_graph
 
     # Past binding only the message is needed: the lossless tree goes before the graph is
-    # built, so the two never take memory at the same time.
+    # built, so the two never take memory at the same time (an error re-reads the file).
     message = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"]).message
-    graph = build_graph(
-        message, phase=phase, stages=tuple(stage or ()), level=level, param_counts=counts or None
-    )
-    result = graph.backward()
     shape_res: Any = None
     weight_rep: Any = None
-    if shapes:
-        from .shapes import infer_shapes
-
-        shape_res = infer_shapes(graph, phase, message=message, param_counts=counts or None)
-    if weights is not None:
-        from .weights import check_weights
-
-        weight_rep = check_weights(
-            graph, weights, message=message, net_label=str(net), param_counts=counts or None
+    with located(net, phase):
+        graph = build_graph(
+            message,
+            phase=phase,
+            stages=tuple(stage or ()),
+            level=level,
+            param_counts=counts or None,
         )
+        result = graph.backward()
+        if shapes:
+            from .shapes import infer_shapes
+
+            shape_res = infer_shapes(graph, phase, message=message, param_counts=counts or None)
+        if weights is not None:
+            from .weights import check_weights
+
+            weight_rep = check_weights(
+                graph, weights, message=message, net_label=str(net), param_counts=counts or None
+            )
     if fmt == "json":
         data = result.to_json()
         if layer is not None:
