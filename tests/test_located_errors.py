@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import CORPUS, ORACLE, REPO, need_shared
+from .test_cli_explain import run
 
 SEED = REPO / "examples" / "seed_net.prototxt"
 TYPO = ('bottom: "pool1/norm1"', 'bottom: "pool1/norm_1"')
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rewriter.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
 
 
 @pytest.fixture
