@@ -18,6 +18,8 @@ as :class:`~rewriter.shapes.ShapeError`): pass, as keyword arguments, what cause
   more than once in the file, else to the last one): ``bottom`` 1 is the second bottom;
 * ``hint``: what to do next, e.g. :func:`rewriter.errors.did_you_mean`'s text.
 
+An error about the net itself rather than a layer gives ``field`` alone (``input_dim``).
+
 :func:`diagnostic` turns such an error and the file's lossless tree into a
 :class:`~rewriter.errors.Diagnostic` with the caret at the offending value; when that field is
 not written (a default value, an automatic top), at the layer's ``name:``, then at the layer
@@ -141,7 +143,8 @@ def diagnostic(
     ``phase`` defaults to the one the error was raised in; ``path`` to ``doc.path``.
     """
     phase = phase or error.phase
-    where = f" in phase {phase}" if phase else ""
+    # the in-memory upgrade refuses a file whatever the phase
+    where = f" in phase {phase}" if phase and error.location != "upgrade_proto.cpp" else ""
     loc = locate_error(error, doc, exact_index=exact_index)
     if loc is not None and path is not None:
         loc = replace(loc, path=path)
@@ -163,7 +166,9 @@ def locate_error(error: CaffeError, doc: Document, *, exact_index: bool = False)
     blocks = [f for f in doc.fields if f.name in ("layer", "layers") and _body(f) is not None]
     block = _find_block(blocks, error.layer, error.layer_index, exact_index)
     offset: int | None = None
-    if block is None:
+    if block is None and error.layer is None and error.layer_index is None and error.field:
+        offset = _find(doc.body, error.field, error.index)  # a net-level field
+    elif block is None:
         offset = _legacy_input(doc, error)
     else:
         offset = _in_block(block, error.field, error.index)

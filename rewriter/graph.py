@@ -766,10 +766,19 @@ def _upgrade_inputs(net: Any) -> Any:
     if has_shape or has_dim:
         if has_shape and len(net.input_shape) < len(net.input):
             raise CaffeError(
-                "Exactly one input_shape must be specified per input.", "upgrade_proto.cpp"
+                "Exactly one input_shape must be specified per input.",
+                "upgrade_proto.cpp",
+                field="input",
+                index=len(net.input_shape),
+                hint=f"give one input_shape per input ({len(net.input)})",
             )
         if has_dim and not has_shape and len(net.input_dim) < 4 * len(net.input):
-            raise CaffeError("Incorrect input blob dimension specifications.", "upgrade_proto.cpp")
+            raise CaffeError(
+                "Incorrect input blob dimension specifications.",
+                "upgrade_proto.cpp",
+                field="input_dim",
+                hint=f"give 4 input_dim per input ({4 * len(net.input)} in all)",
+            )
         alone = len(out.layer) == 0
         layer = out.layer.add() if alone else type(out.layer[0])()
         layer.name = "input"
@@ -832,7 +841,7 @@ def upgrade_net_message(net: Any) -> Any:
     """
     if len(net.layers) > 0 and len(net.layer) > 0:
         # Caffe refuses such a file rather than dropping one of the two lists.
-        raise CaffeError(MIXED_LAYER_FORMATS, "upgrade_proto.cpp")
+        raise CaffeError(MIXED_LAYER_FORMATS, "upgrade_proto.cpp", field="layers")
     if any(layer.HasField("layer") for layer in net.layers):
         # V0 data layers carry source/batchsize/cropsize... that only the full upgrade (the port
         # of upgrade_proto.cpp) moves into data_param/transform_param; shapes need them.

@@ -218,3 +218,55 @@ def test_a_fork_filler_is_a_warning_at_its_type() -> None:
     line = next(i for i, t in enumerate(lines) if 'type: "gabor"' in t) + 1
     assert f"{path}:{line}:" in proc.stdout
     assert message.removeprefix("F filler.hpp: ") in proc.stdout
+
+
+# --- legacy formats and net-level fields ----------------------------------------------------
+
+
+def test_v1_shared_param_mismatch_points_at_its_blobs_lr(tmp_path: Path) -> None:
+    """The oracle's V1 case (legacy inputs, ``blobs_lr``) with conv2 sharing conv1's weights
+    under another lr: V1 spells ``param { name lr_mult }`` as ``param:`` and ``blobs_lr:``."""
+    need_shared()
+    text = (ORACLE / "backward" / "legacy_v1_layers_blobs_lr.prototxt").read_text()
+    first = "blobs_lr: 0 blobs_lr: 0 weight_decay: 0"
+    second = "blobs_lr: 0 blobs_lr: 2 weight_decay: 1"
+    assert text.count(first) == text.count(second) == 1
+    text = text.replace(first, 'param: "w" blobs_lr: 1 blobs_lr: 0 weight_decay: 0')
+    text = text.replace(second, 'param: "w" blobs_lr: 0 blobs_lr: 2 weight_decay: 1')
+    path = tmp_path / "v1_shared.prototxt"
+    path.write_text(text)
+    lines = text.splitlines()
+    n = next(i for i, t in enumerate(lines) if 'param: "w" blobs_lr: 0' in t)
+    col = lines[n].index("blobs_lr: 0") + len("blobs_lr: ") + 1
+    proc = run("check", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:{n + 1}:{col}: error:" in proc.stderr
+    assert "Shared param 'w' has mismatched lr_mult." in proc.stderr
+    assert "layer 'conv1' shares this param with lr_mult: 1" in proc.stderr
+
+
+def test_mixed_layer_formats_in_caffes_words() -> None:
+    need_shared()
+    case = ORACLE / "upgrade" / "mixed_layer_and_layers_error"
+    words = (case.parent / f"{case.name}.error.txt").read_text().strip()
+    path = case.parent / f"{case.name}.prototxt"
+    lines = path.read_text().splitlines()
+    line = next(i for i, t in enumerate(lines) if t.startswith("layers")) + 1
+    proc = run("check", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:{line}:1: error: Caffe refuses the net (upgrade_proto.cpp): {words}" in (
+        proc.stderr
+    )
+
+
+def test_legacy_input_dims_point_at_input_dim(tmp_path: Path) -> None:
+    path = tmp_path / "dims.prototxt"
+    path.write_text(
+        'input: "a"\ninput: "b"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 4\ninput_dim: 4\n'
+        'layer { name: "r" type: "ReLU" bottom: "a" top: "r" }\n'
+    )
+    proc = run("check", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:3:12: error: " in proc.stderr
+    assert "Incorrect input blob dimension specifications." in proc.stderr
+    assert "give 4 input_dim per input (8 in all)" in proc.stderr
