@@ -110,7 +110,8 @@ def check(
     kind: KindOpt = None,
     proto: ProtoOpt = None,
 ) -> None:
-    """Parse and validate files against the Caffe schema (exit 0 valid, 2 invalid)."""
+    """Parse and validate files against the Caffe schema and, for nets, Caffe's Net::Init
+    wiring in TRAIN, TEST and the stages the rules name (exit 0 valid, 2 invalid)."""
     from .bind import diagnose
     from .errors import Diagnostic
     from .fileio import read_text
@@ -227,7 +228,7 @@ def explain(
         if layer is not None:
             data["layers"] = [d for d in data["layers"] if d["name"] == layer]
             if not data["layers"]:
-                _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+                _fail(_no_layer(net, layer, phase, [v.name for v in result.layers]))
         if shape_res is not None:
             data["shapes"] = shape_res.to_json()
         if weight_rep is not None:
@@ -251,7 +252,7 @@ def explain(
                 try:
                     typer.echo(render_layer(result, layer))
                 except KeyError:
-                    _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+                    _fail(_no_layer(net, layer, phase, [v.name for v in result.layers]))
             else:
                 typer.echo(render_table(result, color=sys.stdout.isatty()))
         if shape_res is not None:
@@ -264,6 +265,13 @@ def explain(
                 typer.echo(line)
     if weight_rep is not None and not weight_rep.ok:
         raise typer.Exit(EXIT_FOUND)
+
+
+def _no_layer(net: Path, layer: str, phase: str, names: list[str]) -> str:
+    from .errors import did_you_mean
+
+    hint = did_you_mean(layer, names)
+    return f"{net}: no layer named {layer!r} in phase {phase}" + (f"; {hint}" if hint else "")
 
 
 def main() -> None:

@@ -270,3 +270,38 @@ def test_legacy_input_dims_point_at_input_dim(tmp_path: Path) -> None:
     assert f"{path}:3:12: error: " in proc.stderr
     assert "Incorrect input blob dimension specifications." in proc.stderr
     assert "give 4 input_dim per input (8 in all)" in proc.stderr
+
+
+def test_near_miss_layer_type_is_a_located_warning(tmp_path: Path) -> None:
+    """BVLC has no ``Convolutoin``; a fork might, so check warns (exit 0) and suggests."""
+    text = SEED.read_text()
+    at = text.index('type: "Convolution"')
+    bad = text[:at] + 'type: "Convolutoin"' + text[at + len('type: "Convolution"') :]
+    path = tmp_path / "type_typo.prototxt"
+    path.write_text(bad)
+    line = bad.count("\n", 0, at) + 1
+    proc = run("check", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{path}:{line}:" in proc.stdout
+    assert "Unknown layer type: Convolutoin" in proc.stdout
+    assert "did you mean 'Convolution'?" in proc.stdout
+    assert "ok, net (1 warning(s))" in proc.stdout
+
+
+def test_include_and_exclude_rules_point_at_exclude(tmp_path: Path) -> None:
+    text = SEED.read_text()
+    at = text.index('type: "Convolution"')
+    both = "include { phase: TRAIN }\n  exclude { phase: TEST }\n  "
+    path = tmp_path / "both_rules.prototxt"
+    path.write_text(text[:at] + both + text[at:])
+    line = text.count("\n", 0, at) + 2
+    proc = run("check", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:{line}:" in proc.stderr
+    assert "Specify either include rules or exclude rules; not both." in proc.stderr
+
+
+def test_explain_layer_typo_suggests_the_name() -> None:
+    proc = run("explain", str(SEED), "--layer", "conv2/3x3_reduc")
+    assert proc.returncode == 2
+    assert "did you mean 'conv2/3x3_reduce'?" in proc.stderr
