@@ -67,6 +67,7 @@ def located(path: str | Path, phase: str | None = None) -> Iterator[None]:
         yield
     except CaffeError as e:
         if e.diagnostic is None:
+            e.phase = e.phase or phase
             doc = _read(path)
             if doc is not None:
                 e.diagnostic = diagnostic(e, doc, phase)
@@ -164,7 +165,7 @@ def locate_error(error: CaffeError, doc: Document, *, exact_index: bool = False)
     ``exact_index``: ``layer_index`` counts the file's own layer blocks (no name to check).
     """
     blocks = [f for f in doc.fields if f.name in ("layer", "layers") and _body(f) is not None]
-    block = _find_block(blocks, error.layer, error.layer_index, exact_index)
+    block = _find_block(blocks, error.layer, error.layer_index, exact_index, error.phase)
     offset: int | None = None
     if block is None and error.layer is None and error.layer_index is None and error.field:
         offset = _find(doc.body, error.field, error.index)  # a net-level field
@@ -211,7 +212,7 @@ def _scalar(token: str) -> str:
 
 
 def _find_block(
-    blocks: list[Field], name: str | None, index: int | None, exact: bool
+    blocks: list[Field], name: str | None, index: int | None, exact: bool, phase: str | None
 ) -> Field | None:
     if exact or name is None:
         return blocks[index] if index is not None and 0 <= index < len(blocks) else None
@@ -222,8 +223,32 @@ def _find_block(
     named = [i for i, b in enumerate(blocks) if _name_of(b) == name]
     if not named:
         return None
+    if index is None and phase is not None and len(named) > 1:
+        # one name per phase (a TRAIN and a TEST "data" layer): the one the phase keeps
+        named = [i for i in named if _admits(blocks[i], phase)] or named
     near = index if index is not None else 0
     return blocks[min(named, key=lambda i: abs(i - near))]
+
+
+def _admits(block: Field, phase: str) -> bool:
+    """The block's include/exclude ``phase:`` rules keep it in ``phase`` (stages ignored)."""
+    body = _body(block)
+    if body is None:
+        return True
+
+    def phases(rule: str) -> list[str]:
+        out = []
+        for f in body.get_all(rule):
+            sub = _body(f)
+            p = sub.get("phase") if sub is not None else None
+            if p is not None:
+                out.append(p.value_text.strip())
+        return out
+
+    include = phases("include")
+    if include and phase not in include:
+        return False
+    return phase not in phases("exclude")
 
 
 def _in_block(block: Field, field: str | None, index: int | None) -> int | None:

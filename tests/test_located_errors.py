@@ -305,3 +305,22 @@ def test_explain_layer_typo_suggests_the_name() -> None:
     proc = run("explain", str(SEED), "--layer", "conv2/3x3_reduc")
     assert proc.returncode == 2
     assert "did you mean 'conv2/3x3_reduce'?" in proc.stderr
+
+
+@pytest.mark.parametrize(("phase", "want"), [("TRAIN", 0), ("TEST", 1)])
+def test_a_name_shared_by_phases_is_located_in_the_phase_kept(phase: str, want: int) -> None:
+    """An error naming only the layer (as shape checks may) goes to the block the phase
+    keeps: lenet's TRAIN and TEST data layers are both called "mnist"."""
+    need_shared()
+    from rewriter.cst import parse
+    from rewriter.diagnose import diagnostic
+    from rewriter.graph import CaffeError
+
+    path = CORPUS / "BVLC-caffe" / "examples" / "mnist" / "lenet_train_test.prototxt"
+    text = path.read_text()
+    lines = text.splitlines()
+    label_lines = [i + 1 for i, t in enumerate(lines) if t.strip() == 'top: "label"'][:2]
+    err = CaffeError("made up", "net.cpp", layer="mnist", field="top", index=1)
+    err.phase = phase
+    loc = diagnostic(err, parse(text, str(path))).location
+    assert loc is not None and loc.line == label_lines[want]
