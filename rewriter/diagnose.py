@@ -168,7 +168,7 @@ def locate_error(error: CaffeError, doc: Document, *, exact_index: bool = False)
     block = _find_block(blocks, error.layer, error.layer_index, exact_index, error.phase)
     offset: int | None = None
     if block is None and error.layer is None and error.layer_index is None and error.field:
-        offset = _find(doc.body, error.field, error.index)  # a net-level field
+        offset = _find(doc.body, error.field, error.index)[0]  # a net-level field
     elif block is None:
         offset = _legacy_input(doc, error)
     else:
@@ -256,13 +256,18 @@ def _in_block(block: Field, field: str | None, index: int | None) -> int | None:
     assert body is not None
     nested = _nested(block)
     if field:
+        partial: int | None = None  # the deepest enclosing message written, e.g. param[1]
         for where, path in _spellings(block.name, nested is not None, field):
             target = nested if where == "nested" else body
             if target is None:
                 continue
-            at = _find(target, path, index)
-            if at is not None:
+            at, complete = _find(target, path, index)
+            if complete:
                 return at
+            if partial is None and at is not None and path.count(".") > 0:
+                partial = at
+        if partial is not None:
+            return partial
     for target in (body, nested):
         name = target.get("name") if target is not None else None
         if name is not None:
@@ -286,8 +291,9 @@ def _spellings(kind: str, v0: bool, field: str) -> list[tuple[str, str]]:
     return out
 
 
-def _find(body: MessageBody, path: str, index: int | None) -> int | None:
-    """Offset of the value ``path`` names in ``body`` (see the module's contract)."""
+def _find(body: MessageBody, path: str, index: int | None) -> tuple[int | None, bool]:
+    """Offset of the value ``path`` names in ``body`` (see the module's contract), and whether
+    it was found whole; if not, the offset of the deepest message on the way (or None)."""
     segments = path.split(".")
     pending = index
     current: MessageBody | None = body
@@ -295,7 +301,7 @@ def _find(body: MessageBody, path: str, index: int | None) -> int | None:
     for k, segment in enumerate(segments):
         m = _SEGMENT.fullmatch(segment)
         if m is None or current is None:
-            return None
+            return offset, False
         occurrences = list(_values(current, m.group(1)))
         last = k == len(segments) - 1
         if m.group(2) is not None:
@@ -305,9 +311,9 @@ def _find(body: MessageBody, path: str, index: int | None) -> int | None:
         else:
             pick = 0
         if pick >= len(occurrences):
-            return None
+            return offset, False
         offset, current = occurrences[pick]
-    return offset
+    return offset, True
 
 
 def _values(body: MessageBody, name: str) -> Iterator[tuple[int, MessageBody | None]]:
@@ -331,5 +337,4 @@ def _legacy_input(doc: Document, error: CaffeError) -> int | None:
     """The ``Input`` layer the upgrade makes of legacy ``input:`` fields: point at those."""
     if error.layer != "input":
         return None
-    at = _find(doc.body, "input", error.index if error.field == "top" else 0)
-    return at
+    return _find(doc.body, "input", error.index if error.field == "top" else 0)[0]

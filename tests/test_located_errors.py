@@ -324,3 +324,28 @@ def test_a_name_shared_by_phases_is_located_in_the_phase_kept(phase: str, want: 
     err.phase = phase
     loc = diagnostic(err, parse(text, str(path))).location
     assert loc is not None and loc.line == label_lines[want]
+
+
+@pytest.mark.parametrize(
+    ("field", "anchor"),
+    [
+        ("top", 'top: "feat"'),  # written: its value
+        ("inner_product_param.axis", "inner_product_param {"),  # default: the enclosing block
+        ("param[1].lr_mult", 'name: "fc"'),  # no param block at all: the layer's name
+    ],
+)
+def test_an_unwritten_field_falls_back_to_what_encloses_it(field: str, anchor: str) -> None:
+    need_shared()
+    from rewriter.cst import parse
+    from rewriter.diagnose import diagnostic
+    from rewriter.graph import CaffeError
+
+    path = ORACLE / "backward" / "dup_top_error.prototxt"
+    text = path.read_text()
+    lines = text.splitlines()
+    n = next(i for i, t in enumerate(lines) if 'name: "fc"' in t)
+    value = anchor.split(": ", 1)[1] if ": " in anchor else anchor
+    col = lines[n].index(anchor) + len(anchor) - len(value) + 1
+    err = CaffeError("made up", "net.cpp", layer="fc", layer_index=3, field=field)
+    loc = diagnostic(err, parse(text, str(path))).location
+    assert loc is not None and (loc.line, loc.col) == (n + 1, col)
