@@ -130,7 +130,9 @@ def check(
             if bound is not None and detected == "net" and bound.ok:
                 from .diagnose import net_init_diagnostics
 
-                diags = diags + net_init_diagnostics(bound.document, bound.message)
+                message = bound.message
+                bound = None  # its lossless tree is re-read only to locate a finding
+                diags = diags + net_init_diagnostics(path, message)
         except RewriterError as e:
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]

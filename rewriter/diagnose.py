@@ -82,12 +82,20 @@ def located(path: str | Path, phase: str | None = None) -> Iterator[None]:
         raise err from None
 
 
-def net_init_diagnostics(doc: Document, message: Any) -> list[Diagnostic]:
-    """``rewriter check``'s Net::Init findings on a bound net, located in ``doc``."""
+def net_init_diagnostics(source: Document | str | Path, message: Any) -> list[Diagnostic]:
+    """``rewriter check``'s Net::Init findings on a bound net, located in ``source``: its
+    document, or its path to re-read only if there is a finding (a caller may free the
+    lossless tree of a big file before its graphs are built)."""
+    from .cst import Document
     from .initcheck import net_init_findings
     from .layer_params import BVLC_LAYER_TYPES
 
     found = net_init_findings(message, sorted(BVLC_LAYER_TYPES))
+    if found.error is None and not found.warnings:
+        return []
+    doc = source if isinstance(source, Document) else _read(source)
+    if doc is None:  # the file went away meanwhile: say it unlocated
+        doc = Document("", (), 0, path=str(source))
     out = [diagnostic(w, doc, severity="warning") for w in found.warnings]
     if found.error is not None:
         exact = found.error.location == "upgrade_proto.cpp" and found.error.layer is None
