@@ -109,6 +109,12 @@ def check(
     lenient: LenientOpt = False,
     kind: KindOpt = None,
     proto: ProtoOpt = None,
+    schema_only: Annotated[
+        bool,
+        typer.Option(
+            "--schema-only", help="Skip Net::Init's wiring checks (for net fragments, templates)."
+        ),
+    ] = False,
 ) -> None:
     """Parse and validate files against the Caffe schema and, for nets, Caffe's Net::Init
     wiring in TRAIN, TEST and the stages the rules name (exit 0 valid, 2 invalid)."""
@@ -127,7 +133,7 @@ def check(
             bound, diags = diagnose(read_text(path), str(path), schema, root, lenient)
             if bound is not None:
                 detected = "solver" if bound.root.endswith("SolverParameter") else "net"
-            if bound is not None and detected == "net" and bound.ok:
+            if bound is not None and detected == "net" and bound.ok and not schema_only:
                 from .diagnose import net_init_diagnostics
 
                 message = bound.message
