@@ -261,6 +261,9 @@ def main() -> None:
     from .commands import load_all
 
     load_all()
+    from .cli_help import polish
+
+    polish(app)
     try:
         # Without standalone mode click returns the code of a raised Exit instead of exiting.
         rc = app(standalone_mode=False)
