@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -28,7 +29,7 @@ from rewriter.weights import (
     read_caffemodel,
     shape_equals,
 )
-from tests.conftest import CORPUS, REPO, need_shared
+from tests.conftest import CORPUS, need_shared
 
 Shape = tuple[int, ...]
 
@@ -347,11 +348,8 @@ def test_streaming_reader_memory_is_bounded(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(os.environ.get("VIRTUAL_ENV", "/work/venv")) / "bin" / "rewriter"
-    if not exe.exists():
-        exe = REPO.parent / "venv" / "bin" / "rewriter"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "rewriter.cli", *args], capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
 
 
 def test_cli_weights_and_shapes(tmp_path: Path) -> None:
