@@ -83,3 +83,30 @@ def test_recipes_list_is_not_truncated_when_piped() -> None:
     assert r.returncode == 0
     assert "The result is checked with Caffe's Net::Init and shape inference." in r.stdout
     assert "..." not in r.stdout
+
+
+def test_builtin_recipe_on_a_net_without_its_layer_type_is_no_change() -> None:
+    r = cli("apply", "bn-frozen", str(SEED))
+    assert r.returncode == 0, r.stderr
+    assert "no change: the net has no BatchNorm layer" in r.stderr
+    assert r.stdout == ""
+
+
+def test_builtin_recipe_errors_name_its_options_not_its_toml() -> None:
+    r = cli("apply", "unfreeze", str(SEED))
+    assert r.returncode == 2
+    assert "recipe 'unfreeze' needs a selection: --set layers=A,B" in r.stderr
+    assert "--set after=LAYER" in r.stderr and "--set lr_mult=1.0" in r.stderr
+    assert "regex" not in r.stderr and "unfreeze.toml" not in r.stderr
+    r = cli("apply", "freeze", str(SEED), "--set", "glob=nothing*")
+    assert r.returncode == 2
+    assert "recipe 'freeze': no layer of this net matches the selection" in r.stderr
+    assert "allow_empty" not in r.stderr
+
+
+def test_builtin_recipe_descriptions_promise_only_real_options() -> None:
+    r = cli("recipes", "freeze")
+    assert "a regex" in r.stdout and "  regex (string" in r.stdout
+    r = cli("apply", "freeze", str(SEED), "--set", "regex=^conv1/")
+    assert r.returncode == 0, r.stderr
+    assert "1 layer(s)" in r.stderr

@@ -218,7 +218,7 @@ def apply_cmd(
 
 def _summary(data: dict[str, Any], written: bool) -> str:
     if data.get("skipped"):
-        return f"{data['path']}: skipped ({data['skipped']})"
+        return f"{data['path']}: no change: {data['skipped']}"
     n_checks = len(data["checks"])
     if not data["changed"]:
         return f"{data['path']}: no change ({n_checks} checks passed)"
@@ -320,9 +320,13 @@ def recipes_cmd(
         for o in opts.values():
             default = "required" if o.required else f"default {json.dumps(o.default)}"
             typer.echo(f"  {o.name} ({o.type}, {default}): {o.description}")
-    pre = [p for p, _ in recipe.all_preconditions() if p.has_layer or p.format != "any"]
+    pre = [
+        p for p, _ in recipe.all_preconditions() if p.has_layer or p.has_type or p.format != "any"
+    ]
     for p in pre:
         bits = [f"has_layer {p.has_layer}"] if p.has_layer else []
+        if p.has_type:
+            bits.append(f"has_type {p.has_type}")
         if p.format != "any":
             bits.append(f"format {p.format}")
         typer.echo(f"precondition: {', '.join(bits)} (on fail: {p.on_fail})")
