@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rewriter.cli_help import reflow
 
-from .conftest import REPO
+from .conftest import CORPUS, REPO, need_shared
 
 SEED = REPO / "examples" / "seed_net.prototxt"
 
@@ -110,3 +110,47 @@ def test_builtin_recipe_descriptions_promise_only_real_options() -> None:
     r = cli("apply", "freeze", str(SEED), "--set", "regex=^conv1/")
     assert r.returncode == 0, r.stderr
     assert "1 layer(s)" in r.stderr
+
+
+SIAMESE = "BVLC-caffe/examples/siamese/mnist_siamese_train_test.prototxt"
+SIAMESE_DEPLOY = "BVLC-caffe/examples/siamese/mnist_siamese.prototxt"
+EUCLID_ONLY = """name: "regress"
+layer { name: "d" type: "Data" top: "x" top: "y" data_param { source: "db" batch_size: 4 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "x" bottom: "y" top: "loss" }
+"""
+
+
+def test_deploy_keeps_the_prediction_of_a_loss_with_no_inference_form(tmp_path: Path) -> None:
+    need_shared()
+    net = str(CORPUS / SIAMESE)
+    out = tmp_path / "deploy.prototxt"
+    r = cli("deploy", net, "--set", "shape.pair_data=1,2,28,28", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "output feat: kept (ContrastiveLoss 'loss' read it)" in r.stdout
+    assert "net outputs: feat, feat_p" in r.stdout and "(none)" not in r.stdout
+    assert 'type: "ContrastiveLoss"' not in out.read_text()
+    # --set outputs=all on a net with no Softmax loss keeps every loss's predictions
+    r = cli("deploy", net, "--set", "shape.pair_data=1,2,28,28", "--set", "outputs=all")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) > 1000 and "net outputs: feat, feat_p" in r.stderr
+    # any blob is an output; BVLC's own deploy net of this example ends at 'feat'
+    r = cli("deploy", net, "--set", "shape.pair_data=1,2,28,28", "--set", "outputs=feat")
+    assert r.returncode == 0, r.stderr
+    assert "output feat: kept (asked for)" in r.stderr
+    shipped = cli("shapes", str(CORPUS / SIAMESE_DEPLOY), "--format", "json")
+    assert '"feat"' in shipped.stdout
+    mine = tmp_path / "feat.prototxt"
+    mine.write_text(r.stdout)
+    ours = cli("shapes", str(mine))
+    assert "feat  " in ours.stdout and "(1, 2)" in ours.stdout
+
+
+def test_deploy_refuses_a_net_with_no_output(tmp_path: Path) -> None:
+    net = tmp_path / "regress.prototxt"
+    net.write_text(EUCLID_ONLY)
+    out = tmp_path / "deploy.prototxt"
+    r = cli("deploy", str(net), "--set", "shape.x=4,3", "-o", str(out))
+    assert r.returncode == 2
+    assert "the deploy net would have no output" in r.stderr
+    assert "--set outputs=BLOB" in r.stderr
+    assert not out.exists()
