@@ -178,7 +178,6 @@ def explain(
     proto: ProtoOpt = None,
 ) -> None:
     """Which layers Caffe runs backward for, and why (Caffe's own Net::Init rules)."""
-    from .model import load
 
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):
@@ -195,7 +194,13 @@ def explain(
 
     # Past binding only the message is needed: the lossless tree goes before the graph is
     # built, so the two never take memory at the same time.
-    message = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"]).message
+    from .solver_ref import load_net_message
+
+    message, solver = load_net_message(net, lenient=lenient, schema=_schema(proto))
+    if solver is not None:  # a solver: its training net, in the solver's train_state
+        stage = stage or list(solver.stages)
+        level = level or solver.level
+        typer.echo(f"{net}: a solver; explaining {solver.describe()}", err=True)
     graph = build_graph(
         message, phase=phase, stages=tuple(stage or ()), level=level, param_counts=counts or None
     )

@@ -474,7 +474,7 @@ ROWS = [
         ["explain", IN],
         {IN: b"base_lr: 0.1\n"},
         2,
-        "unknown field 'base_lr' in caffe.NetParameter",
+        "this is a solver (caffe.SolverParameter), not a net, and it names no net",
         "1:1",
     ),
     Row(

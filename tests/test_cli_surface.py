@@ -154,3 +154,30 @@ def test_deploy_refuses_a_net_with_no_output(tmp_path: Path) -> None:
     assert "the deploy net would have no output" in r.stderr
     assert "--set outputs=BLOB" in r.stderr
     assert not out.exists()
+
+
+GOOGLENET_SOLVER = "BVLC-caffe/models/bvlc_googlenet/quick_solver.prototxt"
+
+
+def test_a_solver_given_to_a_net_command_names_its_net() -> None:
+    need_shared()
+    solver = str(CORPUS / GOOGLENET_SOLVER)
+    for command in ("shapes", "deploy", "graph"):
+        r = cli(command, solver)
+        assert r.returncode == 2, command
+        assert "this is a solver (caffe.SolverParameter), not a net" in r.stderr
+        assert 'net: "models/bvlc_googlenet/train_val.prototxt"' in r.stderr
+        assert "unknown field" not in r.stderr and "Traceback" not in r.stderr
+        assert f"{solver}:1:1: error" in r.stderr
+
+
+def test_explain_solver_explains_the_net_it_trains() -> None:
+    need_shared()
+    r = cli("explain", str(CORPUS / GOOGLENET_SOLVER))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("TRAIN net GoogleNet: 169 layers")
+    assert "a solver; explaining the net it trains (net: " in r.stderr
+    inline = CORPUS / "BVLC-caffe/examples/mnist/lenet_consolidated_solver.prototxt"
+    r = cli("explain", str(inline))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("TRAIN net LeNet")
