@@ -373,7 +373,7 @@ def deploy_document(
         if new_name in existing_tops:
             raise DeployError(
                 f"{doc.path}: the output name {new_name!r} is already a blob of the "
-                "net; choose another: --set output=NAME (Python: output='NAME')"
+                "net; choose another: --set output=NAME (Python API: output='NAME')"
             )
 
     removed_rows: list[tuple[int, str, str, str]] = []
@@ -684,7 +684,7 @@ def verify_deploy(
         raise DeployError(
             f"{doc.path}: the deploy net would have no output (nothing is left that a loss or "
             "a reader does not consume); name the blob(s) to keep: --set outputs=BLOB[,BLOB...] "
-            "(Python: outputs=['BLOB'])"
+            "(Python API: outputs=['BLOB'])"
         )
     result.shapes = shapes
     if not shapes.complete:

@@ -14,16 +14,16 @@ def shape(blobs: Sequence[str]) -> str:
     sets = " ".join(f"--set shape.{b}=N,C,H,W" for b in blobs)
     py = ", ".join(f"'{b}': [N, C, H, W]" for b in blobs)
     whose = "its" if len(blobs) == 1 else "their"
-    return f"give {whose} shape: {sets} (Python: input_shapes={{{py}}})"
+    return f"give {whose} shape: {sets} (Python API: input_shapes={{{py}}})"
 
 
 def image_size() -> str:
-    return "give it: --set height=H --set width=W (Python: height=H, width=W)"
+    return "give it: --set height=H --set width=W (Python API: height=H, width=W)"
 
 
 def param_count(layer_type: str) -> str:
-    return f"--param-count {layer_type}=N (Python: param_counts={{'{layer_type}': N}})"
+    return f"--param-count {layer_type}=N (Python API: param_counts={{'{layer_type}': N}})"
 
 
 def net_state() -> str:
-    return "--set stage=NAME or --set phase=TRAIN (Python: stage='NAME' or phase='TRAIN')"
+    return "--set stage=NAME or --set phase=TRAIN (Python API: stage='NAME' or phase='TRAIN')"

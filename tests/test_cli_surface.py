@@ -181,3 +181,33 @@ def test_explain_solver_explains_the_net_it_trains() -> None:
     r = cli("explain", str(inline))
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("TRAIN net LeNet")
+
+
+PYTHON_NET = """layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 } } }
+layer { name: "py" type: "Python" bottom: "x" top: "y" param { lr_mult: 1 }
+        python_param { module: "m" layer: "L" } }
+layer { name: "fb" type: "Frobnicate" bottom: "y" top: "z" param { lr_mult: 1 } }
+"""
+
+
+def test_hints_speak_cli(tmp_path: Path) -> None:
+    net = tmp_path / "net.prototxt"
+    net.write_text(PYTHON_NET)
+    r = cli("explain", str(net))
+    assert r.returncode == 0, r.stderr
+    assert "type 'Python' (1 layer(s): py) gets its parameter blobs from user code" in r.stdout
+    assert "'Python' (1 layer(s): py) is unknown" not in r.stdout
+    assert "to override: --param-count Python=N" in r.stdout
+    assert "type 'Frobnicate' (1 layer(s): fb) is unknown to BVLC Caffe" in r.stdout
+    data = tmp_path / "data.prototxt"
+    data.write_text(
+        'layer { name: "d" type: "Data" top: "data" top: "label" data_param { batch_size: 2 } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"\n'
+        "        inner_product_param { num_output: 2 } }\n"
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" }\n'
+    )
+    r = cli("deploy", str(data))
+    assert r.returncode == 2
+    assert "--set height=H --set width=W" in r.stderr
+    assert "--set shape.data=N,C,H,W" in r.stderr
+    assert "}}" not in r.stderr and "input_shapes={'data': [N, C, H, W]}" in r.stderr
