@@ -281,6 +281,9 @@ def _run(
     preconditions = recipe.resolve_preconditions(values)
     counts = dict(param_counts) if param_counts else None
 
+    from .model import require_net
+
+    require_net(doc0)
     with bulk():
         doc = fast_doc(doc0)
         newline = doc.newline

@@ -174,6 +174,9 @@ def deploy_document(
         raise DeployError(f"phase must be TRAIN or TEST, not {phase!r}")
     # Fork-only fields often sit in the data layers a deploy net drops: read the input
     # leniently; the result is held to the strict schema below (unless lenient).
+    from .model import require_net
+
+    require_net(doc)
     bound = bind(doc, schema, "caffe.NetParameter", lenient=True)
     bound.raise_for_errors()
     net: Any = bound.message
@@ -444,7 +447,10 @@ def deploy_document(
     result.kept = [(blob, why) for _, blob, why in keep]
     if editor is not None:
         return result
-    new_doc = parse(ed.apply().code, doc.path)
+    code = ed.apply().code
+    if code[:1] in ("\n", "\r") and doc.code[:1] not in ("\n", "\r"):
+        code = code.lstrip("\r\n")  # a layer inserted first brings its separator along
+    new_doc = parse(code, doc.path)
     result.document = new_doc
     verify_deploy(new_doc, result, lenient, schema)
     return result

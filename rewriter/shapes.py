@@ -315,7 +315,9 @@ def _data(ctx: _Ctx) -> _Result:
     batch = _batch(ctx, int(dp.batch_size), "data_param.batch_size")
     if all(_given(ctx, j) is not None for j in range(ctx.n_tops)):
         return [_given(ctx, j) or () for j in range(ctx.n_tops)], []
-    channels = _data_channels(ctx, "channels assumed 3 (stored in the database; pass channels)")
+    channels = _data_channels(
+        ctx, "channels assumed 3 (stored in the database; give them: --set channels=C)"
+    )
     h, w = _hw(ctx, _crop(ctx.msg, dp), 0, 0, "the database")
     return _image_tops(ctx, batch, channels, h, w)
 

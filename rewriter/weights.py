@@ -93,6 +93,20 @@ class WeightFile:
 _WT_VARINT, _WT_64, _WT_LEN, _WT_SGROUP, _WT_EGROUP, _WT_32 = 0, 1, 2, 3, 4, 5
 
 
+def _refuse_text(fh: IO[bytes], path: str) -> None:
+    """A prototxt given where the binary model goes: say so, not "field number 13 at byte 1"."""
+    from .fileio import looks_binary
+
+    head = fh.read(4096)
+    fh.seek(0)
+    start = head.lstrip()[:1]
+    if head and not looks_binary(head) and (start.isalpha() or start == b"#"):
+        raise WeightError(
+            f"{path}: a text file (a prototxt?), not a binary .caffemodel; weights takes "
+            "the net first and the model second: rewriter weights NET.prototxt MODEL.caffemodel"
+        )
+
+
 class _Stream:
     """A binary file read forward, with skips done by seeking (payloads are never read)."""
 
@@ -333,6 +347,7 @@ def iter_caffemodel(path: str | os.PathLike[str]) -> Iterator[SourceLayer | str]
         raise WeightError(f"{p}: cannot read: {e.strerror or e}") from None
     v1_names: dict[int, str] | None = None
     try:
+        _refuse_text(fh, p)
         s = _Stream(fh, size, p)
         index = 0
         while s.pos < size:
