@@ -111,7 +111,7 @@ def _unit(doc: Document) -> str:
 
     Computed once per Editor: on a file with no indentation at all it walks the whole tree.
     """
-    for _, f in doc.walk():
+    for _, f in doc.walk_depth():
         ind = f.indent
         if ind and "\n" in f.prefix:
             return ind if ind.strip() == "" else "  "

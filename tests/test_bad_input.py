@@ -996,3 +996,34 @@ def test_failed_check_writes_nothing(tmp_path: Path) -> None:
     assert "did you mean 'name'" in res.stderr
     assert p.read_bytes() == broken
     assert sorted(x.name for x in tmp_path.iterdir()) == [IN]
+
+
+# --- deep nesting ----------------------------------------------------------------------------
+
+
+def test_deep_nesting_upgrade_runs_in_linear_memory(tmp_path: Path) -> None:
+    """`upgrade` on 20,000 nested blocks: a located schema error in well under 400 MB.
+
+    Each tree walk kept a path per level (quadratic): 2.4 GB at this depth before the fix.
+    """
+    depth = 20_000
+    (tmp_path / IN).write_text("a { " * depth + "}" * depth)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, runpy; sys.argv = ['rewriter', 'upgrade', sys.argv[1]];"
+            "\ntry:\n    runpy.run_module('rewriter.cli', run_name='__main__')"
+            "\nfinally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]"
+            "\n    print('maxrss_kb', hwm[0].split()[1], file=sys.stderr)",
+            IN,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"{IN}:1:1: error: unknown field 'a' in caffe.NetParameter" in proc.stderr
+    rss_kb = int(proc.stderr.rsplit("maxrss_kb", 1)[1].split()[0])
+    assert rss_kb < 400 * 2**10, rss_kb
