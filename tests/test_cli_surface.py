@@ -211,3 +211,19 @@ def test_hints_speak_cli(tmp_path: Path) -> None:
     assert "--set height=H --set width=W" in r.stderr
     assert "--set shape.data=N,C,H,W" in r.stderr
     assert "}}" not in r.stderr and "input_shapes={'data': [N, C, H, W]}" in r.stderr
+
+
+def test_weights_tables_are_aligned(tmp_path: Path) -> None:
+    need_shared()
+    from .test_weights import LENET, LENET_NET, write_model
+
+    model = write_model(tmp_path / "lenet.caffemodel", LENET)
+    sets = ["--set", "channels=1", "--set", "height=28", "--set", "width=28"]
+    r = cli("weights", str(CORPUS / LENET_NET), str(model), *sets)
+    assert r.returncode == 0, r.stderr
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("  ") and "(" in ln]
+    assert len(rows) >= 4, r.stdout
+    # every row's type and shape columns start at the same place
+    type_cols = {ln.index(ln.split()[1], len(ln.split()[0]) + 2) for ln in rows}
+    shape_cols = {ln.index("(") for ln in rows}
+    assert len(type_cols) == 1 and len(shape_cols) == 1, r.stdout
