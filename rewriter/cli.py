@@ -148,6 +148,9 @@ def check(
         typer.echo(json.dumps({"files": results}, indent=2))
     elif fmt != "text":
         _fail(f"--format must be text or json, not {fmt!r}")
+    elif len(results) > 1 or any(p.is_dir() for p in files):
+        n_bad = sum(1 for r in results if not r["ok"])
+        typer.echo(f"{len(results)} file(s) checked: {len(results) - n_bad} ok, {n_bad} invalid")
     raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
 
 

@@ -227,3 +227,12 @@ def test_weights_tables_are_aligned(tmp_path: Path) -> None:
     type_cols = {ln.index(ln.split()[1], len(ln.split()[0]) + 2) for ln in rows}
     shape_cols = {ln.index("(") for ln in rows}
     assert len(type_cols) == 1 and len(shape_cols) == 1, r.stdout
+
+
+def test_check_dir_ends_with_a_count(tmp_path: Path) -> None:
+    (tmp_path / "a.prototxt").write_text('name: "a"\n')
+    (tmp_path / "b.prototxt").write_text("layer {\n")
+    (tmp_path / "c.prototxt").write_text('base_lr: 0.01\nlr_policy: "fixed"\n')
+    r = cli("check", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stdout.splitlines()[-1] == "3 file(s) checked: 2 ok, 1 invalid"
