@@ -35,6 +35,8 @@ def set_example(opt: Option) -> str:
         value = "A,B"
     elif opt.type in ("int", "float", "bool") and opt.default is not None:
         value = str(opt.default).lower() if opt.type == "bool" else str(opt.default)
+    elif opt.type in ("int", "float", "bool"):
+        value = {"int": "N", "float": "X", "bool": "true"}[opt.type]
     else:
         value = "VALUE"
     return f"--set {opt.name}={value}"
