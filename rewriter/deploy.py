@@ -447,10 +447,7 @@ def deploy_document(
     result.kept = [(blob, why) for _, blob, why in keep]
     if editor is not None:
         return result
-    code = ed.apply().code
-    if code[:1] in ("\n", "\r") and doc.code[:1] not in ("\n", "\r"):
-        code = code.lstrip("\r\n")  # a layer inserted first brings its separator along
-    new_doc = parse(code, doc.path)
+    new_doc = parse(ed.apply().code, doc.path)
     result.document = new_doc
     verify_deploy(new_doc, result, lenient, schema)
     return result

@@ -354,6 +354,8 @@ class Editor:
             # keep a space before whatever follows unless it brings its own
             suffix = "" if following.startswith((" ", "\t")) else " "
             return make_field(prefix + text + suffix)
+        if not before and body is self.doc.body:
+            return make_field(text)  # the file's first field: no blank line above it
         return make_field(style.newline + style.indent + text)
 
 

@@ -236,3 +236,12 @@ def test_check_dir_ends_with_a_count(tmp_path: Path) -> None:
     r = cli("check", str(tmp_path))
     assert r.returncode == 2
     assert r.stdout.splitlines()[-1] == "3 file(s) checked: 2 ok, 1 invalid"
+
+
+def test_deploy_output_does_not_start_with_a_blank_line() -> None:
+    r = cli("deploy", str(SEED), "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith('layer {\nname: "data"\ntype: "Input"'), r.stdout[:80]
+    r = cli("apply", "deploy", str(SEED))
+    assert r.returncode == 0, r.stderr
+    assert "+++ " in r.stdout and "\n+\n" not in r.stdout.split("@@", 2)[-1][:200]
