@@ -171,6 +171,9 @@ def check(
         hint = fork_hint(refused, "check", refused_paths)
         if hint is not None:
             typer.echo(hint, err=True)
+    if fmt == "text" and (len(results) > 1 or any(p.is_dir() for p in files)):
+        n_bad = sum(1 for r in results if not r["ok"])
+        typer.echo(f"{len(results)} file(s) checked: {len(results) - n_bad} ok, {n_bad} invalid")
     raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
 
 
@@ -201,7 +204,6 @@ def explain(
     proto: ProtoOpt = None,
 ) -> None:
     """Which layers Caffe runs backward for, and why (Caffe's own Net::Init rules)."""
-    from .model import load
 
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):
@@ -219,10 +221,18 @@ def explain(
 
     # Past binding only the message is needed: the lossless tree goes before the graph is
     # built, so the two never take memory at the same time (an error re-reads the file).
-    message = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"]).message
+    from .solver_ref import load_net_message
+
+    message, solver = load_net_message(net, lenient=lenient, schema=_schema(proto))
+    source: Path = net
+    if solver is not None:  # a solver: its training net, in the solver's train_state
+        stage = stage or list(solver.stages)
+        level = level or solver.level
+        source = solver.found or net
+        typer.echo(f"{net}: a solver; explaining {solver.describe()}", err=True)
     shape_res: Any = None
     weight_rep: Any = None
-    with located(net, phase):
+    with located(source, phase):
         graph = build_graph(
             message,
             phase=phase,
@@ -297,6 +307,9 @@ def main() -> None:
     from .commands import load_all
 
     load_all()
+    from .cli_help import polish
+
+    polish(app)
     try:
         # Without standalone mode click returns the code of a raised Exit instead of exiting.
         rc = app(standalone_mode=False)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from rewriter import hints
 from rewriter.errors import Diagnostic, RewriterError, did_you_mean
 from rewriter.layer_params import (
     FILLER_TYPES,
@@ -1378,12 +1379,18 @@ def _build_graph(
         listed = ", ".join(out_layers[i].name for i in where[:5]) + (
             ", ..." if len(where) > 5 else ""
         )
+        # Python is BVLC's own layer; its parameter blobs are made by the user's setup()
+        what = (
+            "gets its parameter blobs from user code (BVLC's Python layer)"
+            if layer_type == "Python"
+            else "is unknown to BVLC Caffe"
+        )
         warnings.append(
             GraphWarning(
                 "unknown-layer-type",
-                f"type '{layer_type}' ({len(where)} layer(s): {listed}) is unknown to BVLC "
-                "Caffe; each is assumed to have one parameter blob per param block (pass "
-                f"param_counts={{'{layer_type}': N}} to override)",
+                f"type '{layer_type}' ({len(where)} layer(s): {listed}) {what}; each is "
+                "assumed to have one parameter blob per param block (to override: "
+                f"{hints.param_count(layer_type)})",
                 first.name,
                 where[0],
             )

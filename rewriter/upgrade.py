@@ -982,8 +982,8 @@ class _Ctx:
 
 def _file_unit(doc: Document) -> str:
     """The file's indent step (what a nested field is indented by), "  " when unknown."""
-    for path, f in doc.walk():
-        if len(path) >= 2 and "\n" in f.prefix:
+    for depth, f in doc.walk_depth():
+        if depth >= 2 and "\n" in f.prefix:
             return f.indent
     return "  "
 

@@ -38,7 +38,7 @@ def _options(settings: list[str] | None) -> dict[str, Any]:
 @app.command()
 def shapes(
     net: Annotated[Path, typer.Argument(help="A net prototxt (V0, V1 or current format).")],
-    phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST")] = "TEST",
+    phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST")] = "TRAIN",
     stage: Annotated[
         list[str] | None, typer.Option("--stage", help="A stage (repeatable).")
     ] = None,
