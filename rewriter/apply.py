@@ -270,6 +270,7 @@ def _run(
     from .bind import bind
     from .checks import ADDED, rebind, semantic_diff, structure_check
     from .edit import Editor
+    from .recipe import RecipeError
     from .select import NetView
     from .steps import STEPS, STRUCTURAL_KINDS, fast_doc, plan_step
 
@@ -280,6 +281,9 @@ def _run(
     preconditions = recipe.resolve_preconditions(values)
     counts = dict(param_counts) if param_counts else None
 
+    from .model import require_net
+
+    require_net(doc0)
     with bulk():
         doc = fast_doc(doc0)
         newline = doc.newline
@@ -317,7 +321,12 @@ def _run(
         #: original values of what the steps edit (each step edits its input's message in place)
         kept: Kept = {}
         for n, step in enumerate(steps, 1):
-            plan = plan_step(view, step, phase)
+            try:
+                plan = plan_step(view, step, phase)
+            except RecipeError as e:
+                from .recipe_hints import in_recipe_terms
+
+                raise in_recipe_terms(recipe, step, e, path or "<net>") from None
             label = f"{n}:{step.kind}"
             for k, paths in plan.effects.items():
                 ko = origin[k]
@@ -457,6 +466,9 @@ def _preconditions(view: NetView, preconditions: Sequence[Any]) -> str | None:
         for name in pre.has_layer:
             if name not in view.by_name:
                 problems.append(f"no layer named '{name}'")
+        if pre.has_type:
+            types = {str(layer.type) for layer in view.message.layer}
+            problems += [f"the net has no {t} layer" for t in pre.has_type if t not in types]
         if problems:
             text = "; ".join(problems)
             if pre.on_fail == "skip":

@@ -572,6 +572,11 @@ def bind(
         schema = default_schema()
     if root is None:
         root = detect_kind(doc, schema)
+    elif root == NET and doc.fields and detect_kind(doc, schema) == SOLVER:
+        from .solver_ref import not_a_net
+
+        # one error that says what the file is, not one "unknown field" per solver field
+        return Bound(doc, root, schema.message_class(root)(), [not_a_net(doc)])
     desc = schema.descriptor(root)
     msg = schema.message_class(root)()
     binder = _Binder(doc, lenient)

@@ -230,8 +230,15 @@ def check(
     lenient: LenientOpt = False,
     kind: KindOpt = None,
     proto: ProtoOpt = None,
+    schema_only: Annotated[
+        bool,
+        typer.Option(
+            "--schema-only", help="Skip Net::Init's wiring checks (for net fragments, templates)."
+        ),
+    ] = False,
 ) -> None:
-    """Parse and validate files against the Caffe schema (exit 0 valid, 2 invalid)."""
+    """Parse and validate files against the Caffe schema and, for nets, Caffe's Net::Init
+    wiring in TRAIN, TEST and the stages the rules name (exit 0 valid, 2 invalid)."""
     from .bind import diagnose
     from .errors import Diagnostic
     from .fileio import read_text
@@ -250,6 +257,12 @@ def check(
             bound, diags = diagnose(read_text(path), str(path), schema, root, lenient)
             if bound is not None:
                 detected = "solver" if bound.root.endswith("SolverParameter") else "net"
+            if bound is not None and detected == "net" and bound.ok and not schema_only:
+                from .diagnose import net_init_diagnostics
+
+                message = bound.message
+                bound = None  # its lossless tree is re-read only to locate a finding
+                diags = diags + net_init_diagnostics(path, message)
         except RewriterError as e:
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
@@ -279,6 +292,9 @@ def check(
         hint = fork_hint(refused, "check", refused_paths)
         if hint is not None:
             typer.echo(hint, err=True)
+    if fmt == "text" and (len(results) > 1 or any(p.is_dir() for p in files)):
+        n_bad = sum(1 for r in results if not r["ok"])
+        typer.echo(f"{len(results)} file(s) checked: {len(results) - n_bad} ok, {n_bad} invalid")
     raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
 
 
@@ -309,7 +325,6 @@ def explain(
     proto: ProtoOpt = None,
 ) -> None:
     """Which layers Caffe runs backward for, and why (Caffe's own Net::Init rules)."""
-    from .model import load
 
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):
@@ -322,33 +337,47 @@ def explain(
         if not name or not num.isdigit():
             _fail(f"--param-count takes TYPE=N, not {item!r}")
         counts[name] = int(num)
+    from .diagnose import located
     from .graph import build_graph
 
     # Past binding only the message is needed: the lossless tree goes before the graph is
-    # built, so the two never take memory at the same time.
-    message = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"]).message
-    graph = build_graph(
-        message, phase=phase, stages=tuple(stage or ()), level=level, param_counts=counts or None
-    )
-    result = graph.backward()
+    # built, so the two never take memory at the same time (an error re-reads the file).
+    from .solver_ref import load_net_message
+
+    message, solver = load_net_message(net, lenient=lenient, schema=_schema(proto))
+    source: Path = net
+    if solver is not None:  # a solver: its training net, in the solver's train_state
+        stage = stage or list(solver.stages)
+        level = level or solver.level
+        source = solver.found or net
+        typer.echo(f"{net}: a solver; explaining {solver.describe()}", err=True)
     shape_res: Any = None
     weight_rep: Any = None
-    if shapes:
-        from .shapes import infer_shapes
-
-        shape_res = infer_shapes(graph, phase, message=message, param_counts=counts or None)
-    if weights is not None:
-        from .weights import check_weights
-
-        weight_rep = check_weights(
-            graph, weights, message=message, net_label=str(net), param_counts=counts or None
+    with located(source, phase):
+        graph = build_graph(
+            message,
+            phase=phase,
+            stages=tuple(stage or ()),
+            level=level,
+            param_counts=counts or None,
         )
+        result = graph.backward()
+        if shapes:
+            from .shapes import infer_shapes
+
+            shape_res = infer_shapes(graph, phase, message=message, param_counts=counts or None)
+        if weights is not None:
+            from .weights import check_weights
+
+            weight_rep = check_weights(
+                graph, weights, message=message, net_label=str(net), param_counts=counts or None
+            )
     if fmt == "json":
         data = result.to_json()
         if layer is not None:
             data["layers"] = [d for d in data["layers"] if d["name"] == layer]
             if not data["layers"]:
-                _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+                _fail(_no_layer(net, layer, phase, [v.name for v in result.layers]))
         if shape_res is not None:
             data["shapes"] = shape_res.to_json()
         if weight_rep is not None:
@@ -372,7 +401,7 @@ def explain(
                 try:
                     typer.echo(render_layer(result, layer, str(net)))
                 except KeyError:
-                    _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+                    _fail(_no_layer(net, layer, phase, [v.name for v in result.layers]))
             else:
                 typer.echo(render_table(result, color=sys.stdout.isatty()))
         if shape_res is not None:
@@ -387,11 +416,21 @@ def explain(
         raise typer.Exit(EXIT_FOUND)
 
 
+def _no_layer(net: Path, layer: str, phase: str, names: list[str]) -> str:
+    from .errors import did_you_mean
+
+    hint = did_you_mean(layer, names)
+    return f"{net}: no layer named {layer!r} in phase {phase}" + (f"; {hint}" if hint else "")
+
+
 def main() -> None:
     """Console entry point: map our errors to exit code 2 with a clear message."""
     from .commands import load_all
 
     load_all()
+    from .cli_help import polish
+
+    polish(app)
     try:
         # Without standalone mode click returns the code of a raised Exit instead of exiting.
         rc = app(standalone_mode=False)

@@ -718,8 +718,24 @@ class Document:
         write_text_atomic(path, self.code)
 
     def walk(self) -> Iterator[tuple[tuple[int, ...], Field]]:
-        """Every field with its path (indices from the top), depth first, in file order."""
+        """Every field with its path (indices from the top), depth first, in file order.
+
+        A path is as long as the field is deep: over a deeply nested file that is quadratic
+        time; :meth:`walk_depth` is linear.
+        """
         return _walk_body((), self.body)
+
+    def walk_depth(self) -> Iterator[tuple[int, Field]]:
+        """Every field with its depth (1 at the top), depth first, in file order."""
+        stack: list[Iterator[Field]] = [iter(self.body.fields)]
+        while stack:
+            f = next(stack[-1], None)
+            if f is None:
+                stack.pop()
+                continue
+            yield len(stack), f
+            if isinstance(f.body, MessageBody) and f.body.fields:
+                stack.append(iter(f.body.fields))
 
     def __repr__(self) -> str:
         return f"Document({self.path!r}, {len(self.fields)} top-level fields)"

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import hints
 from .cst import Document, Field, MessageBody, encode_string, parse
 from .edit import Editor, Value
 from .errors import RewriterError
@@ -78,6 +79,8 @@ class DeployResult:
     inputs: list[tuple[str, tuple[str, ...], list[tuple[int, ...]]]] = field(default_factory=list)
     #: Caffe's net outputs of the deploy net (sorted, like Caffe)
     outputs: list[str] = field(default_factory=list)
+    #: (blob, why) kept as an output: the prediction a loss without an inference form read
+    kept: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: shape inference on the result (a rewriter.shapes.Shapes)
     shapes: Any = None
@@ -95,6 +98,8 @@ class DeployResult:
             lines.append(f"input  {name}: {dims}")
         for old, old_type, new, new_type in self.converted:
             lines.append(f"output {new} ({new_type}) from {old or '(unnamed)'} ({old_type})")
+        for blob, why in self.kept:
+            lines.append(f"output {blob}: kept ({why})")
         for name, layer_type, why in self.removed:
             lines.append(f"remove {name or '(unnamed)'} ({layer_type}): {why}")
         lines.append(f"net outputs: {', '.join(self.outputs) or '(none)'}")
@@ -169,6 +174,9 @@ def deploy_document(
         raise DeployError(f"phase must be TRAIN or TEST, not {phase!r}")
     # Fork-only fields often sit in the data layers a deploy net drops: read the input
     # leniently; the result is held to the strict schema below (unless lenient).
+    from .model import require_net
+
+    require_net(doc)
     bound = bind(doc, schema, "caffe.NetParameter", lenient=True)
     bound.raise_for_errors()
     net: Any = bound.message
@@ -189,8 +197,12 @@ def deploy_document(
     try:
         graph = build_graph(upgraded, phase, stages)
     except CaffeError as err:
-        hint = "" if stages else " (does it need a stage? pass stage=..., or phase=TRAIN)"
-        raise DeployError(f"{doc.path}: Caffe cannot build the {phase} net{hint}: {err}") from None
+        from .diagnose import diagnostic
+
+        found = diagnostic(err, doc, phase)
+        if not stages and not found.hint:
+            found.hint = f"does it need a stage? {hints.net_state()}"
+        raise DeployError(found.render()) from None
     kept = {la.source_index for la in graph.layers if la.source_index is not None}
     result = DeployResult(doc)
 
@@ -256,22 +268,46 @@ def deploy_document(
             continue
         seen_pred[pred] = e_i
         unique.append(e_i)
+    # Losses with no inference counterpart (ContrastiveLoss, EuclideanLoss...): their
+    # prediction inputs (every bottom not read straight from a data layer) stay as outputs.
+    plain = [
+        e_i
+        for e_i, e in enumerate(entries)
+        if e.role == "loss" and e.type not in CONVERTIBLE and _predictions(entries, e)
+    ]
     selected: list[int]
-    if isinstance(outputs, str) and outputs == "last":
-        selected = unique[-1:]
-    elif isinstance(outputs, str) and outputs == "all":
-        selected = unique
+    #: (writer entry, blob, why) kept as net outputs
+    keep: list[tuple[int, str, str]] = []
+    if isinstance(outputs, str) and outputs in ("last", "all"):
+        selected = unique[-1:] if outputs == "last" else unique
+        if not unique:
+            for e_i in plain[-1:] if outputs == "last" else plain:
+                e = entries[e_i]
+                why = f"{e.type} '{e.name}' read it"
+                keep += [(src, b, why) for src, b in _predictions(entries, e)]
     else:
         names = [outputs] if isinstance(outputs, str) else list(outputs)
         selected = []
         for name in names:
             hits = [e_i for e_i in unique if entries[e_i].name == name]
-            if not hits:
-                known = ", ".join(repr(entries[e_i].name) for e_i in unique) or "none"
+            if hits:
+                selected.extend(hits)
+                continue
+            loss = [e_i for e_i in plain if entries[e_i].name == name]
+            for e_i in loss:
+                e = entries[e_i]
+                why = f"{e.type} '{e.name}' read it"
+                keep += [(src, b, why) for src, b in _predictions(entries, e)]
+            producer = _last_writer(entries, name)
+            if not loss and producer is None:
+                known = [entries[e_i].name for e_i in unique + plain]
                 raise DeployError(
-                    f"{doc.path}: no convertible loss layer named {name!r} (candidates: {known})"
+                    f"{doc.path}: no loss layer or blob named {name!r} in the {phase} net "
+                    f"(losses: {', '.join(map(repr, known)) or 'none'}); outputs takes loss "
+                    "layer names or any blob: --set outputs=BLOB[,BLOB...]"
                 )
-            selected.extend(hits)
+            if not loss and producer is not None:
+                keep.append((producer, name, "asked for"))
     for e_i in selected:
         entries[e_i].convert = True
 
@@ -290,6 +326,8 @@ def deploy_document(
                 if src is not None:
                     stack.append(src)
 
+    for src, _, _ in keep:
+        mark(src)
     for e_i, e in enumerate(entries):
         if e.convert:
             mark(e_i)
@@ -342,7 +380,7 @@ def deploy_document(
         if new_name in existing_tops:
             raise DeployError(
                 f"{doc.path}: the output name {new_name!r} is already a blob of the "
-                "net; choose another with output=NAME"
+                "net; choose another: --set output=NAME (Python API: output='NAME')"
             )
 
     removed_rows: list[tuple[int, str, str, str]] = []
@@ -410,12 +448,31 @@ def deploy_document(
             _set_nth(ed, path_of(r), layer_fields[r.doc_index], "bottom", j, encode_string(blob))
 
     result.removed = [(n, t, why) for _, n, t, why in sorted(removed_rows)]
+    result.kept = [(blob, why) for _, blob, why in keep]
     if editor is not None:
         return result
     new_doc = parse(ed.apply().code, doc.path)
     result.document = new_doc
     verify_deploy(new_doc, result, lenient, schema)
     return result
+
+
+def _predictions(entries: list[_Entry], loss: _Entry) -> list[tuple[int, str]]:
+    """(writer, blob) of a loss's inputs that a layer computes (a label comes from data)."""
+    return [
+        (src, b)
+        for src, b in zip(loss.sources, loss.bottoms, strict=True)
+        if src is not None and entries[src].role not in ("data", "input")
+    ]
+
+
+def _last_writer(entries: list[_Entry], blob: str) -> int | None:
+    """The entry that last writes ``blob`` in the kept net (its final version)."""
+    found = None
+    for e_i, e in enumerate(entries):
+        if e.role not in ("excluded-loss", "loss", "accuracy") and blob in e.tops:
+            found = e_i
+    return found
 
 
 def _top_index(writer: _Entry, blob: str) -> int:
@@ -558,9 +615,11 @@ def _replace_data(
             elif j == 0 and height and width:
                 shapes.append((batch, channels or 3, height, width))
             elif j in wanted:
+                hint = hints.shape([t])
+                if "input_shapes" not in str(err):
+                    hint = f"or {hint}"
                 raise DeployError(
-                    f"{doc.path}: cannot size Input top '{t}': {err} (input_shapes={{'{t}': "
-                    "[...]}}, or height and width for the data top)"
+                    f"{doc.path}: cannot size Input top '{t}': {err}; {hint}"
                 ) from None
             else:
                 shapes.append(())
@@ -570,8 +629,8 @@ def _replace_data(
     for k, (j, t) in enumerate(zip(wanted, tops, strict=True)):
         if j > 0 and t not in given:
             result.warnings.append(
-                f"Input top '{t}' gets shape {chosen[k]} from the data layer; pass "
-                "input_shapes to change it"
+                f"Input top '{t}' gets shape {chosen[k]} from the data layer; to change it, "
+                f"{hints.shape([t])}"
             )
     result.warnings.extend(f"data layer '{e.name}': {n}" for n in notes)
     name = e.tops[0] if e.tops else e.name
@@ -628,6 +687,12 @@ def verify_deploy(
     except CaffeError as e:
         raise DeployError(f"Caffe would refuse the deploy net: {e}") from None
     result.outputs = list(graph.outputs)
+    if not result.outputs:
+        raise DeployError(
+            f"{doc.path}: the deploy net would have no output (nothing is left that a loss or "
+            "a reader does not consume); name the blob(s) to keep: --set outputs=BLOB[,BLOB...] "
+            "(Python API: outputs=['BLOB'])"
+        )
     result.shapes = shapes
     if not shapes.complete:
         result.warnings.append(str(shapes.stopped))

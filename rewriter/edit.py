@@ -111,7 +111,7 @@ def _unit(doc: Document) -> str:
 
     Computed once per Editor: on a file with no indentation at all it walks the whole tree.
     """
-    for _, f in doc.walk():
+    for _, f in doc.walk_depth():
         ind = f.indent
         if ind and "\n" in f.prefix:
             return ind if ind.strip() == "" else "  "
@@ -354,6 +354,8 @@ class Editor:
             # keep a space before whatever follows unless it brings its own
             suffix = "" if following.startswith((" ", "\t")) else " "
             return make_field(prefix + text + suffix)
+        if not before and body is self.doc.body:
+            return make_field(text)  # the file's first field: no blank line above it
         return make_field(style.newline + style.indent + text)
 
 

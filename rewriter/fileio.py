@@ -23,7 +23,31 @@ class FileError(RewriterError):
     """A file could not be read or written; the message names the file and the reason."""
 
 
-def read_text(path: str | os.PathLike[str]) -> str:
+_TEXT_CONTROLS = frozenset("\t\n\r\f\v")
+
+
+def looks_binary(data: bytes) -> bool:
+    """More than a tenth of the first 8 KB (and at least 3 bytes) neither UTF-8 nor printable.
+
+    Stray Latin-1 bytes in comments and a NUL inside a string (protobuf reads both) stay text;
+    a .caffemodel, an image or an archive does not.
+    """
+    text = data[:8192].decode("utf-8", "surrogateescape")
+    odd = sum(1 for c in text if "\udc80" <= c <= "\udcff" or (c < " " and c not in _TEXT_CONTROLS))
+    return odd >= 3 and odd * 10 > len(text)
+
+
+#: byte order marks of the wide Unicode encodings (UTF-32 first: its LE mark starts like UTF-16's)
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16BE"),
+)
+
+
+def read_text(path: str | os.PathLike[str], binary_ok: bool = False) -> str:
+    """The file's text; a binary file is refused (its bytes would make a nonsense error)."""
     p = Path(path)
     try:
         if p.is_dir():
@@ -36,7 +60,36 @@ def read_text(path: str | os.PathLike[str]) -> str:
         raise
     except OSError as e:
         raise FileError(f"{p}: cannot read: {e.strerror or e}") from None
+    for bom, encoding in _WIDE_BOMS:
+        if not binary_ok and data.startswith(bom):
+            # Text, but not in the encoding Caffe's parser reads: say so instead of "binary".
+            first = data[len(bom) : 400].decode(encoding, "replace").split("\n", 1)[0]
+            first = "".join(c if c.isprintable() else "?" for c in first[:100])
+            raise FileError(
+                f"{p}:1:1: the file is {encoding} text; Caffe reads prototxt files as UTF-8\n"
+                f"  {first}\n  ^\n"
+                f"  help: convert it: iconv -f {encoding} -t UTF-8 {p} > {p}.utf8"
+            )
+    if not binary_ok and looks_binary(data):
+        raise FileError(
+            f"{p}: not a text file ({len(data):,} bytes of binary data); a prototxt is text "
+            "(a .caffemodel goes to 'rewriter weights NET MODEL' or 'rewriter upgrade')"
+        )
     return data.decode("utf-8", "surrogateescape")
+
+
+def _why_not(directory: Path, e: OSError) -> str:
+    """The real reason a file cannot be created in ``directory`` (not just ENOENT)."""
+    missing = directory
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    if not directory.exists():
+        return f"the directory {missing} does not exist (create it first)"
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK):
+        return f"the directory {directory} is not writable ({e.strerror or e})"
+    return str(e.strerror or e)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -67,7 +120,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as e:
-        raise FileError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise FileError(f"{path}: cannot write: {_why_not(directory, e)}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -29,6 +29,18 @@ def read(path: str | os.PathLike[str]) -> Document:
     return parse(read_text(path), str(path))
 
 
+def require_net(doc: Document) -> None:
+    """Refuse a file with no fields where a net is expected (an empty net is no answer)."""
+    if doc.fields:
+        return
+    from .errors import RewriterError
+
+    what = "holds only comments and blank lines" if doc.code.strip() else "is empty"
+    if not doc.code:
+        what += " (0 bytes)"
+    raise RewriterError(f"{doc.path}: {what}: there is no net in it")
+
+
 def write(doc: Document, path: str | os.PathLike[str]) -> None:
     """Write a Document's text atomically (temp file + rename)."""
     write_text_atomic(path, doc.code)
@@ -68,6 +80,8 @@ class CaffeFile:
     @property
     def message(self) -> Any:
         """The protobuf message (raises SchemaErrors when the file does not bind)."""
+        if self.root == "caffe.NetParameter":
+            require_net(self.document)
         self.bound.raise_for_errors()
         return self.bound.message
 
@@ -78,11 +92,22 @@ class CaffeFile:
         level: int = 0,
         param_counts: Mapping[str, int] | None = None,
     ) -> Graph:
-        from .graph import build_graph
+        """Caffe's graph for ``phase``; a :class:`~rewriter.graph.CaffeError` comes located."""
+        from .graph import CaffeError, build_graph
 
-        return build_graph(
-            self.message, phase=phase, stages=tuple(stages), level=level, param_counts=param_counts
-        )
+        try:
+            return build_graph(
+                self.message,
+                phase=phase,
+                stages=tuple(stages),
+                level=level,
+                param_counts=param_counts,
+            )
+        except CaffeError as e:
+            from .diagnose import diagnostic
+
+            e.diagnostic = e.diagnostic or diagnostic(e, self.document)
+            raise
 
     def write(self, path: str | os.PathLike[str]) -> None:
         write(self.document, path)

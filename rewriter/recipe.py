@@ -58,13 +58,19 @@ OPTION_TYPES = ("string", "int", "float", "bool", "list")
 FORMATS = ("current", "V2", "V1", "V0", "any")
 _TOP_KEYS = ("name", "description", "include", "options", "steps", "preconditions")
 _OPTION_KEYS = ("type", "default", "description")
-_PRECONDITION_KEYS = ("has_layer", "format", "on_fail")
+_PRECONDITION_KEYS = ("has_layer", "has_type", "format", "on_fail")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 class RecipeError(RewriterError):
     """A recipe could not be loaded, validated or resolved; the message says where."""
+
+    #: a step's error: its message without the recipe location, so a built-in recipe's error
+    #: can be restated in the recipe's own options (rewriter/recipe_hints.py)
+    bare: str | None = None
+    #: what went wrong, for the restatement: "no-selection", "empty-selection" or None
+    reason: str | None = None
 
 
 def _toml() -> Any:
@@ -300,6 +306,8 @@ class Precondition:
     has_layer: list[str] = field(default_factory=list)
     format: str = "any"
     on_fail: str = "error"
+    #: layer types of which the net must have at least one layer each (any phase)
+    has_type: list[str] = field(default_factory=list)
 
 
 class Step:
@@ -329,15 +337,21 @@ class Step:
         return f"step '{self.kind}'{at}"
 
     def error(
-        self, message: str, key: str | None = None, expected: str | None = None
+        self,
+        message: str,
+        key: str | None = None,
+        expected: str | None = None,
+        reason: str | None = None,
     ) -> RecipeError:
         """A RecipeError for this step, located at ``key`` when known."""
         where = self.where(key)
+        bare = f"{self.kind}: {message}" + (f" (expected {expected})" if expected else "")
         if where is None:
-            return RecipeError(
-                f"{self.kind}: {message}" + (f" (expected {expected})" if expected else "")
-            )
-        return _error(where, f"{self.kind}: {message}", expected)
+            err = RecipeError(bare)
+        else:
+            err = _error(where, f"{self.kind}: {message}", expected)
+        err.bare, err.reason = bare, reason
+        return err
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.params.get(key, default)
@@ -528,7 +542,9 @@ class Recipe:
             for name in pre.has_layer:
                 value = _substitute(dummy, "has_layer", name, opts)
                 layers.extend(value if isinstance(value, list) else [str(value)])
-            out.append(Precondition([n for n in layers if n], pre.format, pre.on_fail))
+            out.append(
+                Precondition([n for n in layers if n], pre.format, pre.on_fail, pre.has_type)
+            )
         return out
 
     def to_toml(self) -> str:
@@ -757,12 +773,13 @@ def _load_text(text: str, path: Path, chain: tuple[Path, ...]) -> Recipe:
                 f"unknown precondition '{k}'{_hint(k, _PRECONDITION_KEYS)}",
                 "one of " + ", ".join(_PRECONDITION_KEYS),
             )
-        if k == "has_layer":
+        if k in ("has_layer", "has_type"):
             if isinstance(v, str):
                 v = [v]
+            what = "layer name" if k == "has_layer" else "layer type"
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise src.error(pkey, "has_layer takes a layer name or a list of names")
-            pre.has_layer = list(v)
+                raise src.error(pkey, f"{k} takes a {what} or a list of them")
+            setattr(pre, k, list(v))
         elif k == "format":
             if v not in FORMATS:
                 raise src.error(pkey, f"unknown format {v!r}", "one of " + ", ".join(FORMATS))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -245,9 +246,33 @@ def compile_descriptor_set(
         if result.returncode != 0 or not out.is_file():
             if "No module named grpc_tools" in messages:
                 raise SchemaError(f"compiling {proto} needs grpcio-tools; {_PROTO_EXTRA_HINT}")
-            detail = messages or f"protoc exited with status {result.returncode}"
-            raise SchemaError(f"protoc failed on {proto}:\n{detail}")
+            raise SchemaError(_protoc_failure(proto, messages, result.returncode))
         return out.read_bytes()
+
+
+_PROTOC_ERROR = re.compile(r"^(?P<where>[^\s:][^:]*:\d+:\d+): (?P<what>.*)$")
+
+
+def _protoc_failure(proto: Path, messages: str, status: int) -> str:
+    """One line: protoc's first located error and how many more (not 1,600 lines of them)."""
+    errors = [m for m in map(_PROTOC_ERROR.match, messages.splitlines()) if m is not None]
+    if not errors:
+        lines = [ln for ln in messages.splitlines() if not ln.startswith(("WARNING:", "W0", "E0"))]
+        detail = lines[0] if lines else f"protoc exited with status {status}"
+        return f"{proto}: error: protoc cannot compile it: {detail}"
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+    text = (
+        f"{first['where']}: error: {first['what'].rstrip('.')}{more}; --proto takes a fork's "
+        "caffe.proto that protoc compiles"
+    )
+    line, col = (int(x) for x in first["where"].rsplit(":", 2)[1:])
+    try:
+        source = proto.read_bytes().decode("utf-8", "replace").splitlines()[line - 1]
+    except (OSError, IndexError):
+        return text
+    shown = "".join(c if c.isprintable() else "?" for c in source[:200])
+    return f"{text}\n  {shown}\n  {' ' * (col - 1)}^"
 
 
 def _with_detected_package(

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import hints
 from .errors import RewriterError, UsageError
 from .graph import AUTOMATIC_TOP, CaffeError, Graph, build_graph, upgrade_net_message
 from .layer_params import LOSS_LAYER_TYPES, param_roles
@@ -55,12 +56,33 @@ DATA_LAYER_TYPES: frozenset[str] = frozenset(
 class ShapeError(CaffeError):
     """A layer's shape check fails: Caffe would stop with ``message`` (its FATAL text)."""
 
-    def __init__(self, message: str, location: str, layer: str = "", layer_type: str = "") -> None:
-        super().__init__(message, location)
+    def __init__(
+        self,
+        message: str,
+        location: str,
+        layer: str = "",
+        layer_type: str = "",
+        *,
+        layer_index: int | None = None,
+        field: str | None = None,
+        index: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            location,
+            layer=layer or None,
+            layer_index=layer_index,
+            field=field,
+            index=index,
+            hint=hint,
+        )
         self.layer = layer
         self.layer_type = layer_type
 
     def __str__(self) -> str:
+        if self.diagnostic is not None:
+            return self.diagnostic.render()
         where = f"layer '{self.layer}' (type {self.layer_type}): " if self.layer else ""
         return f"{where}{self.location}: {self.message}"
 
@@ -305,7 +327,7 @@ def _hw(ctx: _Ctx, crop: int, new_h: int, new_w: int, where: str) -> tuple[int, 
         return h, w
     raise _Unknown(
         f"the image size of a {ctx.type} layer without crop_size lives in {where}; "
-        "pass height and width"
+        + hints.image_size()
     )
 
 
@@ -314,7 +336,9 @@ def _data(ctx: _Ctx) -> _Result:
     batch = _batch(ctx, int(dp.batch_size), "data_param.batch_size")
     if all(_given(ctx, j) is not None for j in range(ctx.n_tops)):
         return [_given(ctx, j) or () for j in range(ctx.n_tops)], []
-    channels = _data_channels(ctx, "channels assumed 3 (stored in the database; pass channels)")
+    channels = _data_channels(
+        ctx, "channels assumed 3 (stored in the database; give them: --set channels=C)"
+    )
     h, w = _hw(ctx, _crop(ctx.msg, dp), 0, 0, "the database")
     return _image_tops(ctx, batch, channels, h, w)
 
@@ -356,23 +380,20 @@ def _given_or_unknown(ctx: _Ctx, why: str) -> _Result:
     for j in range(ctx.n_tops):
         given = _given(ctx, j)
         if given is None:
-            raise _Unknown(why)
+            missing = [t for t in ctx.top_names if t not in ctx.opts.input_shapes]
+            raise _Unknown(f"{why}; {hints.shape(missing)}")
         tops.append(given)
     return tops, []
 
 
 def _hdf5_data(ctx: _Ctx) -> _Result:
-    return _given_or_unknown(
-        ctx, "HDF5Data shapes are stored in the HDF5 files; pass input shapes for its tops"
-    )
+    return _given_or_unknown(ctx, "HDF5Data shapes are stored in the HDF5 files")
 
 
 def _python(ctx: _Ctx) -> _Result:
     if ctx.bottoms:
         raise _Unknown("a Python layer's shapes are decided by user code")
-    return _given_or_unknown(
-        ctx, "a Python data layer's shapes are decided by user code; pass input shapes"
-    )
+    return _given_or_unknown(ctx, "a Python data layer's shapes are decided by user code")
 
 
 def _shape_of(blob_shape: Any) -> Shape:
@@ -394,7 +415,10 @@ def _input(ctx: _Ctx) -> _Result:
         if given is not None:
             tops.append(given)
         elif n == 0:
-            raise _Unknown("the Input layer gives no shape (set at run time); pass input shapes")
+            raise _Unknown(
+                "the Input layer gives no shape (set at run time); "
+                + hints.shape([ctx.top_names[j]])
+            )
         else:
             tops.append(_shape_of(shapes[0 if n == 1 else j]))
     return tops, []
@@ -1486,7 +1510,10 @@ def data_layer_shapes(
         if rule is None:
             if all(t in given for t in tops):
                 return [given[t] for t in tops], []
-            raise _Unknown(f"layer type {ctx.type} is not known to this tool; pass its shapes")
+            missing = [t for t in tops if t not in given]
+            raise _Unknown(
+                f"layer type {ctx.type} is not known to this tool; {hints.shape(missing)}"
+            )
         shapes, _ = rule(ctx)
     except _Unknown as e:
         raise ShapeUnknown(f"layer '{ctx.name}' (type {ctx.type}): {e.why}") from None

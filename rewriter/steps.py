@@ -374,8 +374,10 @@ class StepContext:
     #: re-running on the recipe's own output (idempotence check): missing targets are fine
     rerun: bool = False
 
-    def error(self, message: str, key: str | None = None) -> RewriterError:
-        err: RewriterError = self.step.error(f"{self.view.path}: {message}", key)
+    def error(
+        self, message: str, key: str | None = None, reason: str | None = None
+    ) -> RewriterError:
+        err: RewriterError = self.step.error(f"{self.view.path}: {message}", key, reason=reason)
         return err
 
 
@@ -693,10 +695,16 @@ def _selection(ctx: StepContext, plan: Plan) -> list[int]:
     chosen = select(view, ctx.step, ctx.phase, missing_ok=ctx.rerun)
     if chosen is None:
         if spec.selection == "required":
-            raise ctx.error("needs a selection: layers, glob, regex, type, upto, after or between")
+            raise ctx.error(
+                "needs a selection: layers, glob, regex, type, upto, after or between",
+                reason="no-selection",
+            )
         chosen = list(range(len(view)))
     if not chosen and not ctx.step.get("allow_empty", False) and not ctx.rerun:
-        raise ctx.error("the selection is empty (set allow_empty = true if that is fine)")
+        raise ctx.error(
+            "the selection is empty (set allow_empty = true if that is fine)",
+            reason="empty-selection",
+        )
     plan.selected = chosen
     return chosen
 

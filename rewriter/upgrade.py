@@ -557,7 +557,8 @@ def upgrade_net_message_caffe(
         try:
             net, owned = v1_to_v2_message(net), True
         except CaffeError as e:
-            raise Refusal(e.message, ("v1type",)) from None
+            where = ("v1type",) if e.layer_index is None else ("layers", e.layer_index, "type")
+            raise Refusal(e.message, where) from None
         log.append("Successfully upgraded file specified using deprecated V1LayerParameter")
     if input_upgrade_needed(net):
         changed = True
@@ -981,8 +982,8 @@ class _Ctx:
 
 def _file_unit(doc: Document) -> str:
     """The file's indent step (what a nested field is indented by), "  " when unknown."""
-    for path, f in doc.walk():
-        if len(path) >= 2 and "\n" in f.prefix:
+    for depth, f in doc.walk_depth():
+        if depth >= 2 and "\n" in f.prefix:
             return f.indent
     return "  "
 
@@ -1541,19 +1542,6 @@ def _check_syntax(doc: Document, body: MessageBody) -> None:
             )
 
 
-def _graph_runs(msg: Any) -> list[tuple[str, tuple[str, ...]]]:
-    stages: list[str] = []
-    for layer in list(msg.layer) + list(msg.layers):
-        for rule in list(layer.include) + list(layer.exclude):
-            for s in list(rule.stage) + list(rule.not_stage):
-                if s not in stages:
-                    stages.append(s)
-    runs: list[tuple[str, tuple[str, ...]]] = [("TRAIN", ()), ("TEST", ())]
-    for s in stages[:8]:
-        runs += [("TRAIN", (s,)), ("TEST", (s,))]
-    return runs
-
-
 def _graph_signature(msg: Any, phase: str, stages: tuple[str, ...]) -> Any:
     from .graph import build_graph
 
@@ -1613,7 +1601,9 @@ def _graph_difference(
         offset = len(before_net.layer) - n_v1
         _set_fork_types(before_net, fork_types, [None] * offset + list(range(n_v1)))
     after_box = [upgraded()]
-    runs = _graph_runs(after_box[0])
+    from .initcheck import net_init_runs
+
+    runs = net_init_runs(after_box[0])
     after_net = _read_the_old_way(after_box)
     if no_nan and before_net == after_net:
         return _never_builds(after_net, runs, what, inputs)

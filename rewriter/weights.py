@@ -93,6 +93,20 @@ class WeightFile:
 _WT_VARINT, _WT_64, _WT_LEN, _WT_SGROUP, _WT_EGROUP, _WT_32 = 0, 1, 2, 3, 4, 5
 
 
+def _refuse_text(fh: IO[bytes], path: str) -> None:
+    """A prototxt given where the binary model goes: say so, not "field number 13 at byte 1"."""
+    from .fileio import looks_binary
+
+    head = fh.read(4096)
+    fh.seek(0)
+    start = head.lstrip()[:1]
+    if head and not looks_binary(head) and (start.isalpha() or start == b"#"):
+        raise WeightError(
+            f"{path}: a text file (a prototxt?), not a binary .caffemodel; weights takes "
+            "the net first and the model second: rewriter weights NET.prototxt MODEL.caffemodel"
+        )
+
+
 class _Stream:
     """A binary file read forward, with skips done by seeking (payloads are never read)."""
 
@@ -333,6 +347,7 @@ def iter_caffemodel(path: str | os.PathLike[str]) -> Iterator[SourceLayer | str]
         raise WeightError(f"{p}: cannot read: {e.strerror or e}") from None
     v1_names: dict[int, str] | None = None
     try:
+        _refuse_text(fh, p)
         s = _Stream(fh, size, p)
         index = 0
         while s.pos < size:
@@ -539,26 +554,37 @@ class WeightReport:
                 return "(shapes unknown)"
             return " ".join("(" + ", ".join(map(str, s)) + ")" for s in shapes) or "-"
 
+        # name and type columns aligned over all three tables (one table to the eye)
+        names = [c.name for c in self.copied] + [f.name for f in self.from_filler]
+        names += [u.name for u in self.unused if u.blobs]
+        types = [c.type for c in self.copied] + [f.type for f in self.from_filler]
+        types += [u.type for u in self.unused if u.blobs]
+        wn = max(map(len, names), default=0)
+        wt = max(map(len, types), default=0)
+
+        def row(name: str, ltype: str, rest: str) -> str:
+            return f"  {name:<{wn}}  {ltype:<{wt}}  {rest}".rstrip()
+
         mb = self.file_size / 1e6
         lines = [f"weights: {self.weights} ({self.weights_format}, {mb:.1f} MB)"]
         lines.append(f"net:     {self.net} (phase {self.phase})")
         n = sum(c.param_count for c in self.copied)
         lines.append(f"\ncopied from the file: {len(self.copied)} layer(s), {n:,} parameters")
         for c in self.copied:
-            lines.append(f"  {c.name}  {c.type}  {dims(c.shapes)}")
+            lines.append(row(c.name, c.type, dims(c.shapes)))
         n = sum(f.param_count for f in self.from_filler)
         lines.append(
             f"\nstart from their fillers: {len(self.from_filler)} layer(s), {n:,} parameters"
         )
         for f in self.from_filler:
             fill = f" [{', '.join(f.fillers)}]" if f.fillers else ""
-            lines.append(f"  {f.name}  {f.type}  {dims(f.shapes)}{fill}: {f.reason}")
+            lines.append(row(f.name, f.type, f"{dims(f.shapes)}{fill}: {f.reason}"))
         with_blobs = [u for u in self.unused if u.blobs]
         lines.append(
             f"\nunused layers in the file: {len(self.unused)} ({len(with_blobs)} with weights)"
         )
         for u in with_blobs:
-            lines.append(f"  {u.name}  {u.type}  {dims([b.shape for b in u.blobs])}")
+            lines.append(row(u.name, u.type, dims([b.shape for b in u.blobs])))
         if self.unchecked:
             lines.append(f"\nnot checked (net shapes unknown): {', '.join(self.unchecked)}")
         for w in self.warnings:

@@ -375,7 +375,7 @@ def test_deploy_options() -> None:
     only = _deploy(TRAIN_VAL, outputs=["aux_loss"])
     assert [la.name for la in bind(parse(only.code), root="caffe.NetParameter").message.layer
             ] == ["data", "conv1", "aux", "prob"]  # fmt: skip
-    with pytest.raises(DeployError, match="no convertible loss layer named 'nope'"):
+    with pytest.raises(DeployError, match="no loss layer or blob named 'nope'"):
         _deploy(TRAIN_VAL, outputs=["nope"])
 
 
@@ -397,7 +397,7 @@ def test_edits_can_be_recorded_into_a_callers_editor() -> None:
 
 def test_deploy_refuses_what_it_cannot_size_or_load() -> None:
     no_crop = TRAIN_VAL.replace("transform_param { crop_size: 8 }", "")
-    with pytest.raises(DeployError, match="pass height and width"):
+    with pytest.raises(DeployError, match="give it: --set height=H --set width=W"):
         _deploy(no_crop)
     assert _deploy(no_crop, height=8, width=8).shapes.blobs["data"] == (1, 3, 8, 8)
     with pytest.raises(DeployError, match="Caffe would refuse the deploy net"):

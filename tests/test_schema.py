@@ -515,8 +515,13 @@ def test_schema_from_proto_reports_protoc_errors(tmp_path: Path) -> None:
     with pytest.raises(SchemaError) as info:
         schema_from_proto(bad)
     message = str(info.value)
-    assert "protoc failed" in message
+    assert message.startswith(f"{bad.resolve()}:4:12: error: ") or message.startswith(
+        f"{bad}:4:12: error: "
+    ), message
     assert "NoSuchType" in message
+    assert "--proto takes a fork's caffe.proto" in message
+    # one located line and its caret excerpt, not protoc's whole output
+    assert len(message.splitlines()) == 3 and message.splitlines()[2].strip() == "^"
 
 
 def test_schema_from_proto_without_net_parameter(tmp_path: Path) -> None:

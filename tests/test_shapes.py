@@ -542,7 +542,7 @@ def test_data_layers() -> None:
     assert s.blobs["data"] == (1, 1, 227, 227)
     no_crop = _net('layer { name: "d" type: "Data" top: "data" data_param { batch_size: 8 } }')
     s = infer_shapes(no_crop, "TEST")
-    assert not s.complete and "pass height and width" in (s.stopped or "")
+    assert not s.complete and "--set height=H --set width=W" in (s.stopped or "")
     s = infer_shapes(no_crop, "TEST", height=28, width=28, channels=1)
     assert s.blobs["data"] == (8, 1, 28, 28)
     hdf5 = _net('layer { name: "h" type: "HDF5Data" top: "x" hdf5_data_param { batch_size: 4 } }')

@@ -304,6 +304,9 @@ def test_unreadable_files(tmp_path: Path) -> None:
         read_caffemodel(cut)
     junk = tmp_path / "junk.caffemodel"
     junk.write_bytes(b"name: 'a text file'\n")
+    with pytest.raises(WeightError, match=r"a text file \(a prototxt\?\), not a binary"):
+        read_caffemodel(junk)
+    junk.write_bytes(b"\x0a\x05LeNet\xff\xff")
     with pytest.raises(WeightError, match="not a valid caffemodel"):
         read_caffemodel(junk)
     with pytest.raises(WeightError, match="HDF5"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -56,6 +57,11 @@ def _files(args: list[str]) -> list[str]:
             if not found:
                 raise UsageError(f"{p}: no *.prototxt files in this directory")
             out.extend(found)
+        elif not p.exists():
+            hint = ""
+            if a.lower() in ("true", "false", "yes", "no", "1", "0"):
+                hint = " (flags such as --in-place and --check take no value)"
+            raise UsageError(f"{a}: no such file{hint}; nothing was written")
         else:
             out.append(a)
     return out
@@ -87,7 +93,9 @@ _APPLY_HELP = (
     "Every result is verified before anything is written: it re-parses and binds, it changes "
     "nothing but what the steps declared, the net's graph is intact, each step's promise holds "
     "under Caffe's analysis, and a second run changes nothing. A failed check exits 2. "
-    "See docs/recipes.md."
+    "See docs/recipes.md.\n\n"
+    "A FILE ending in .py is a pycaffe NetSpec script: it is EXECUTED (its Python code runs "
+    "with your permissions, before and after the edit) and the script itself is rewritten."
 )
 
 
@@ -210,7 +218,7 @@ def apply_cmd(
 
 def _summary(data: dict[str, Any], written: bool) -> str:
     if data.get("skipped"):
-        return f"{data['path']}: skipped ({data['skipped']})"
+        return f"{data['path']}: no change: {data['skipped']}"
     n_checks = len(data["checks"])
     if not data["changed"]:
         return f"{data['path']}: no change ({n_checks} checks passed)"
@@ -288,11 +296,13 @@ def recipes_cmd(
             typer.echo(f"no built-in recipes found in {builtin_dir()}", err=True)
             raise typer.Exit(EXIT_ERROR)
         width = max(len(n) for n in names)
+        # Shortened only to fit a terminal; a pipe (grep, a file) gets every word.
+        room = shutil.get_terminal_size().columns - width - 2 if sys.stdout.isatty() else 0
         for n in names:
             r = Recipe.builtin(n)
             first = " ".join(r.description.split())
-            if len(first) > 100 - width - 2:
-                first = first[: 100 - width - 5].rstrip() + "..."
+            if room > 10 and len(first) > room:
+                first = first[: room - 3].rstrip() + "..."
             typer.echo(f"{n.ljust(width)}  {first}")
         return
     recipe = Recipe.find(name)
@@ -310,9 +320,13 @@ def recipes_cmd(
         for o in opts.values():
             default = "required" if o.required else f"default {json.dumps(o.default)}"
             typer.echo(f"  {o.name} ({o.type}, {default}): {o.description}")
-    pre = [p for p, _ in recipe.all_preconditions() if p.has_layer or p.format != "any"]
+    pre = [
+        p for p, _ in recipe.all_preconditions() if p.has_layer or p.has_type or p.format != "any"
+    ]
     for p in pre:
         bits = [f"has_layer {p.has_layer}"] if p.has_layer else []
+        if p.has_type:
+            bits.append(f"has_type {p.has_type}")
         if p.format != "any":
             bits.append(f"format {p.format}")
         typer.echo(f"precondition: {', '.join(bits)} (on fail: {p.on_fail})")

@@ -13,9 +13,10 @@ from rewriter.cli import EXIT_ERROR, app
 @app.command()
 def deploy(
     file: Annotated[Path, typer.Argument(help="A train/val net (V1 or current format).")],
-    out: Annotated[
-        Path | None, typer.Option("-o", "--out", help="Write the deploy net here.")
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the deploy net here.")
     ] = None,
+    out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
     in_place: Annotated[
         bool, typer.Option("--in-place", help="Rewrite FILE itself (atomically).")
     ] = False,
@@ -38,8 +39,12 @@ def deploy(
     from rewriter.fileio import write_text_atomic
     from rewriter.model import read
 
+    if out is not None and output is not None:
+        typer.echo("--out is the old spelling of -o/--output: give one of them", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    out = output if output is not None else out  # --out: the old spelling, kept working
     if out is not None and in_place:
-        typer.echo("give either -o/--out or --in-place, not both", err=True)
+        typer.echo("give either -o/--output or --in-place, not both", err=True)
         raise typer.Exit(EXIT_ERROR)
     options = parse_settings(settings or [], DEPLOY_KEYS)
     result = deploy_document(read(file), lenient=lenient, **options)

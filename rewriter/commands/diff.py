@@ -139,5 +139,5 @@ def textconv(
     from rewriter.fileio import read_text
     from rewriter.semdiff import textconv as convert
 
-    sys.stdout.write(convert(read_text(file), str(file)))
+    sys.stdout.write(convert(read_text(file, binary_ok=True), str(file)))
     sys.stdout.flush()

@@ -16,7 +16,7 @@ from rewriter.cli import LenientOpt, app
 
 netspec_app = typer.Typer(
     name="netspec",
-    help="pycaffe NetSpec scripts: run them without Caffe.",
+    help="pycaffe NetSpec scripts: run one without Caffe (run), rewrite one by a recipe (apply).",
     no_args_is_help=True,
 )
 export_app = typer.Typer(

@@ -38,7 +38,7 @@ def _options(settings: list[str] | None) -> dict[str, Any]:
 @app.command()
 def shapes(
     net: Annotated[Path, typer.Argument(help="A net prototxt (V0, V1 or current format).")],
-    phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST")] = "TEST",
+    phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST")] = "TRAIN",
     stage: Annotated[
         list[str] | None, typer.Option("--stage", help="A stage (repeatable).")
     ] = None,
@@ -59,8 +59,11 @@ def shapes(
     phase = _phase(phase)
     fmt = _fmt(fmt)
     options = _options(settings)
+    from rewriter.diagnose import located
+
     f = load(net, lenient=lenient, root="caffe.NetParameter")
-    result = infer_shapes(f.message, phase, stages=tuple(stage or ()), level=level, **options)
+    with located(net, phase):
+        result = infer_shapes(f.message, phase, stages=tuple(stage or ()), level=level, **options)
     if fmt == "json":
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -92,8 +95,13 @@ def weights(
     phase = _phase(phase)
     fmt = _fmt(fmt)
     options = _options(settings)
+    from rewriter.diagnose import located
+
     f = load(net, lenient=lenient, root="caffe.NetParameter")
-    report = check_weights(f, model, phase=phase, stages=tuple(stage or ()), level=level, **options)
+    with located(net, phase):
+        report = check_weights(
+            f, model, phase=phase, stages=tuple(stage or ()), level=level, **options
+        )
     if fmt == "json":
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
