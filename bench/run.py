@@ -1,7 +1,7 @@
 """The benchmark harness: what users run, as whole processes, against protobuf in the same run.
 
     python bench/run.py                  # full (~10 min): BN+Scale ResNet at 1k/10k/100k layers,
-                                         # chain/resnet/densenet and V1 at 10k, real corpus nets
+                                         # 3 real corpus nets, chain/resnet/densenet/V1 at 10k
     python bench/run.py --quick          # ~3 min: BN+Scale ResNet at 1k/10k, SE-ResNet-152
     python bench/run.py --before main    # also the code of git rev ``main``, in the same pairs
     python bench/run.py --write bench/RESULTS.md
@@ -385,6 +385,12 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def compile_tree(package: Path) -> None:
+    """Write the package's bytecode first, as pip does on install: without it (e.g. under
+    PYTHONDONTWRITEBYTECODE=1) every process compiles every module again, ~0.1 s."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+
+
 def export_tree(rev: str, dest: Path) -> Path:
     """The package (and its recipes) as of git ``rev``, for ``--before``: run by putting it
     first on PYTHONPATH, ahead of the editable install."""
@@ -429,8 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rewriter-bench-") as tmp:
         work = Path(tmp)
         variants = [Variant("ours")]
+        compile_tree(REPO / "rewriter")
         if args.before:
             tree = export_tree(args.before, work / "before")
+            compile_tree(tree / "rewriter")
             env = dict(os.environ, PYTHONPATH=str(tree))
             variants.append(Variant(f"before ({args.before})", env))
         for n in [] if args.startup_only else sizes:
@@ -447,11 +455,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 log(f"  (no {path}: skipped)")
         if not (args.quick or args.startup_only):
+            # the old harness's shapes (no BatchNorm/Scale), for comparison: 2 pairs each
             for shape in ("chain", "resnet", "densenet"):
                 path = work / f"{shape}10000.prototxt"
                 path.write_text(SHAPES[shape](10_000))
-                rows += bench_net(shape, 10_000, path, variants, reps(10_000), work, log)
-            rows.append(bench_upgrade(10_000, variants, reps(10_000), work, log))
+                rows += bench_net(shape, 10_000, path, variants, args.repeat or 2, work, log)
+            rows.append(bench_upgrade(10_000, variants, args.repeat or 2, work, log))
         if not args.no_startup:
             starts = startup(variants, args.repeat or 9, log)
     took = time.perf_counter() - started
