@@ -194,32 +194,60 @@ def _cpp_div(a: int, b: int) -> int:
     return q if (a >= 0) == (b > 0) else -q
 
 
-def _check(cond: bool, message: str) -> None:
+def _check(cond: bool, message: str, location: str = "") -> None:
     if not cond:
-        raise _Fail(message)
+        raise _Fail(message, location)
 
 
 class _Fail(Exception):
-    """Internal: a CHECK failed in the current layer; turned into a ShapeError."""
+    """Internal: a CHECK failed in the current layer; turned into a ShapeError.
+
+    ``location`` names the source file when it is not the layer's own (``blob.hpp`` for
+    ``CanonicalAxisIndex`` and the legacy accessors, ``blob.cpp`` for ``Blob::Reshape``).
+    """
+
+    def __init__(self, message: str, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
 
 
-def _check_eq(a: int, b: int, expr: str, message: str = "") -> None:
+def _check_eq(a: int, b: int, expr: str, message: str = "", location: str = "") -> None:
     if a != b:
-        raise _Fail(f"Check failed: {expr} ({a} vs. {b}) {message}".rstrip())
+        raise _Fail(f"Check failed: {expr} ({a} vs. {b}) {message}".rstrip(), location)
 
 
-def _check_op(ok: bool, a: int, b: int, expr: str, message: str = "") -> None:
+def _check_op(ok: bool, a: int, b: int, expr: str, message: str = "", location: str = "") -> None:
     if not ok:
-        raise _Fail(f"Check failed: {expr} ({a} vs. {b}) {message}".rstrip())
+        raise _Fail(f"Check failed: {expr} ({a} vs. {b}) {message}".rstrip(), location)
 
 
 def _canonical(axis: int, shape: Sequence[int]) -> int:
-    """``Blob::CanonicalAxisIndex``."""
+    """``Blob::CanonicalAxisIndex`` (its CHECKs live in ``blob.hpp``)."""
     n = len(shape)
     msg = f"axis {axis} out of range for {n}-D Blob with shape {shape_string(shape)}"
-    _check_op(axis >= -n, axis, -n, "axis_index >= -num_axes()", msg)
-    _check_op(axis < n, axis, n, "axis_index < num_axes()", msg)
+    _check_op(axis >= -n, axis, -n, "axis_index >= -num_axes()", msg, "blob.hpp")
+    _check_op(axis < n, axis, n, "axis_index < num_axes()", msg, "blob.hpp")
     return axis + n if axis < 0 else axis
+
+
+def _legacy(shape: Sequence[int]) -> None:
+    """``Blob::LegacyShape`` (``num()``, ``channels()``, ``height()``, ``width()``): refuses a
+    blob with more than 4 axes; fewer axes read as 1."""
+    n = len(shape)
+    _check_op(
+        n <= 4,
+        n,
+        4,
+        "num_axes() <= 4",
+        "Cannot use legacy accessors on Blobs with > 4 axes.",
+        "blob.hpp",
+    )
+
+
+def _nonnegative(dims: Iterable[int]) -> None:
+    """``Blob::Reshape``'s ``CHECK_GE(shape[i], 0)``."""
+    for d in dims:
+        _check_op(d >= 0, d, 0, "shape[i] >= 0", location="blob.cpp")
 
 
 @dataclass
@@ -449,17 +477,18 @@ def _spatial_param(
     values: Sequence[int], has_hw: bool, hw: tuple[int, int], n_sp: int, what: str, default: int
 ) -> list[int]:
     if has_hw:
+        short = "kernel" if what == "kernel_size" else what
         _check_eq(
             n_sp,
             2,
             "num_spatial_axes_ == 2",
-            f"{what}_h & {what}_w can only be used for 2D convolution.",
+            f"{short}_h & {short}_w can only be used for 2D convolution.",
         )
         _check_eq(
             0,
             len(values),
             f"0 == conv_param.{what}_size()",
-            f"Either {what} or {what}_h/w should be specified; not both.",
+            f"Either {what} or {short}_h/w should be specified; not both.",
         )
         return [hw[0], hw[1]]
     n = len(values)
@@ -553,8 +582,7 @@ def _conv(ctx: _Ctx, deconv: bool) -> _Result:
             out.append(stride[i] * (size - 1) + extent - 2 * pad[i])
         else:
             out.append(_cpp_div(size + 2 * pad[i] - extent, stride[i]) + 1)
-    for o in out:
-        _check_op(o >= 0, o, 0, "shape[i] >= 0")
+    _nonnegative(out)
     top = (*bottom[:axis], num_output, *out)
     return [top] * ctx.n_tops, params
 
@@ -588,13 +616,6 @@ def _pool_output(size: int, pad: int, kernel: int, stride: int, ceil_mode: bool)
 def _pooling(ctx: _Ctx) -> _Result:
     pp = ctx.msg.pooling_param
     bottom = ctx.bottoms[0]
-    _check_eq(
-        4,
-        len(bottom),
-        "4 == bottom[0]->num_axes()",
-        "Input must have 4 axes, corresponding to (num, channels, height, width)",
-    )
-    n, c, h, w = bottom
     global_pooling = bool(pp.global_pooling)
     if global_pooling:
         _check(
@@ -624,7 +645,9 @@ def _pooling(ctx: _Ctx) -> _Result:
         "!pool_param.has_stride_w()) Stride is stride OR stride_h and stride_w are required.",
     )
     if global_pooling:
-        kh, kw = h, w
+        # LayerSetUp reads bottom[0]->height() and width(): the legacy accessors
+        _legacy(bottom)
+        kh, kw = (bottom[i] if i < len(bottom) else 1 for i in (2, 3))
     elif _has(pp, "kernel_size"):
         kh = kw = int(pp.kernel_size)
     else:
@@ -649,6 +672,14 @@ def _pooling(ctx: _Ctx) -> _Result:
         )
         _check_op(ph < kh, ph, kh, "pad_h_ < kernel_h_")
         _check_op(pw < kw, pw, kw, "pad_w_ < kernel_w_")
+    # Reshape, after LayerSetUp's checks
+    _check_eq(
+        4,
+        len(bottom),
+        "4 == bottom[0]->num_axes()",
+        "Input must have 4 axes, corresponding to (num, channels, height, width)",
+    )
+    n, c, h, w = bottom
     ceil_mode = int(pp.round_mode) == 0
     oh = _pool_output(h, ph, kh, sh, ceil_mode)
     ow = _pool_output(w, pw, kw, sw, ceil_mode)
@@ -675,6 +706,7 @@ def _pooling(ctx: _Ctx) -> _Result:
 
 def _spp(ctx: _Ctx) -> _Result:
     bottom = ctx.bottoms[0]
+    _legacy(bottom)  # LayerSetUp reads num(), channels(), height(), width()
     _check_eq(
         4,
         len(bottom),
@@ -801,7 +833,7 @@ def _slice(ctx: _Ctx) -> _Result:
             prev = pt
         sizes.append(size - prev)
         for s in sizes:
-            _check_op(s >= 0, s, 0, "shape[i] >= 0")
+            _nonnegative((s,))
             tops.append((*bottom[:axis], s, *bottom[axis + 1 :]))
     else:
         _check_eq(
@@ -855,8 +887,8 @@ def _reshape(ctx: _Ctx) -> _Result:
     inferred = [i for i, d in enumerate(dims) if d == -1]
     _check(
         len(inferred) <= 1,
-        "Check failed: inferred_axis_ == -1 (1 vs. -1) new shape contains multiple -1 dims; at "
-        "most a single (1) value of -1 may be specified",
+        f"Check failed: inferred_axis_ == -1 ({inferred[0] if inferred else -1} vs. -1) new "
+        "shape contains multiple -1 dims; at most a single (1) value of -1 may be specified",
     )
     constant = math.prod(d for d in dims if d not in (0, -1))
     in_axis = int(p.axis)
@@ -956,12 +988,40 @@ def _loss_base(ctx: _Ctx) -> None:
             ctx.bottoms[1][0],
             "bottom[0]->shape(0) == bottom[1]->shape(0)",
             "The data and label should have the same first dimension.",
+            "loss_layer.cpp",
         )
 
 
+def _legacy_dim(shape: Sequence[int], i: int) -> int:
+    """``num()``/``channels()``/``height()``/``width()`` of ``shape`` (index ``i``)."""
+    _legacy(shape)
+    return shape[i] if i < len(shape) else 1
+
+
+def _legacy_eq(blob: int, shape: Sequence[int], i: int, want: int) -> None:
+    """``CHECK_EQ(bottom[blob]->channels(), 1)`` and its siblings."""
+    accessor = ("num", "channels", "height", "width")[i]
+    got = _legacy_dim(shape, i)
+    _check_eq(got, want, f"bottom[{blob}]->{accessor}() == 1")
+
+
+def _contrastive_setup(ctx: _Ctx) -> None:
+    """ContrastiveLossLayer::LayerSetUp: (N, C, 1, 1) pairs and a (N, 1, 1, 1) similarity."""
+    a, b = ctx.bottoms[0], ctx.bottoms[1]
+    ca, cb = _legacy_dim(a, 1), _legacy_dim(b, 1)
+    _check_eq(ca, cb, "bottom[0]->channels() == bottom[1]->channels()")
+    for blob, i in ((0, 2), (0, 3), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)):
+        _legacy_eq(blob, ctx.bottoms[blob], i, 1)
+
+
 def _loss(ctx: _Ctx) -> _Result:
-    _loss_base(ctx)
     t = ctx.type
+    if t == "ContrastiveLoss":
+        _contrastive_setup(ctx)
+    _loss_base(ctx)
+    if t == "MultinomialLogisticLoss":
+        for i in (1, 2, 3):
+            _legacy_eq(1, ctx.bottoms[1], i, 1)
     if t == "EuclideanLoss":
         _check_eq(
             _count(ctx.bottoms[0], 1),
@@ -1140,8 +1200,15 @@ def _prelu(ctx: _Ctx) -> _Result:
         "bottom[0]->num_axes() >= 2",
         "Number of axes of bottom blob must be >=2.",
     )
-    shape: Shape = () if ctx.msg.prelu_param.channel_shared else (bottom[1],)
+    channels = _legacy_dim(bottom, 1)
+    shape: Shape = () if ctx.msg.prelu_param.channel_shared else (channels,)
     return [bottom], [shape]
+
+
+def _mvn(ctx: _Ctx) -> _Result:
+    """MVNLayer::Reshape builds its top from the legacy accessors: always 4 axes."""
+    bottom = ctx.bottoms[0]
+    return [tuple(_legacy_dim(bottom, i) for i in range(4))], []
 
 
 def _embed(ctx: _Ctx) -> _Result:
@@ -1195,7 +1262,12 @@ def _recurrent(ctx: _Ctx) -> _Result:
     )
     t, n = x[0], x[1]
     cont = ctx.bottoms[1]
-    _check_eq(2, len(cont), "2 == bottom[1]->num_axes()")
+    _check_eq(
+        len(cont),
+        2,
+        "bottom[1]->num_axes() == 2",
+        "bottom[1] must have exactly 2 axes -- (#timesteps, #streams)",
+    )
     _check_eq(t, cont[0], "T_ == bottom[1]->shape(0)")
     _check_eq(n, cont[1], "N_ == bottom[1]->shape(1)")
     hidden = int(p.num_output)
@@ -1242,7 +1314,6 @@ _SAME_SHAPE = (
     "ELU",
     "Exp",
     "Log",
-    "MVN",
     "Power",
     "ReLU",
     "Sigmoid",
@@ -1283,6 +1354,7 @@ _RULES: dict[str, Callable[[_Ctx], _Result]] = {
     "Parameter": _parameter,
     "Pooling": _pooling,
     "PReLU": _prelu,
+    "MVN": _mvn,
     "Python": _python,
     "Reduction": _reduction,
     "Reshape": _reshape,
@@ -1320,8 +1392,6 @@ _SOURCE = {
 def _source_file(layer_type: str) -> str:
     if layer_type in _SOURCE:
         return _SOURCE[layer_type]
-    if layer_type in LOSS_LAYER_TYPES:
-        return "loss_layer.cpp"
     snake = "".join(("_" + c.lower()) if c.isupper() else c for c in layer_type).lstrip("_")
     return f"{snake}_layer.cpp"
 
@@ -1417,7 +1487,7 @@ def infer_shapes(
             result.unknown_layers = [lay.name for lay in graph.layers[i:] if lay.params]
             return result
         except _Fail as e:
-            raise ShapeError(str(e), _source_file(ltype), layer.name, ltype) from None
+            raise ShapeError(str(e), e.location or _source_file(ltype), layer.name, ltype) from None
         except IndexError:
             raise ShapeError(
                 f"layer needs more bottoms or axes than it has (bottoms: "
@@ -1428,8 +1498,7 @@ def infer_shapes(
             for d in dims:
                 if d < 0:
                     raise ShapeError(
-                        f"Check failed: shape[i] >= 0 ({d} vs. 0) (top shape "
-                        f"{' '.join(map(str, dims))})",
+                        f"Check failed: shape[i] >= 0 ({d} vs. 0)",
                         "blob.cpp",
                         layer.name,
                         ltype,
@@ -1491,7 +1560,7 @@ def data_layer_shapes(
     except _Unknown as e:
         raise ShapeUnknown(f"layer '{ctx.name}' (type {ctx.type}): {e.why}") from None
     except _Fail as e:
-        raise ShapeError(str(e), _source_file(ctx.type), ctx.name, ctx.type) from None
+        raise ShapeError(str(e), e.location or _source_file(ctx.type), ctx.name, ctx.type) from None
     return shapes, ctx.assumptions
 
 
