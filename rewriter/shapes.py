@@ -1016,6 +1016,18 @@ def _contrastive_setup(ctx: _Ctx) -> None:
 
 def _loss(ctx: _Ctx) -> _Result:
     t = ctx.type
+    if t == "SoftmaxWithLoss":
+        # LayerSetUp sets up an internal Softmax on a copy of the LayerParameter (loss weights
+        # included, 1 when none) with a single top
+        weights = len(ctx.msg.loss_weight) or 1
+        _check_eq(
+            1,
+            weights,
+            "top.size() == num_loss_weights",
+            "loss_weight must be unspecified or specified once per top blob.",
+            "layer.hpp",
+        )
+        _canonical(int(ctx.msg.softmax_param.axis), ctx.bottoms[0])
     if t == "ContrastiveLoss":
         _contrastive_setup(ctx)
     _loss_base(ctx)

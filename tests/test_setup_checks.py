@@ -1,0 +1,150 @@
+"""Caffe's set-up checks (issue 16) against what real BVLC Caffe printed.
+
+``oracle/setup``: 43 small nets, each pinning one check Caffe makes while ``Net::Init`` sets
+layers up (README there). Every run must give Caffe's verdict, its FATAL text, the source file
+of the FATAL line and the layer being set up; a successful run must give every top shape
+Caffe logged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from rewriter.setup_checks import check_setup, field_of
+from tests.conftest import ORACLE, need_shared
+
+SETUP = ORACLE / "setup"
+
+
+def _net(text: str) -> Any:
+    from google.protobuf import text_format
+
+    from rewriter.schema import default_schema
+
+    cls = default_schema().message_class("caffe.NetParameter")
+    return text_format.Parse(text, cls())
+
+
+def _runs() -> list[Any]:
+    if not SETUP.is_dir():
+        return [pytest.param(None, None, id="no-shared-oracle")]
+    out = []
+    for exp in sorted(SETUP.glob("*.expect.json")):
+        data = json.loads(exp.read_text())
+        for run in data["runs"]:
+            out.append(pytest.param(data, run, id=f"{data['case']}-{run['phase']}"))
+    return out
+
+
+@pytest.mark.parametrize(("case", "run"), _runs())
+def test_setup_matches_caffe(case: Any, run: Any) -> None:
+    need_shared()
+    net = _net((SETUP / case["prototxt"]).read_text())
+    report = check_setup(net, run["phase"])
+    assert report.skipped == []
+    if run["ok"]:
+        assert report.error is None, report.error
+        assert report.shapes is not None
+        got = {ls.name: [list(t) for t in ls.top_shapes] for ls in report.shapes.layers}
+        for layer in run["layers"]:
+            assert got[layer["name"]] == layer["top_shapes"], layer["name"]
+        return
+    err = report.error
+    assert err is not None, "Caffe refuses this net"
+    assert err.message == run["error"]
+    assert err.location == run["error_location"]
+    assert report.layer == run["layers_created_before_error"][-1]
+    # every failure names the field that causes it, for path:line:col
+    assert getattr(err, "field", None), err.message
+
+
+def test_every_setup_case_is_compared() -> None:
+    need_shared()
+    runs = [p for p in _runs() if p.values[0] is not None]
+    assert len({p.values[0]["case"] for p in runs}) == 43
+    assert sum(not p.values[1]["ok"] for p in runs) == 30
+
+
+def test_fields_of_the_checks() -> None:
+    """The field the caret goes to: the one the user must change."""
+    assert field_of("Convolution", "Check failed: channels_ % group_ == 0 (1 vs. 0)") == (
+        "convolution_param.group",
+        None,
+    )
+    assert field_of("Eltwise", "... bottom[0]: 2 3 4 4 (96), bottom[1]: 2 3 2 8 (96)") == (
+        "bottom",
+        1,
+    )
+    assert field_of(
+        "PReLU",
+        "Check failed: param_size <= num_param_blobs (2 vs. 1) Too many params specified for "
+        "layer prelu",
+    ) == ("param", 1)
+
+
+_INPUT = (
+    'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+    "dim: 8 dim: 8 } } }\n"
+)
+
+
+def test_a_shape_check_of_an_earlier_layer_beats_a_later_graph_error() -> None:
+    """Net::Init sets layers up in order: the group check of 'c' fires before the unknown
+    bottom of 'late' is wired."""
+    net = _net(
+        _INPUT + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 2 kernel_size: 1 group: 2 } }\n"
+        'layer { name: "late" type: "ReLU" bottom: "nowhere" top: "late" }\n'
+    )
+    report = check_setup(net, "TRAIN")
+    assert report.error is not None
+    assert report.error.message == "Check failed: channels_ % group_ == 0 (1 vs. 0)"
+    assert report.layer == "c"
+
+
+def test_shape_checks_of_a_layer_come_before_its_param_checks() -> None:
+    """ "Too many params" is checked after SetUp: the layer's own Reshape CHECK wins."""
+    net = _net(
+        _INPUT + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" param {} param {} '
+        "param {} convolution_param { num_output: 2 kernel_size: 1 group: 2 } }\n"
+    )
+    report = check_setup(net, "TRAIN")
+    assert report.error is not None
+    assert "group_" in report.error.message
+
+
+def test_sharing_checks_use_inferred_param_shapes() -> None:
+    """Issue 16's example: two convolutions sharing 'w' with different weight shapes."""
+    net = _net(
+        _INPUT
+        + 'layer { name: "fa" type: "Convolution" bottom: "data" top: "fa" param { name: "w" }'
+        " convolution_param { num_output: 4 kernel_size: 1 bias_term: false } }\n"
+        'layer { name: "fb" type: "Convolution" bottom: "fa" top: "fb" param { name: "w" }'
+        " convolution_param { num_output: 2 kernel_size: 1 bias_term: false } }\n"
+    )
+    report = check_setup(net, "TRAIN")
+    assert report.error is not None
+    assert report.error.message == (
+        "Check failed: this_blob->shape() == owner_blob->shape() Cannot share param 'w' owned "
+        "by layer 'fa' with layer 'fb'; shape mismatch.  Owner layer param shape is 4 3 1 1 "
+        "(12); sharing layer expects shape 2 4 1 1 (8)"
+    )
+    assert report.error.location == "net.cpp"
+    assert (report.layer, getattr(report.error, "field", None)) == ("fb", "param.name")
+
+
+def test_unknown_shapes_name_the_skipped_layers() -> None:
+    """A layer whose shapes cannot be known: its checks and those after it are skipped, and
+    the report says so (never a silent pass)."""
+    net = _net(
+        _INPUT + 'layer { name: "f" type: "ForkOnlyLayer" bottom: "data" top: "f" }\n'
+        'layer { name: "r" type: "ReLU" bottom: "f" top: "r" }\n'
+    )
+    report = check_setup(net, "TRAIN", param_counts={"ForkOnlyLayer": 0})
+    assert report.error is None
+    assert report.skipped == ["f", "r"]
+    assert "ForkOnlyLayer" in (report.skipped_reason or "")
+    assert "skipped for 2 layer(s) from 'f'" in report.summary()
