@@ -7,6 +7,7 @@ exits 2; anything else escaping the CLI is a bug.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,8 @@ class Diagnostic:
     location: Location | None = None
     expected: str | None = None
     code: str = ""
+    #: what to do next (a did-you-mean, the flag to pass), printed under the excerpt
+    hint: str | None = None
 
     def render(self) -> str:
         where = f"{self.location}: " if self.location else ""
@@ -74,6 +77,8 @@ class Diagnostic:
             excerpt = self.location.excerpt()
             if excerpt:
                 text += "\n" + excerpt
+        if self.hint:
+            text += f"\n  help: {self.hint}"
         return text
 
     def as_dict(self) -> dict[str, object]:
@@ -86,7 +91,16 @@ class Diagnostic:
             "path": loc.path if loc else None,
             "line": loc.line if loc else None,
             "col": loc.col if loc else None,
+            "hint": self.hint,
         }
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """``"did you mean 'x'?"`` for the closest candidate (difflib), or None if none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
 
 
 class ParseError(RewriterError):

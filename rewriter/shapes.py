@@ -55,12 +55,33 @@ DATA_LAYER_TYPES: frozenset[str] = frozenset(
 class ShapeError(CaffeError):
     """A layer's shape check fails: Caffe would stop with ``message`` (its FATAL text)."""
 
-    def __init__(self, message: str, location: str, layer: str = "", layer_type: str = "") -> None:
-        super().__init__(message, location)
+    def __init__(
+        self,
+        message: str,
+        location: str,
+        layer: str = "",
+        layer_type: str = "",
+        *,
+        layer_index: int | None = None,
+        field: str | None = None,
+        index: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            location,
+            layer=layer or None,
+            layer_index=layer_index,
+            field=field,
+            index=index,
+            hint=hint,
+        )
         self.layer = layer
         self.layer_type = layer_type
 
     def __str__(self) -> str:
+        if self.diagnostic is not None:
+            return self.diagnostic.render()
         where = f"layer '{self.layer}' (type {self.layer_type}): " if self.layer else ""
         return f"{where}{self.location}: {self.message}"
 
