@@ -23,10 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .errors import Diagnostic
 from .graph import CaffeError, Graph, build_graph, upgrade_net_message
 from .shapes import Shape, ShapeError, Shapes, infer_shapes, shape_string
+
+if TYPE_CHECKING:
+    from .cst import Document
 
 __all__ = ["FIELDS", "SetupReport", "check_setup", "field_of"]
 
@@ -120,12 +124,11 @@ def _place(
     fld, index = field_of(layer_type, err.message)
     if p is not None and fld is not None and fld.startswith("param."):
         index = p
-    attrs = {"layer": layer, "layer_index": layer_index, "field": fld, "index": index}
-    for name, value in attrs.items():
-        if getattr(err, name, None) in (None, ""):
-            setattr(err, name, value)
-    if not hasattr(err, "hint"):
-        setattr(err, "hint", None)  # noqa: B010 (CaffeError gains the attribute with locate)
+    err.layer = err.layer or layer
+    if err.layer_index is None:
+        err.layer_index = layer_index
+    if err.field is None:
+        err.field, err.index = fld, index
     return err
 
 
@@ -163,6 +166,32 @@ class SetupReport:
             )
         return f"phase {self.phase}: every set-up check passes"
 
+    def diagnostics(self, doc: Document | None) -> list[Diagnostic]:
+        """The report as findings: the failure placed in ``doc`` (``path:line:col`` and a
+        caret at the field), skipped layers as a warning."""
+        from .diagnose import diagnostic, locate_error
+
+        if self.error is not None:
+            if doc is not None:
+                return [diagnostic(self.error, doc, self.phase)]
+            text = f"Caffe refuses the net in phase {self.phase} ({self.error.location}): "
+            return [Diagnostic("error", text + self.error.message, code="net-init")]
+        if not self.skipped:
+            return []
+        first = self.skipped[0]
+        loc = locate_error(CaffeError("", "", layer=first), doc) if doc is not None else None
+        return [
+            Diagnostic(
+                "warning",
+                f"phase {self.phase}: set-up checks skipped for {len(self.skipped)} layer(s) "
+                f"from '{first}' on: {self.skipped_reason}",
+                loc,
+                code="setup-skipped",
+                hint="give the data layers' shapes (--set shape.BLOB=N,C,H,W) or the "
+                "parameter count of a fork layer type",
+            )
+        ]
+
     def to_json(self) -> dict[str, Any]:
         err = self.error
         return {
@@ -171,8 +200,8 @@ class SetupReport:
             "error": err.message if err is not None else None,
             "error_location": err.location if err is not None else None,
             "layer": self.layer,
-            "field": getattr(err, "field", None) if err is not None else None,
-            "index": getattr(err, "index", None) if err is not None else None,
+            "field": err.field if err is not None else None,
+            "index": err.index if err is not None else None,
             "skipped": list(self.skipped),
             "skipped_reason": self.skipped_reason,
         }
@@ -238,8 +267,9 @@ def check_setup(
     try:
         shapes = infer_shapes(graph, phase, message=used, **shape_opts)
     except ShapeError as e:
-        report.error = _place(e, e.layer, _source_index(graph, e.layer), e.layer_type)
-        report.layer = e.layer
+        name = e.layer or ""
+        report.error = _place(e, name, _source_index(graph, name), e.layer_type)
+        report.layer = name
         return report
     report.shapes = shapes
     if shapes.stopped_layer is not None:
@@ -251,7 +281,7 @@ def check_setup(
         graph_error = _place(graph_error, lay.name, failing, lay.type, _named(lay, graph_error))
     share_error = _sharing_checks(graph, used, shapes)
     if share_error is not None and (graph_error is None or _beats(share_error, graph_error)):
-        report.error, report.layer = share_error, getattr(share_error, "layer", None)
+        report.error, report.layer = share_error, share_error.layer
     elif graph_error is not None:
         report.error, report.layer = graph_error, upgraded.layer[failing].name
     return report
@@ -337,18 +367,14 @@ def _internal_softmax(upgraded: Any, failing: int, error: CaffeError) -> bool:
 
 
 def _beats(share: CaffeError, graph_error: CaffeError) -> bool:
-    """The sharing check comes first: an earlier layer, or in the same layer an earlier param
-    than the one whose multipliers disagree (shapes are checked before multipliers)."""
-    s_idx = getattr(share, "layer_index", None)
-    g_idx = getattr(graph_error, "layer_index", None)
-    if g_idx is None or s_idx is None or s_idx != g_idx:
+    """The sharing check comes first: in an earlier layer, or in the same layer for a param
+    blob up to the one whose multipliers disagree (AppendParam checks shapes first)."""
+    if share.layer_index != graph_error.layer_index:
         return True
     if "Shared param '" not in graph_error.message:
-        return True
-    return (
-        getattr(share, "index", None) is not None
-        and share.message.split("'")[1] == (graph_error.message.split("'")[1])
-    )
+        return False  # loss weights and "Too many params" come before any AppendParam
+    q, p = share.index, graph_error.index
+    return q is None or p is None or q <= p
 
 
 def _sharing_checks(graph: Graph, upgraded: Any, shapes: Shapes) -> CaffeError | None:

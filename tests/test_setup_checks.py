@@ -148,3 +148,38 @@ def test_unknown_shapes_name_the_skipped_layers() -> None:
     assert report.skipped == ["f", "r"]
     assert "ForkOnlyLayer" in (report.skipped_reason or "")
     assert "skipped for 2 layer(s) from 'f'" in report.summary()
+
+
+def _failing_runs() -> list[Any]:
+    return [p for p in _runs() if p.values[0] is None or not p.values[1]["ok"]]
+
+
+@pytest.mark.parametrize(("case", "run"), _failing_runs())
+def test_failure_is_located_at_its_field(case: Any, run: Any) -> None:
+    """path:line:col with the caret on the field that makes the check fail (on the layer's
+    name when that field is not written, e.g. a missing input_dim)."""
+    need_shared()
+    from rewriter.bind import bind
+    from rewriter.cst import parse
+
+    path = SETUP / case["prototxt"]
+    text = path.read_text()
+    doc = parse(text, path.name)
+    report = check_setup(bind(doc, root="caffe.NetParameter").message, run["phase"])
+    assert report.error is not None
+    (diag,) = report.diagnostics(doc)
+    loc = diag.location
+    assert loc is not None and loc.path == path.name
+    assert run["error"] in diag.render() and diag.render().startswith(f"{loc}: error: ")
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if f'name: "{report.layer}"' in ln)
+    end = next((i for i in range(start + 1, len(lines)) if "layer {" in lines[i]), len(lines))
+    assert start < loc.line <= end, "the caret is inside the failing layer's block"
+    seg = (report.error.field or "").rsplit(".", 1)[-1]
+    line = lines[loc.line - 1]
+    block = "\n".join(lines[start:end])
+    if f"{seg}:" in block or f"{seg} {{" in block:
+        before, at = line[: loc.col - 1], line[loc.col - 1 :]
+        assert before.rstrip().endswith(f"{seg}:") or at.startswith(seg), (seg, line)
+    else:
+        assert line[loc.col - 1 :].startswith(f'"{report.layer}"')
