@@ -148,6 +148,8 @@ class SetupReport:
     skipped: list[str] = field(default_factory=list)
     skipped_reason: str | None = None
     shapes: Shapes | None = None
+    #: the initialised net, when Net::Init gets through every layer
+    graph: Graph | None = None
 
     @property
     def ok(self) -> bool:
@@ -284,6 +286,8 @@ def check_setup(
         report.error, report.layer = share_error, share_error.layer
     elif graph_error is not None:
         report.error, report.layer = graph_error, upgraded.layer[failing].name
+    else:
+        report.graph = graph
     return report
 
 
