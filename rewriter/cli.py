@@ -109,14 +109,34 @@ def check(
     lenient: LenientOpt = False,
     kind: KindOpt = None,
     proto: ProtoOpt = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Shapes for Caffe's set-up checks: batch, channels, height, width, "
+            "shape.BLOB=D,D,... (repeatable).",
+        ),
+    ] = None,
+    setup: Annotated[
+        bool,
+        typer.Option(
+            "--setup/--no-setup",
+            help="Also run Caffe's Net::Init set-up checks on nets (TRAIN and TEST).",
+        ),
+    ] = True,
 ) -> None:
-    """Parse and validate files against the Caffe schema (exit 0 valid, 2 invalid)."""
+    """Parse and validate files against the Caffe schema, and set nets up as Caffe's Net::Init
+    would (shape and parameter-sharing checks) in TRAIN and TEST (exit 0 valid, 2 invalid)."""
     from .bind import diagnose
+    from .deploy import parse_settings
     from .errors import Diagnostic
     from .fileio import read_text
 
     schema = _schema(proto)
     root = _root_for(kind)
+    shape_opts = parse_settings(
+        settings or [], ("batch", "channels", "height", "width", "input_shapes")
+    )
     results: list[dict[str, Any]] = []
     bad = False
     for path in _expand(files):
@@ -126,6 +146,8 @@ def check(
             bound, diags = diagnose(read_text(path), str(path), schema, root, lenient)
             if bound is not None:
                 detected = "solver" if bound.root.endswith("SolverParameter") else "net"
+            if setup and detected == "net" and bound is not None and not bound.errors:
+                diags = diags + _setup_diagnostics(bound, shape_opts)
         except RewriterError as e:
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
@@ -149,6 +171,24 @@ def check(
     elif fmt != "text":
         _fail(f"--format must be text or json, not {fmt!r}")
     raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
+
+
+def _setup_diagnostics(bound: Any, shape_opts: dict[str, Any]) -> list[Any]:
+    """Caffe's set-up checks on a bound net, per phase, as located findings."""
+    from .errors import Diagnostic
+    from .setup_checks import check_setup, phases_of
+
+    out: list[Any] = []
+    for phase in phases_of(bound.message):
+        try:
+            report = check_setup(bound.message, phase, **shape_opts)
+        except RewriterError as e:
+            out.append(
+                Diagnostic("warning", f"set-up checks not run in {phase}: {e}", code="setup")
+            )
+            continue
+        out.extend(report.diagnostics(bound.document))
+    return out
 
 
 @app.command()
@@ -191,14 +231,19 @@ def explain(
         if not name or not num.isdigit():
             _fail(f"--param-count takes TYPE=N, not {item!r}")
         counts[name] = int(num)
-    from .graph import build_graph
+    from .setup_checks import check_setup, refuse_or_warn
 
     # Past binding only the message is needed: the lossless tree goes before the graph is
-    # built, so the two never take memory at the same time.
+    # built, so the two never take memory at the same time (a failure re-reads the file).
     message = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"]).message
-    graph = build_graph(
-        message, phase=phase, stages=tuple(stage or ()), level=level, param_counts=counts or None
+    # Net::Init with every set-up check: a net Caffe refuses exits 2 with its message
+    report = check_setup(
+        message, phase, stages=tuple(stage or ()), level=level, param_counts=counts or None
     )
+    for line in refuse_or_warn(report, net):
+        typer.echo(line, err=True)
+    graph = report.graph
+    assert graph is not None  # set whenever there is no error
     result = graph.backward()
     shape_res: Any = None
     weight_rep: Any = None

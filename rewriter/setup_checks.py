@@ -32,7 +32,7 @@ from .shapes import Shape, ShapeError, Shapes, infer_shapes, shape_string
 if TYPE_CHECKING:
     from .cst import Document
 
-__all__ = ["FIELDS", "SetupReport", "check_setup", "field_of"]
+__all__ = ["FIELDS", "SetupReport", "check_setup", "field_of", "phases_of", "refuse_or_warn"]
 
 
 # --------------------------------------------------------------------------- fields
@@ -261,7 +261,10 @@ def check_setup(
         graph, used = build(upgraded), upgraded
     except CaffeError as e:
         graph_error = e
-        failing = _first_failing_layer(upgraded, build)
+        # the error names its layer (rewriter.diagnose's contract), else search for it
+        failing = e.layer_index if e.layer_index is not None else -2
+        if failing == -2 or not 0 <= failing < len(upgraded.layer):
+            failing = _first_failing_layer(upgraded, build)
         if failing < 0:  # not a per-layer error: Caffe stops before any layer is set up
             report.error = e
             return report
@@ -297,6 +300,25 @@ def _named(layer: Any, error: CaffeError) -> int | None:
         return None
     name = error.message.split("'")[1]
     return next((p for p, spec in enumerate(layer.param) if spec.name == name), None)
+
+
+def phases_of(net: Any) -> tuple[str, ...]:
+    """The phases worth setting up: TRAIN, and TEST when a rule or NetState can tell them
+    apart (without any, both phases see the same layers)."""
+    rules = net.HasField("state") or any(len(x.include) or len(x.exclude) for x in net.layer)
+    rules = rules or any(len(x.include) or len(x.exclude) for x in net.layers)
+    return ("TRAIN", "TEST") if rules else ("TRAIN",)
+
+
+def refuse_or_warn(report: SetupReport, path: Any) -> list[str]:
+    """For a command: raise the failure placed in the file at ``path`` (exit 2, as Caffe
+    refuses the net), else return the warning lines (layers whose checks were skipped)."""
+    from .diagnose import located
+
+    if report.error is not None:
+        with located(path, report.phase):
+            raise report.error
+    return [d.render() for d in report.diagnostics(None)]
 
 
 def _source_index(graph: Graph, name: str) -> int | None:
