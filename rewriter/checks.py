@@ -675,7 +675,10 @@ def setup_check(
             detail = f"{phase}: the input is refused as well ({before.error.message})"
             results.append(CheckResult("setup", True, detail))
             continue
-        where = after.diagnostics(final.doc)[0]
+        # an edited document's records point into their own texts: place it in a fresh parse
+        from .cst import parse
+
+        where = after.diagnostics(parse(final.doc.code, final.doc.path))[0]
         results.append(
             _fail(
                 "setup",

@@ -9,6 +9,8 @@ Caffe logged.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -183,3 +185,93 @@ def test_failure_is_located_at_its_field(case: Any, run: Any) -> None:
         assert before.rstrip().endswith(f"{seg}:") or at.startswith(seg), (seg, line)
     else:
         assert line[loc.col - 1 :].startswith(f'"{report.layer}"')
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def test_apply_refuses_a_result_that_fails_setup() -> None:
+    """The 'setup' round-trip check: the input sets up, the result would not (a group that
+    does not divide the 3 input channels), so nothing is written."""
+    from rewriter.apply import apply
+    from rewriter.checks import CheckFailed
+    from rewriter.cst import parse
+    from rewriter.recipe import Step
+
+    text = _INPUT + (
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 6 kernel_size: 1 } }\n"
+    )
+    step = Step("set-field", layers=["c"], field="convolution_param.group", value=2)
+    with pytest.raises(CheckFailed) as err:
+        apply(parse(text, "net.prototxt"), step)
+    bad = next(f for f in err.value.failures if f.name == "setup")
+    assert bad.layer == "c"
+    assert "Check failed: channels_ % group_ == 0 (1 vs. 0)" in bad.detail
+    assert "net.prototxt:2:" in bad.detail  # located in the result
+    ok = apply(parse(text, "net.prototxt"), Step("set-field", layers=["c"],
+               field="convolution_param.group", value=3))  # fmt: skip
+    assert any(c.name == "setup" and c.ok for c in ok.checks)
+
+
+def test_apply_does_not_blame_the_rewrite_for_an_old_failure() -> None:
+    """An input Caffe already refuses: the check passes and says so."""
+    from rewriter.apply import apply
+    from rewriter.cst import parse
+    from rewriter.recipe import Step
+
+    text = _INPUT + (
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 6 kernel_size: 1 group: 2 } }\n"
+    )
+    result = apply(parse(text), Step("freeze", layers=["c"]))
+    setup = next(c for c in result.checks if c.name == "setup")
+    assert setup.ok and "refused as well" in setup.detail
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rewriter.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_explain_and_check_refuse_like_caffe() -> None:
+    need_shared()
+    case = SETUP / "share_strict_shape_mismatch.prototxt"
+    proc = _cli("explain", str(case))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(f"{case}:8:77: error: Caffe refuses the net in phase TRAIN (net.cpp)")
+    assert "shape mismatch.  Owner layer param shape is 3 4 (12)" in first
+    passing = SETUP / "share_tied_transposed_ip.prototxt"
+    proc = _cli("check", "--format", "json", str(case), str(passing))
+    assert proc.returncode == 2
+    files = json.loads(proc.stdout)["files"]
+    assert [f["ok"] for f in files] == [False, True]
+    (diag,) = files[0]["diagnostics"]
+    assert (diag["line"], diag["col"], diag["code"]) == (8, 77, "net-init")
+
+
+# --------------------------------------------------------------------------- corpus truth
+
+from tests.test_shapes import _oracle_inputs, _oracle_runs  # noqa: E402
+
+
+@pytest.mark.parametrize(("row", "run", "notes"), _oracle_runs())
+def test_corpus_nets_caffe_initialised_pass_setup(row: Any, run: Any, notes: list[str]) -> None:
+    """Every corpus net real Caffe initialised passes every set-up check (sharing included),
+    with nothing skipped: no false refusal."""
+    need_shared()
+    from rewriter.model import load
+    from tests.conftest import CORPUS
+
+    assert row is not None
+    net = load(CORPUS / row["path"]).message
+    opts = _oracle_inputs(row["path"], net, run["phase"], notes)
+    report = check_setup(net, run["phase"], stages=run["stages"], level=run["level"], **opts)
+    assert report.error is None, report.error
+    assert report.skipped == []
