@@ -1127,9 +1127,9 @@ def _argmax(ctx: _Ctx) -> _Result:
         axis = _canonical(int(p.axis), bottom)
         _check_op(
             bottom[axis] >= top_k,
-            bottom[axis],
             top_k,
-            "bottom[0]->shape(axis_) >= top_k_",
+            bottom[axis],
+            "top_k_ <= bottom[0]->shape(axis_)",
             "top_k must be less than or equal to the dimension of the axis.",
         )
         shape = list(bottom)
@@ -1137,10 +1137,11 @@ def _argmax(ctx: _Ctx) -> _Result:
     else:
         _check_op(
             _count(bottom, 1) >= top_k,
-            _count(bottom, 1),
             top_k,
-            "bottom[0]->count(1) >= top_k_",
-            "top_k must be less than or equal to the number of classes.",
+            _count(bottom, 1),
+            "top_k_ <= bottom[0]->count(1)",
+            "top_k must be less than or equal to the dimension of the flattened bottom blob "
+            "per instance.",
         )
         shape[0] = bottom[0]
         shape[2] = top_k
@@ -1259,6 +1260,10 @@ def _tile(ctx: _Ctx) -> _Result:
     p = ctx.msg.tile_param
     bottom = ctx.bottoms[0]
     axis = _canonical(int(p.axis), bottom)
+    _check(
+        _has(p, "tiles"),
+        "Check failed: tile_param.has_tiles() Number of tiles must be specified",
+    )
     tiles = int(p.tiles)
     _check_op(tiles > 0, tiles, 0, "tiles_ > 0", "Number of tiles must be positive.")
     top = list(bottom)
@@ -1327,8 +1332,31 @@ def _recurrent(ctx: _Ctx) -> _Result:
 
 
 def _lstm_unit(ctx: _Ctx) -> _Result:
+    """LSTMUnitLayer::Reshape: c_prev (1, N, D), gates (1, N, 4D), cont (1, N)."""
     c_prev = ctx.bottoms[0]
+    n = c_prev[1]
+    for i, b in enumerate(ctx.bottoms):
+        want = 2 if i == 2 else 3
+        _check_eq(want, len(b), f"{want} == bottom[i]->num_axes()")
+        _check_eq(1, b[0], "1 == bottom[i]->shape(0)")
+        _check_eq(n, b[1], "num_instances == bottom[i]->shape(1)")
+    _check_eq(4 * c_prev[2], ctx.bottoms[1][2], "4 * hidden_dim_ == bottom[1]->shape(2)")
     return [c_prev, c_prev], []
+
+
+def _log_exp(ctx: _Ctx) -> _Result:
+    """Log/Exp LayerSetUp: a base other than -1 (e) must be positive; Log also needs
+    1/log(base) finite."""
+    p = ctx.msg.log_param if ctx.type == "Log" else ctx.msg.exp_param
+    base = float(p.base)
+    if base != -1:
+        _check(base > 0, f"Check failed: base > 0 ({base:g} vs. 0) base must be strictly positive.")
+    if ctx.type == "Log" and base == 1:
+        _check(
+            False,
+            "Check failed: !isinf(base_scale_) Inf result: 1/log(base) = 1/log(1) = 0",
+        )
+    return [ctx.bottoms[0]], []
 
 
 def _no_tops(ctx: _Ctx) -> _Result:
@@ -1345,8 +1373,6 @@ _SAME_SHAPE = (
     "Clip",
     "Dropout",
     "ELU",
-    "Exp",
-    "Log",
     "Power",
     "ReLU",
     "Sigmoid",
@@ -1388,6 +1414,8 @@ _RULES: dict[str, Callable[[_Ctx], _Result]] = {
     "Pooling": _pooling,
     "PReLU": _prelu,
     "MVN": _mvn,
+    "Log": _log_exp,
+    "Exp": _log_exp,
     "Python": _python,
     "Reduction": _reduction,
     "Reshape": _reshape,
@@ -1419,6 +1447,21 @@ _SOURCE = {
     "MemoryData": "memory_data_layer.cpp",
     "DummyData": "dummy_data_layer.cpp",
     "Input": "input_layer.cpp",
+    # type names whose file is not their snake_case
+    "AbsVal": "absval_layer.cpp",
+    "ArgMax": "argmax_layer.cpp",
+    "BNLL": "bnll_layer.cpp",
+    "ELU": "elu_layer.cpp",
+    "HDF5Data": "hdf5_data_layer.cpp",
+    "HDF5Output": "hdf5_output_layer.cpp",
+    "LRN": "lrn_layer.cpp",
+    "LSTMUnit": "lstm_unit_layer.cpp",
+    "MVN": "mvn_layer.cpp",
+    "PReLU": "prelu_layer.cpp",
+    "Python": "python_layer.hpp",
+    "ReLU": "relu_layer.cpp",
+    "SPP": "spp_layer.cpp",
+    "TanH": "tanh_layer.cpp",
 }
 
 

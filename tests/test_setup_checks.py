@@ -187,6 +187,46 @@ def test_failure_is_located_at_its_field(case: Any, run: Any) -> None:
         assert line[loc.col - 1 :].startswith(f'"{report.layer}"')
 
 
+def _first_error(layer: str) -> tuple[str, str]:
+    report = check_setup(_net(_INPUT + layer + "\n"), "TRAIN")
+    assert report.error is not None
+    return report.error.message, report.error.location
+
+
+def test_every_known_type_names_a_real_source_file() -> None:
+    """error_location is the file of the FATAL line: it must exist in Caffe's sources."""
+    need_shared()
+    from rewriter.shapes import KNOWN_TYPES, _source_file
+
+    layers = ORACLE.parent / "reference" / "caffe-9b89154" / "src" / "caffe" / "layers"
+    include = ORACLE.parent / "reference" / "caffe-9b89154" / "include" / "caffe" / "layers"
+    for t in KNOWN_TYPES:
+        f = _source_file(t)
+        assert (layers / f).is_file() or (include / f).is_file(), (t, f)
+
+
+def test_checks_outside_the_oracle_follow_caffe_sources() -> None:
+    """Set-up CHECKs the oracle has no case for, written from the sources at its commit
+    (CHECK_LE(a, b) prints "a <= b (a vs. b)")."""
+    assert _first_error(
+        'layer { name: "l" type: "Log" bottom: "data" top: "l" log_param { base: -2 } }'
+    ) == ("Check failed: base > 0 (-2 vs. 0) base must be strictly positive.", "log_layer.cpp")
+    assert _first_error(
+        'layer { name: "m" type: "ArgMax" bottom: "data" top: "m" argmax_param { top_k: 4 '
+        "axis: 1 } }"
+    ) == (
+        "Check failed: top_k_ <= bottom[0]->shape(axis_) (4 vs. 3) top_k must be less than or "
+        "equal to the dimension of the axis.",
+        "argmax_layer.cpp",
+    )
+    assert _first_error(
+        'layer { name: "t" type: "Tile" bottom: "data" top: "t" tile_param { axis: 1 } }'
+    ) == (
+        "Check failed: tile_param.has_tiles() Number of tiles must be specified",
+        "tile_layer.cpp",
+    )
+
+
 # --------------------------------------------------------------------------- wiring
 
 
