@@ -1154,6 +1154,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
     """Shape of the scale/bias operand and the axis it applies at (Scale/Bias layers)."""
     p = getattr(ctx.msg, field_name)
     bottom = ctx.bottoms[0]
+    ax = "axis_" if learned_name == "scale" else "axis"  # as each layer's source spells it
     if len(ctx.bottoms) > 1:
         operand = ctx.bottoms[1]
     else:
@@ -1171,7 +1172,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
                 len(bottom) >= axis + num_axes,
                 len(bottom),
                 axis + num_axes,
-                "bottom[0]->num_axes() >= axis_ + num_axes",
+                f"bottom[0]->num_axes() >= {ax} + num_axes",
                 f"{learned_name} blob's shape extends past bottom[0]'s shape when applied "
                 f"starting with bottom[0] axis = {axis}",
             )
@@ -1181,7 +1182,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
         len(bottom) >= axis + len(operand),
         len(bottom),
         axis + len(operand),
-        "bottom[0]->num_axes() >= axis_ + scale->num_axes()",
+        f"bottom[0]->num_axes() >= {ax} + {learned_name}->num_axes()",
         f"{learned_name} blob's shape extends past bottom[0]'s shape when applied "
         f"starting with bottom[0] axis = {axis}",
     )
@@ -1189,7 +1190,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
         _check_eq(
             bottom[axis + i],
             d,
-            f"bottom[0]->shape(axis_ + i) == {learned_name}->shape(i)",
+            f"bottom[0]->shape({ax} + i) == {learned_name}->shape(i)",
             f"dimension mismatch between bottom[0]->shape({axis + i}) and "
             f"{learned_name}->shape({i})",
         )
@@ -1313,6 +1314,21 @@ def _recurrent(ctx: _Ctx) -> _Result:
     expose = bool(p.expose_hidden)
     n_recur = 2 if ctx.type == "LSTM" else 1
     static = len(ctx.bottoms) > 2 + (n_recur if expose else 0)
+    if static:
+        x_static = ctx.bottoms[2]
+        _check_op(len(x_static) >= 1, len(x_static), 1, "bottom[2]->num_axes() >= 1")
+        _check_eq(n, x_static[0], "N_ == bottom[2]->shape(0)")
+    if expose:
+        # Reshape: each exposed initial state must have the recurrent input's shape
+        state: Shape = (1, n, hidden)
+        first = 2 + int(static)
+        for j, got in enumerate(ctx.bottoms[first:]):
+            _check(
+                tuple(got) == state,
+                "Check failed: recur_input_blobs_[j]->shape() == bottom[i]->shape() shape "
+                f"mismatch - recur_input_blobs_[{j}]: {shape_string(state)} vs. "
+                f"bottom[{first + j}]: {shape_string(got)}",
+            )
     static_dim = _count(ctx.bottoms[2], 1) if static else 0
     params: list[Shape]
     if ctx.type == "LSTM":
@@ -1364,6 +1380,24 @@ def _no_tops(ctx: _Ctx) -> _Result:
 
 
 def _filter(ctx: _Ctx) -> _Result:
+    """FilterLayer's checks on the selector (last bottom); its batch size then depends on the
+    selector's values."""
+    _check_eq(ctx.n_tops, len(ctx.bottoms) - 1, "top.size() == bottom.size() - 1")
+    selector = ctx.bottoms[-1]
+    for d in selector[1:]:
+        _check_eq(
+            d,
+            1,
+            "bottom[selector_index]->shape(i) == 1",
+            "Selector blob dimensions must be singletons (1), except the first",
+        )
+    for b in ctx.bottoms[:-1]:
+        _check_eq(
+            selector[0],
+            b[0],
+            "bottom[selector_index]->shape(0) == bottom[i]->shape(0)",
+            "Each bottom should have the same 0th dimension as the selector blob",
+        )
     raise _Unknown("the Filter layer's batch size depends on the data")
 
 
