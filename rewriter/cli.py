@@ -146,8 +146,12 @@ def check(
             bound, diags = diagnose(read_text(path), str(path), schema, root, lenient)
             if bound is not None:
                 detected = "solver" if bound.root.endswith("SolverParameter") else "net"
-            if setup and detected == "net" and bound is not None and not bound.errors:
-                diags = diags + _setup_diagnostics(bound, shape_opts)
+            if bound is not None and detected == "net" and bound.ok:
+                from .diagnose import net_init_diagnostics
+
+                diags = diags + net_init_diagnostics(bound.document, bound.message)
+                if setup and not any(d.severity == "error" for d in diags):
+                    diags = diags + _setup_diagnostics(bound, shape_opts)
         except RewriterError as e:
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
@@ -187,6 +191,8 @@ def _setup_diagnostics(bound: Any, shape_opts: dict[str, Any]) -> list[Any]:
                 Diagnostic("warning", f"set-up checks not run in {phase}: {e}", code="setup")
             )
             continue
+        if report.graph_error is not None:
+            continue  # the graph's verdict (net_init_diagnostics) covers this phase
         out.extend(report.diagnostics(bound.document))
     return out
 
@@ -231,12 +237,13 @@ def explain(
         if not name or not num.isdigit():
             _fail(f"--param-count takes TYPE=N, not {item!r}")
         counts[name] = int(num)
+    from .diagnose import located
     from .setup_checks import check_setup, refuse_or_warn
 
     # Past binding only the message is needed: the lossless tree goes before the graph is
-    # built, so the two never take memory at the same time (a failure re-reads the file).
+    # built, so the two never take memory at the same time (an error re-reads the file).
     message = load(net, lenient=lenient, schema=_schema(proto), root=_ROOTS["net"]).message
-    # Net::Init with every set-up check: a net Caffe refuses exits 2 with its message
+    # Net::Init with every set-up check: a net Caffe refuses exits 2 with its located message
     report = check_setup(
         message, phase, stages=tuple(stage or ()), level=level, param_counts=counts or None
     )
@@ -244,19 +251,16 @@ def explain(
         typer.echo(line, err=True)
     graph = report.graph
     assert graph is not None  # set whenever there is no error
-    result = graph.backward()
-    shape_res: Any = None
+    shape_res: Any = report.shapes if shapes else None
     weight_rep: Any = None
-    if shapes:
-        from .shapes import infer_shapes
+    with located(net, phase):
+        result = graph.backward()
+        if weights is not None:
+            from .weights import check_weights
 
-        shape_res = infer_shapes(graph, phase, message=message, param_counts=counts or None)
-    if weights is not None:
-        from .weights import check_weights
-
-        weight_rep = check_weights(
-            graph, weights, message=message, net_label=str(net), param_counts=counts or None
-        )
+            weight_rep = check_weights(
+                graph, weights, message=message, net_label=str(net), param_counts=counts or None
+            )
     if fmt == "json":
         data = result.to_json()
         if layer is not None:

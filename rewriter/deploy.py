@@ -189,8 +189,12 @@ def deploy_document(
     try:
         graph = build_graph(upgraded, phase, stages)
     except CaffeError as err:
-        hint = "" if stages else " (does it need a stage? pass stage=..., or phase=TRAIN)"
-        raise DeployError(f"{doc.path}: Caffe cannot build the {phase} net{hint}: {err}") from None
+        from .diagnose import diagnostic
+
+        found = diagnostic(err, doc, phase)
+        if not stages and not found.hint:
+            found.hint = "does it need a stage? pass --set stage=NAME (API: stage=NAME)"
+        raise DeployError(found.render()) from None
     kept = {la.source_index for la in graph.layers if la.source_index is not None}
     result = DeployResult(doc)
 

@@ -18,6 +18,8 @@ as :class:`~rewriter.shapes.ShapeError`): pass, as keyword arguments, what cause
   more than once in the file, else to the last one): ``bottom`` 1 is the second bottom;
 * ``hint``: what to do next, e.g. :func:`rewriter.errors.did_you_mean`'s text.
 
+An error about the net itself rather than a layer gives ``field`` alone (``input_dim``).
+
 :func:`diagnostic` turns such an error and the file's lossless tree into a
 :class:`~rewriter.errors.Diagnostic` with the caret at the offending value; when that field is
 not written (a default value, an automatic top), at the layer's ``name:``, then at the layer
@@ -31,16 +33,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import Diagnostic, Location, RewriterError
+from .errors import Diagnostic, Location, RewriterError, did_you_mean
 
 if TYPE_CHECKING:
     from .cst import Document, Field, MessageBody
     from .graph import CaffeError
 
-__all__ = ["diagnostic", "locate_error", "located"]
+__all__ = ["diagnostic", "from_refusal", "locate_error", "located", "net_init_diagnostics"]
 
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?")
 # V1 ``layers`` spell a layer's param blocks as parallel repeated fields
@@ -70,14 +73,29 @@ def located(path: str | Path, phase: str | None = None) -> Iterator[None]:
         raise
     except Refusal as r:
         # the upgrade's refusals name the file's own ``layers`` entry: turn them into Caffe's
-        err = _from_refusal(r)
+        err = from_refusal(r)
         doc = _read(path)
         if doc is not None:
             err.diagnostic = diagnostic(err, doc, phase, exact_index=True)
+        err.phase = phase
         raise err from None
 
 
-def _from_refusal(r: RewriterError) -> CaffeError:
+def net_init_diagnostics(doc: Document, message: Any) -> list[Diagnostic]:
+    """``rewriter check``'s Net::Init findings on a bound net, located in ``doc``."""
+    from .initcheck import net_init_findings
+    from .layer_params import BVLC_LAYER_TYPES
+
+    found = net_init_findings(message, sorted(BVLC_LAYER_TYPES))
+    out = [diagnostic(w, doc, severity="warning") for w in found.warnings]
+    if found.error is not None:
+        exact = found.error.location == "upgrade_proto.cpp" and found.error.layer is None
+        out.append(diagnostic(found.error, doc, exact_index=exact))
+    return out
+
+
+def from_refusal(r: RewriterError) -> CaffeError:
+    """The in-memory upgrade's :class:`~rewriter.upgrade.Refusal` as the CaffeError it is."""
     from .graph import CaffeError
 
     where = tuple(getattr(r, "where", ()))
@@ -91,7 +109,14 @@ def _from_refusal(r: RewriterError) -> CaffeError:
     elif where and where[0] in ("mixed", "v1type"):
         layer_index = 0
     msg = str(getattr(r, "message", r))
-    return CaffeError(msg, "upgrade_proto.cpp", layer_index=layer_index, field=field, index=index)
+    hint = None
+    if msg.startswith("Unknown layer name: "):
+        from .graph import V0_LAYER_TYPES
+
+        hint = did_you_mean(msg.partition(": ")[2], V0_LAYER_TYPES)
+    return CaffeError(
+        msg, "upgrade_proto.cpp", layer_index=layer_index, field=field, index=index, hint=hint
+    )
 
 
 def _read(path: str | Path) -> Document | None:
@@ -105,14 +130,29 @@ def _read(path: str | Path) -> Document | None:
 
 
 def diagnostic(
-    error: CaffeError, doc: Document, phase: str | None = None, *, exact_index: bool = False
+    error: CaffeError,
+    doc: Document,
+    phase: str | None = None,
+    *,
+    path: str | None = None,
+    exact_index: bool = False,
+    severity: str = "error",
 ) -> Diagnostic:
-    """The located :class:`Diagnostic` of ``error`` in ``doc`` (no location if none fits)."""
-    where = f" in phase {phase}" if phase else ""
+    """The located :class:`Diagnostic` of ``error`` in ``doc`` (no location if none fits).
+
+    ``phase`` defaults to the one the error was raised in; ``path`` to ``doc.path``.
+    """
+    phase = phase or error.phase
+    # the in-memory upgrade refuses a file whatever the phase
+    where = f" in phase {phase}" if phase and error.location != "upgrade_proto.cpp" else ""
+    loc = locate_error(error, doc, exact_index=exact_index)
+    if loc is not None and path is not None:
+        loc = replace(loc, path=path)
+    verb = "refuses" if severity == "error" else "would refuse"
     return Diagnostic(
-        "error",
-        f"Caffe refuses the net{where} ({error.location}): {error.message}",
-        locate_error(error, doc, exact_index=exact_index),
+        severity,
+        f"Caffe {verb} the net{where} ({error.location}): {error.message}",
+        loc,
         code="net-init",
         hint=error.hint,
     )
@@ -126,7 +166,9 @@ def locate_error(error: CaffeError, doc: Document, *, exact_index: bool = False)
     blocks = [f for f in doc.fields if f.name in ("layer", "layers") and _body(f) is not None]
     block = _find_block(blocks, error.layer, error.layer_index, exact_index)
     offset: int | None = None
-    if block is None:
+    if block is None and error.layer is None and error.layer_index is None and error.field:
+        offset = _find(doc.body, error.field, error.index)  # a net-level field
+    elif block is None:
         offset = _legacy_input(doc, error)
     else:
         offset = _in_block(block, error.field, error.index)

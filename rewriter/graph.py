@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rewriter.errors import Diagnostic, RewriterError
+from rewriter.errors import Diagnostic, RewriterError, did_you_mean
 from rewriter.layer_params import (
     FILLER_TYPES,
     READS_MESSAGE,
@@ -99,6 +99,8 @@ class CaffeError(RewriterError):
         self.field = field
         self.index = index
         self.hint = hint
+        #: the phase of the net being built (set by :func:`build_graph`)
+        self.phase: str | None = None
         #: set by :func:`rewriter.diagnose.located` once the error is placed in its file
         self.diagnostic: Diagnostic | None = None
 
@@ -106,6 +108,42 @@ class CaffeError(RewriterError):
         if self.diagnostic is not None:
             return self.diagnostic.render()
         return f"{self.location}: {self.message}"
+
+
+class UnknownBottom(CaffeError):
+    """A bottom no earlier layer produces. ``filtered_out_by`` names the layer that would
+    produce it had the phase/stage rules kept it (the net is phase-specific by design)."""
+
+    def __init__(self, blob: str, layer: str, layer_index: int | None, j: int, where: str) -> None:
+        super().__init__(
+            f"Unknown bottom blob '{blob}' (layer '{layer}', bottom index {j})",
+            where,
+            layer=layer,
+            layer_index=layer_index,
+            field="bottom",
+            index=j,
+        )
+        self.blob = blob
+        self.filtered_out_by: str | None = None
+        #: the blobs available to this layer (for a did-you-mean)
+        self.produced: list[str] = []
+
+
+def _explain_unknown_bottom(e: UnknownBottom, net: Any, excluded: list[int], phase: str) -> None:
+    """Say why the bottom is missing: a typo, a layer the rules leave out, or a later layer."""
+    for i in excluded:
+        if e.blob in net.layer[i].top:
+            e.filtered_out_by = str(net.layer[i].name)
+            e.hint = (
+                f"'{e.blob}' comes from layer '{e.filtered_out_by}', which the include/exclude "
+                f"rules leave out of phase {phase} (pass --phase or --stage to select it)"
+            )
+            return
+    later = [m for m in net.layer[(e.layer_index or 0) + 1 :] if e.blob in m.top]
+    if later:
+        e.hint = f"'{e.blob}' is produced only later, by layer '{later[0].name}': reorder them"
+        return
+    e.hint = did_you_mean(e.blob, e.produced) or "no layer before it produces such a top"
 
 
 @dataclass(frozen=True)
@@ -566,7 +604,15 @@ def v0_to_v1_message(net: Any) -> Any:
             kept[-1].CopyFrom(conn)
         for j, blob in enumerate(conn.bottom):
             if blob not in last_top:
-                raise CaffeError(f"Unknown blob input {blob} to layer {j}", "upgrade_proto.cpp")
+                raise CaffeError(
+                    f"Unknown blob input {blob} to layer {j}",
+                    "upgrade_proto.cpp",
+                    layer=str(v0.name) if _has(v0, "name") else None,
+                    layer_index=i,
+                    field="bottom",
+                    index=j,
+                    hint=did_you_mean(blob, last_top),
+                )
             src = last_top[blob]
             if src == -1:
                 continue
@@ -595,7 +641,13 @@ def v0_to_v1_message(net: Any) -> Any:
         kind = str(v0.type)
         if _has(v0, "type"):
             if kind not in _V0_TYPES:
-                raise CaffeError(f"Unknown layer name: {kind}", "upgrade_proto.cpp")
+                raise CaffeError(
+                    f"Unknown layer name: {kind}",
+                    "upgrade_proto.cpp",
+                    layer=str(v0.name) if _has(v0, "name") else None,
+                    field="type",
+                    hint=did_you_mean(kind, _V0_TYPES),
+                )
             new.type = _enum_value(new, "type", _V0_TYPES[kind])
         for b in v0.blobs:
             new.blobs.add().CopyFrom(b)
@@ -675,7 +727,11 @@ def v1_to_v2_message(net: Any) -> Any:
             enum_name = _enum_name(v1, "type")
             if enum_name not in _V1_TYPES:
                 raise CaffeError(
-                    f"Unknown V1LayerParameter layer type: {int(v1.type)}", "upgrade_proto.cpp"
+                    f"Unknown V1LayerParameter layer type: {int(v1.type)}",
+                    "upgrade_proto.cpp",
+                    layer=str(v1.name) if _has(v1, "name") else None,
+                    layer_index=len(out.layer) - 1,
+                    field="type",
                 )
             new.type = _V1_TYPES[enum_name]
         for b in v1.blobs:
@@ -710,10 +766,19 @@ def _upgrade_inputs(net: Any) -> Any:
     if has_shape or has_dim:
         if has_shape and len(net.input_shape) < len(net.input):
             raise CaffeError(
-                "Exactly one input_shape must be specified per input.", "upgrade_proto.cpp"
+                "Exactly one input_shape must be specified per input.",
+                "upgrade_proto.cpp",
+                field="input",
+                index=len(net.input_shape),
+                hint=f"give one input_shape per input ({len(net.input)})",
             )
         if has_dim and not has_shape and len(net.input_dim) < 4 * len(net.input):
-            raise CaffeError("Incorrect input blob dimension specifications.", "upgrade_proto.cpp")
+            raise CaffeError(
+                "Incorrect input blob dimension specifications.",
+                "upgrade_proto.cpp",
+                field="input_dim",
+                hint=f"give 4 input_dim per input ({4 * len(net.input)} in all)",
+            )
         alone = len(out.layer) == 0
         layer = out.layer.add() if alone else type(out.layer[0])()
         layer.name = "input"
@@ -776,7 +841,7 @@ def upgrade_net_message(net: Any) -> Any:
     """
     if len(net.layers) > 0 and len(net.layer) > 0:
         # Caffe refuses such a file rather than dropping one of the two lists.
-        raise CaffeError(MIXED_LAYER_FORMATS, "upgrade_proto.cpp")
+        raise CaffeError(MIXED_LAYER_FORMATS, "upgrade_proto.cpp", field="layers")
     if any(layer.HasField("layer") for layer in net.layers):
         # V0 data layers carry source/batchsize/cropsize... that only the full upgrade (the port
         # of upgrade_proto.cpp) moves into data_param/transform_param; shapes need them.
@@ -831,6 +896,10 @@ def _filter_net(
                 "layer_param.exclude_size() == 0 Specify either include rules or exclude "
                 "rules; not both.",
                 "net.cpp",
+                layer=str(msg.name),
+                layer_index=i,
+                field="exclude",
+                hint="keep either the include or the exclude rules of this layer",
             )
         included = not include
         if included and any(r.met_by(phase, level, stages) for r in exclude):
@@ -860,10 +929,9 @@ def _insert_splits(layers: list[_LayerDef], shared: _Shared) -> list[_LayerDef]:
         for j, blob in enumerate(layer.bottoms):
             src = slot_of.get(blob)
             if src is None:
-                raise CaffeError(
-                    f"Unknown bottom blob '{blob}' (layer '{layer.name}', bottom index {j})",
-                    "insert_splits.cpp",
-                )
+                err = UnknownBottom(blob, layer.name, layer.source_index, j, "insert_splits.cpp")
+                err.produced = list(slot_of)
+                raise err
             sources.append(src)
         first_slot.append(n_slots)
         for blob in layer.tops:
@@ -934,12 +1002,31 @@ def _use_global_stats(layer_type: str, msg: Any) -> bool | None:
     return bool(bp.use_global_stats) if _has(bp, "use_global_stats") else None
 
 
+def _filler_path(msg: Any, filler: str, prefix: str = "") -> str | None:
+    """The dotted path of the ``type`` of the filler named ``filler`` inside ``msg``."""
+    if msg is None:
+        return None
+    for fd, value in msg.ListFields():
+        if fd.message_type is None:
+            continue
+        for i, sub in enumerate(value if is_repeated(fd) else [value]):
+            path = f"{prefix}{fd.name}[{i}]" if is_repeated(fd) else f"{prefix}{fd.name}"
+            if fd.message_type.name == "FillerParameter" and sub.type == filler:
+                return f"{path}.type"
+            found = _filler_path(sub, filler, f"{path}.")
+            if found is not None:
+                return found
+    return None
+
+
 def _registry_error(layer_type: str, registered: Iterable[str]) -> CaffeError:
     known = ", ".join(sorted(registered))
     return CaffeError(
         "Check failed: registry.count(type) == 1 (0 vs. 1) Unknown layer type: "
         f"{layer_type} (known types: {known})",
         "layer_factory.hpp",
+        field="type",
+        hint=did_you_mean(layer_type, registered),
     )
 
 
@@ -1009,7 +1096,11 @@ def build_graph(
     Raises :class:`CaffeError` with Caffe's FATAL text where Caffe would stop.
     """
     with gc_paused():
-        return _build_graph(net, phase, stages, level, param_counts, registered_types, names)
+        try:
+            return _build_graph(net, phase, stages, level, param_counts, registered_types, names)
+        except CaffeError as e:
+            e.phase = e.phase or phase
+            raise
 
 
 def _build_graph(
@@ -1030,8 +1121,12 @@ def _build_graph(
     shared = _Shared()
     if names is not None and net is given and len(names) == len(net.layer):
         shared.layer_names = names
-    filtered, _ = _filter_net(net, phase, level, frozenset(all_stages), shared)
-    layers = _insert_splits(filtered, shared)
+    filtered, excluded = _filter_net(net, phase, level, frozenset(all_stages), shared)
+    try:
+        layers = _insert_splits(filtered, shared)
+    except UnknownBottom as e:
+        _explain_unknown_bottom(e, net, excluded, phase)
+        raise
     del filtered, shared  # its dicts are as large as the graph's name lists
     registry = None if registered_types is None else frozenset(registered_types)
     counts = dict(param_counts or {})
@@ -1072,16 +1167,23 @@ def _build_graph(
                 f"({len(ld.propagate_down)} vs. {num_bottoms}) propagate_down param must "
                 "be specified either 0 or bottom_size times",
                 "net.cpp",
+                layer=ld.name,
+                layer_index=ld.source_index,
+                field="propagate_down",
+                index=num_bottoms if len(ld.propagate_down) > num_bottoms else 0,
+                hint=f"give propagate_down once per bottom ({num_bottoms} times), or not at all",
             )
         if registry is not None and ld.type not in registry:
-            raise _registry_error(ld.type, registry)
+            err = _registry_error(ld.type, registry)
+            err.layer, err.layer_index, err.field = ld.name, ld.source_index, "type"
+            raise err
         bottom_ids: list[int] = []
         for j, blob in enumerate(bottoms):
             if blob not in available:
-                raise CaffeError(
-                    f"Unknown bottom blob '{blob}' (layer '{ld.name}', bottom index {j})",
-                    "net.cpp",
-                )
+                bad = UnknownBottom(blob, ld.name, ld.source_index, j, "net.cpp")
+                bad.produced = sorted(available)
+                _explain_unknown_bottom(bad, net, excluded, phase)
+                raise bad
             blob_id = name_to_id[blob]
             available.discard(blob)
             bottom_ids.append(blob_id)
@@ -1095,7 +1197,18 @@ def _build_graph(
                 blob_id = name_to_id[blob]
                 blob_writers.setdefault(blob_id, []).append(li)
             elif blob in name_to_id:
-                raise CaffeError(f"Top blob '{blob}' produced by multiple sources.", "net.cpp")
+                owner = blob_producer[name_to_id[blob]]
+                by = out_layers[owner].name if owner < li else ld.name
+                raise CaffeError(
+                    f"Top blob '{blob}' produced by multiple sources.",
+                    "net.cpp",
+                    layer=ld.name,
+                    layer_index=ld.source_index,
+                    field="top",
+                    index=j,
+                    hint=f"layer '{by}' already produces '{blob}': give this top another name"
+                    + (" (or make it in place: top equal to its bottom)" if bottoms else ""),
+                )
             else:
                 blob_id = len(blob_names)
                 if blob_id < n_layers:
@@ -1135,7 +1248,12 @@ def _build_graph(
                 for filler in fillers_used(ld.type, msg, num_bottoms):
                     if filler not in FILLER_TYPES:
                         raise CaffeError(
-                            f"Check failed: false Unknown filler name: {filler}", "filler.hpp"
+                            f"Check failed: false Unknown filler name: {filler}",
+                            "filler.hpp",
+                            layer=ld.name,
+                            layer_index=ld.source_index,
+                            field=_filler_path(msg, filler),
+                            hint=did_you_mean(filler, FILLER_TYPES),
                         )
         else:
             n_blobs = len(ld.params)
@@ -1152,6 +1270,10 @@ def _build_graph(
                         f"({_fmt(own[i].lr_mult)} vs. 0) Cannot configure batch "
                         "normalization statistics as layer parameters.",
                         "batch_norm_layer.cpp",
+                        layer=ld.name,
+                        layer_index=ld.source_index,
+                        field=f"param[{i}].lr_mult",
+                        hint="set lr_mult: 0 in the BatchNorm layer's param blocks",
                     )
             layer_specs = tuple(own)
         weights = ld.loss_weights
@@ -1162,6 +1284,11 @@ def _build_graph(
                     f"{len(weights)}) loss_weight must be unspecified or specified once per "
                     "top blob.",
                     "layer.hpp",
+                    layer=ld.name,
+                    layer_index=ld.source_index,
+                    field="loss_weight",
+                    index=len(tops) if len(weights) > len(tops) else 0,
+                    hint=f"give loss_weight once per top ({len(tops)} times), or not at all",
                 )
             loss = weights
         elif is_loss_layer(ld.type):
@@ -1170,6 +1297,12 @@ def _build_graph(
                     f"Check failed: top.size() == num_loss_weights ({len(tops)} vs. "
                     "1) loss_weight must be unspecified or specified once per top blob.",
                     "layer.hpp",
+                    layer=ld.name,
+                    layer_index=ld.source_index,
+                    field="top",
+                    index=1,
+                    hint=f"a {ld.type} layer with {len(tops)} tops needs a loss_weight per top "
+                    "(e.g. loss_weight: 1 then loss_weight: 0)",
                 )
             loss = _UNIT_LOSS
         else:
@@ -1181,6 +1314,12 @@ def _build_graph(
                 f"Check failed: param_size <= num_param_blobs ({len(ld.params)} vs. "
                 f"{n_blobs}) Too many params specified for layer {ld.name}",
                 "net.cpp",
+                layer=ld.name,
+                layer_index=ld.source_index,
+                field="param",
+                index=n_blobs,
+                hint=f"a {ld.type} layer here has {n_blobs} parameter blob(s): remove the extra "
+                "param blocks",
             )
         params: tuple[Param, ...] = ()
         if n_blobs:
@@ -1190,7 +1329,7 @@ def _build_graph(
                 if spec.name:
                     if refs is None:
                         refs = [None] * n_blobs
-                    refs[p] = _share(owner_by_name, spec, li, p)
+                    refs[p] = _share(owner_by_name, spec, li, p, ld, out_layers)
             roles = (
                 [f"param {i}" for i in range(n_blobs)]
                 if ld.inserted_split
@@ -1298,9 +1437,16 @@ def _allow_force_all(layer_type: str, num_bottoms: int) -> tuple[bool, ...]:
     return flags
 
 
-def _share(owner_by_name: dict[str, _Owner], spec: _Spec, layer: int, p: int) -> _Owner:
+def _share(
+    owner_by_name: dict[str, _Owner],
+    spec: _Spec,
+    layer: int,
+    p: int,
+    ld: _LayerDef,
+    done: list[Layer],
+) -> _Owner:
     """``AppendParam`` for a named blob: the first use owns it, later ones share it and may
-    set (or must match) its multipliers."""
+    set (or must match) its multipliers. (``ld`` and ``done`` only name a mismatch.)"""
     pname = spec.name
     owner = owner_by_name.get(pname)
     if owner is None:
@@ -1316,6 +1462,7 @@ def _share(owner_by_name: dict[str, _Owner], spec: _Spec, layer: int, p: int) ->
                     f"params_lr_[learnable_param_id] ({_fmt(spec.lr_mult)} vs. "
                     f"{_fmt(owner.lr)}) Shared param '{pname}' has mismatched lr_mult.",
                     "net.cpp",
+                    **_mismatch(ld, p, "lr_mult", owner, done),
                 )
         else:
             owner.has_lr, owner.lr = True, spec.lr_mult
@@ -1328,10 +1475,24 @@ def _share(owner_by_name: dict[str, _Owner], spec: _Spec, layer: int, p: int) ->
                     f" vs. {_fmt(owner.decay)}) Shared param '{pname}' has mismatched "
                     "decay_mult.",
                     "net.cpp",
+                    **_mismatch(ld, p, "decay_mult", owner, done),
                 )
         else:
             owner.has_decay, owner.decay = True, spec.decay_mult
     return owner
+
+
+def _mismatch(ld: _LayerDef, p: int, what: str, owner: _Owner, done: list[Layer]) -> Any:
+    """Where a shared param's multiplier disagrees, and with whom."""
+    first = done[owner.layer].name if owner.layer < len(done) else ld.name
+    value = _fmt(owner.lr if what == "lr_mult" else owner.decay)
+    return {
+        "layer": ld.name,
+        "layer_index": ld.source_index,
+        "field": f"param[{p}].{what}",
+        "hint": f"layer '{first}' shares this param with {what}: {value}: use the same value "
+        "in both (or leave it out here)",
+    }
 
 
 class _PendingParams(NamedTuple):

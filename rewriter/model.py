@@ -78,11 +78,22 @@ class CaffeFile:
         level: int = 0,
         param_counts: Mapping[str, int] | None = None,
     ) -> Graph:
-        from .graph import build_graph
+        """Caffe's graph for ``phase``; a :class:`~rewriter.graph.CaffeError` comes located."""
+        from .graph import CaffeError, build_graph
 
-        return build_graph(
-            self.message, phase=phase, stages=tuple(stages), level=level, param_counts=param_counts
-        )
+        try:
+            return build_graph(
+                self.message,
+                phase=phase,
+                stages=tuple(stages),
+                level=level,
+                param_counts=param_counts,
+            )
+        except CaffeError as e:
+            from .diagnose import diagnostic
+
+            e.diagnostic = e.diagnostic or diagnostic(e, self.document)
+            raise
 
     def write(self, path: str | os.PathLike[str]) -> None:
         write(self.document, path)

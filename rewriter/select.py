@@ -197,9 +197,10 @@ class NetView:
                     names=self.names,
                 )
             except CaffeError as e:
-                raise RewriterError(
-                    f"{self.path}: Caffe cannot build the {phase} net: {e}"
-                ) from None
+                from .diagnose import diagnostic
+
+                found = diagnostic(e, self.doc, phase, path=self.path)
+                raise RewriterError(found.render()) from None
             self._graphs[phase] = g
         return g
 

@@ -150,6 +150,11 @@ class SetupReport:
     shapes: Shapes | None = None
     #: the initialised net, when Net::Init gets through every layer
     graph: Graph | None = None
+    #: what the graph (wiring, loss weights, param specs) refuses, even when a set-up check
+    #: of an earlier layer fails first
+    graph_error: CaffeError | None = None
+    #: the upgrade's own refusal behind ``error`` (it names the file's layers entry)
+    refusal: Exception | None = None
 
     @property
     def ok(self) -> bool:
@@ -175,7 +180,9 @@ class SetupReport:
 
         if self.error is not None:
             if doc is not None:
-                return [diagnostic(self.error, doc, self.phase)]
+                err = self.error
+                exact = err.location == "upgrade_proto.cpp" and err.layer is None
+                return [diagnostic(err, doc, self.phase, exact_index=exact)]
             text = f"Caffe refuses the net in phase {self.phase} ({self.error.location}): "
             return [Diagnostic("error", text + self.error.message, code="net-init")]
         if not self.skipped:
@@ -246,10 +253,16 @@ def check_setup(
         "width": width,
         "param_counts": param_counts,
     }
+    from .diagnose import from_refusal
+    from .upgrade import Refusal
+
     try:
         upgraded = upgrade_net_message(net)
     except CaffeError as e:
         report.error = e
+        return report
+    except Refusal as r:  # the in-memory upgrade refuses the file's own layers entry
+        report.error, report.refusal = from_refusal(r), r
         return report
 
     def build(msg: Any) -> Graph:
@@ -269,6 +282,7 @@ def check_setup(
             report.error = e
             return report
         graph, used = _graph_through(upgraded, failing, e, build)
+    report.graph_error = graph_error
     try:
         shapes = infer_shapes(graph, phase, message=used, **shape_opts)
     except ShapeError as e:
@@ -317,7 +331,7 @@ def refuse_or_warn(report: SetupReport, path: Any) -> list[str]:
 
     if report.error is not None:
         with located(path, report.phase):
-            raise report.error
+            raise report.refusal or report.error
     return [d.render() for d in report.diagnostics(None)]
 
 

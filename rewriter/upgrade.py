@@ -532,7 +532,8 @@ def upgrade_net_message_caffe(net: Any, param_file: str = "") -> MessageUpgrade:
         try:
             net, owned = v1_to_v2_message(net), True
         except CaffeError as e:
-            raise Refusal(e.message, ("v1type",)) from None
+            where = ("v1type",) if e.layer_index is None else ("layers", e.layer_index, "type")
+            raise Refusal(e.message, where) from None
         log.append("Successfully upgraded file specified using deprecated V1LayerParameter")
     if input_upgrade_needed(net):
         changed = True
@@ -1447,19 +1448,6 @@ def _check_syntax(doc: Document, body: MessageBody) -> None:
             )
 
 
-def _graph_runs(msg: Any) -> list[tuple[str, tuple[str, ...]]]:
-    stages: list[str] = []
-    for layer in list(msg.layer) + list(msg.layers):
-        for rule in list(layer.include) + list(layer.exclude):
-            for s in list(rule.stage) + list(rule.not_stage):
-                if s not in stages:
-                    stages.append(s)
-    runs: list[tuple[str, tuple[str, ...]]] = [("TRAIN", ()), ("TEST", ())]
-    for s in stages[:8]:
-        runs += [("TRAIN", (s,)), ("TEST", (s,))]
-    return runs
-
-
 def _graph_signature(msg: Any, phase: str, stages: tuple[str, ...]) -> Any:
     from .graph import build_graph
 
@@ -1502,7 +1490,9 @@ def _graph_difference(
     floats are the message's, and a NaN float makes two otherwise equal graphs differ."""
     before_net = _read_the_old_way(original)
     after_box = [upgraded()]
-    runs = _graph_runs(after_box[0])
+    from .initcheck import net_init_runs
+
+    runs = net_init_runs(after_box[0])
     after_net = _read_the_old_way(after_box)
     if no_nan and before_net == after_net:
         return None

@@ -53,7 +53,9 @@ def graph(
     if fmt in ("svg", "png") and dot_binary() is None:
         run_dot("", fmt)  # raises DotMissing with the explanation (exit 2)
     f = load(net, lenient=lenient, schema=_schema(proto), root="caffe.NetParameter")
-    with gc_paused():
+    from rewriter.diagnose import located
+
+    with gc_paused(), located(net, phase):
         g = f.graph(phase, stage or (), level)
         facts = phase_facts(g, g.backward())
         view = build_view(facts, title=g.net_name or net.name, fold=not no_fold)

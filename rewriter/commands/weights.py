@@ -102,11 +102,16 @@ def weights(
     phase = _phase(phase)
     fmt = _fmt(fmt)
     options = _options(settings)
+    from rewriter.diagnose import located
+
     f = load(net, lenient=lenient, root="caffe.NetParameter")
     # Net::Init sets the net up before CopyTrainedLayersFrom: its checks come first (exit 2)
     setup = check_setup(f.message, phase, stages=tuple(stage or ()), level=level, **options)
     warnings = refuse_or_warn(setup, net)
-    report = check_weights(f, model, phase=phase, stages=tuple(stage or ()), level=level, **options)
+    with located(net, phase):
+        report = check_weights(
+            f, model, phase=phase, stages=tuple(stage or ()), level=level, **options
+        )
     if fmt == "json":
         data = report.to_json()
         data["setup"] = setup.to_json()
