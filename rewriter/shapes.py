@@ -24,7 +24,8 @@ is reported as an assumption).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +231,19 @@ class _Fail(Exception):
     def __init__(self, message: str, location: str = "") -> None:
         super().__init__(message)
         self.location = location
+        #: the field that causes it, when the rule knows better than the message says
+        self.field: str | None = None
+        self.index: int | None = None
+
+
+@contextmanager
+def _blame(field_path: str, index: int | None = None) -> Iterator[None]:
+    """A CHECK failing inside is caused by ``field_path`` (occurrence ``index``)."""
+    try:
+        yield
+    except _Fail as e:
+        e.field, e.index = field_path, index
+        raise
 
 
 def _check_eq(a: int, b: int, expr: str, message: str = "", location: str = "") -> None:
@@ -586,8 +600,8 @@ def _conv(ctx: _Ctx, deconv: bool) -> _Result:
     for j, b in enumerate(ctx.bottoms[1:], 1):
         _check(
             b == bottom,
-            f"Check failed: bottom[0]->shape() == bottom[{j}]->shape() "
-            "All inputs must have the same shape.",
+            "Check failed: bottom[0]->shape() == bottom[bottom_id]->shape() shape mismatch - "
+            f"bottom[0]: {shape_string(bottom)} vs. bottom[{j}]: {shape_string(b)}",
         )
     if deconv:
         weight = (channels, num_output // group, *kernel)
@@ -801,21 +815,22 @@ def _concat(ctx: _Ctx) -> _Result:
         axis = _canonical(int(p.axis), first)
     top = list(first)
     for i, b in enumerate(ctx.bottoms[1:], 1):
-        _check_eq(
-            num_axes,
-            len(b),
-            f"num_axes == bottom[{i}]->num_axes()",
-            "All inputs must have the same #axes.",
-        )
-        for j in range(num_axes):
-            if j == axis:
-                continue
+        with _blame("bottom", i):
             _check_eq(
-                top[j],
-                b[j],
-                "top_shape[j] == bottom[i]->shape(j)",
-                "All inputs must have the same shape, except at concat_axis.",
+                num_axes,
+                len(b),
+                "num_axes == bottom[i]->num_axes()",
+                "All inputs must have the same #axes.",
             )
+            for j in range(num_axes):
+                if j == axis:
+                    continue
+                _check_eq(
+                    top[j],
+                    b[j],
+                    "top_shape[j] == bottom[i]->shape(j)",
+                    "All inputs must have the same shape, except at concat_axis.",
+                )
         top[axis] += b[axis]
     return [tuple(top)], []
 
@@ -1353,9 +1368,10 @@ def _lstm_unit(ctx: _Ctx) -> _Result:
     n = c_prev[1]
     for i, b in enumerate(ctx.bottoms):
         want = 2 if i == 2 else 3
-        _check_eq(want, len(b), f"{want} == bottom[i]->num_axes()")
-        _check_eq(1, b[0], "1 == bottom[i]->shape(0)")
-        _check_eq(n, b[1], "num_instances == bottom[i]->shape(1)")
+        with _blame("bottom", i):
+            _check_eq(want, len(b), f"{want} == bottom[i]->num_axes()")
+            _check_eq(1, b[0], "1 == bottom[i]->shape(0)")
+            _check_eq(n, b[1], "num_instances == bottom[i]->shape(1)")
     _check_eq(4 * c_prev[2], ctx.bottoms[1][2], "4 * hidden_dim_ == bottom[1]->shape(2)")
     return [c_prev, c_prev], []
 
@@ -1597,7 +1613,15 @@ def infer_shapes(
             result.unknown_layers = [lay.name for lay in graph.layers[i:] if lay.params]
             return result
         except _Fail as e:
-            raise ShapeError(str(e), e.location or _source_file(ltype), layer.name, ltype) from None
+            raise ShapeError(
+                str(e),
+                e.location or _source_file(ltype),
+                layer.name,
+                ltype,
+                layer_index=layer.source_index,
+                field=e.field,
+                index=e.index,
+            ) from None
         except IndexError:
             raise ShapeError(
                 f"layer needs more bottoms or axes than it has (bottoms: "
