@@ -662,7 +662,16 @@ def setup_check(
         if phase == "TEST" and same_phases:
             results.append(CheckResult("setup", True, "TEST: same layers as TRAIN"))
             continue
-        after = check_setup(final.message, phase, param_counts=param_counts)
+        try:
+            built: Any = final.graph(phase)  # the structure check's, when it built one
+        except RewriterError:
+            built = None  # check_setup finds the error itself
+        opts: dict[str, Any] = {
+            "stages": final.stages,
+            "level": final.level,
+            "param_counts": param_counts,
+        }
+        after = check_setup(final.message, phase, graph=built, **opts)
         err = after.error
         if err is None:
             note = f", {len(after.skipped)} layer(s) skipped ({after.skipped_reason})"
@@ -670,7 +679,7 @@ def setup_check(
             results.append(CheckResult("setup", True, detail))
             continue
         message = bind(orig.doc, schema, NET, lenient).message
-        before = check_setup(message, phase, param_counts=param_counts)
+        before = check_setup(message, phase, **opts)
         if before.error is not None:
             detail = f"{phase}: the input is refused as well ({before.error.message})"
             results.append(CheckResult("setup", True, detail))

@@ -237,11 +237,13 @@ def check_setup(
     channels: int | None = None,
     height: int | None = None,
     width: int | None = None,
+    graph: Graph | None = None,
 ) -> SetupReport:
     """Set ``net`` (a ``caffe.NetParameter``) up for ``phase`` as ``Net::Init`` would.
 
     Never raises :class:`CaffeError`: the first failure is ``report.error``, placed at its
     layer and field. Errors of the upgrade (before any layer is set up) are reported as well.
+    ``graph``: the net's graph for these options when the caller already built it.
     """
     phase = phase.upper()
     report = SetupReport(phase)
@@ -271,7 +273,7 @@ def check_setup(
     graph_error: CaffeError | None = None
     failing = -1  # source index of the layer the graph refuses
     try:
-        graph, used = build(upgraded), upgraded
+        graph, used = (graph if graph is not None else build(upgraded)), upgraded
     except CaffeError as e:
         graph_error = e
         # the error names its layer (rewriter.diagnose's contract), else search for it
