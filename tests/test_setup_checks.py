@@ -315,3 +315,22 @@ def test_corpus_nets_caffe_initialised_pass_setup(row: Any, run: Any, notes: lis
     report = check_setup(net, run["phase"], stages=run["stages"], level=run["level"], **opts)
     assert report.error is None, report.error
     assert report.skipped == []
+
+
+def test_deploy_refuses_a_deploy_net_caffe_would_refuse() -> None:
+    """deploy's verification makes the set-up checks: two layers sharing 'w' with different
+    weight shapes give a deploy net Caffe refuses, reported located."""
+    from rewriter.cst import parse
+    from rewriter.deploy import DeployError, deploy_document
+
+    text = _INPUT + (
+        'layer { name: "fa" type: "Convolution" bottom: "data" top: "fa" param { name: "w" }'
+        " convolution_param { num_output: 4 kernel_size: 1 bias_term: false } }\n"
+        'layer { name: "fb" type: "Convolution" bottom: "fa" top: "fb" param { name: "w" }'
+        " convolution_param { num_output: 2 kernel_size: 1 bias_term: false } }\n"
+    )
+    with pytest.raises(DeployError) as err:
+        deploy_document(parse(text, "tiny.prototxt"))
+    text_of = str(err.value)
+    assert "Caffe would refuse the deploy net: tiny.prototxt:" in text_of
+    assert "Cannot share param 'w' owned by layer 'fa' with layer 'fb'; shape mismatch." in text_of
