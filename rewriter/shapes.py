@@ -1050,6 +1050,41 @@ def _contrastive_setup(ctx: _Ctx) -> None:
         _legacy_eq(blob, ctx.bottoms[blob], i, 1)
 
 
+def _infogain_setup(ctx: _Ctx) -> None:
+    """InfogainLossLayer::LayerSetUp: its internal Softmax, the deprecated ``normalize``, and
+    the matrix H (a third bottom, else a file: only its presence can be checked here)."""
+    p = ctx.msg.infogain_loss_param
+    _canonical(int(p.axis), ctx.bottoms[0])
+    _check(
+        not _has(ctx.msg.loss_param, "normalize"),
+        "Check failed: !this->layer_param_.loss_param().has_normalize() normalize is "
+        'deprecated. use "normalization"',
+    )
+    if len(ctx.bottoms) < 3:
+        _check(
+            _has(p, "source"),
+            "Check failed: this->layer_param_.infogain_loss_param().has_source() Infogain "
+            "matrix source must be specified.",
+        )
+
+
+def _infogain_reshape(ctx: _Ctx) -> None:
+    pred, label = ctx.bottoms[0], ctx.bottoms[1]
+    axis = _canonical(int(ctx.msg.infogain_loss_param.axis), pred)
+    outer, inner = _count(pred, 0, axis), _count(pred, axis + 1)
+    _check_eq(
+        outer * inner,
+        _count(label),
+        "outer_num_ * inner_num_ == bottom[1]->count()",
+        "Number of labels must match number of predictions; e.g., if infogain axis == 1 "
+        "and prediction shape is (N, C, H, W), label count (number of labels) must be N*H*W, "
+        "with integer values in {0, 1, ..., C-1}.",
+    )
+    if len(ctx.bottoms) >= 3:  # (a matrix read from a file is not known here)
+        n = pred[axis]
+        _check_eq(_count(ctx.bottoms[2]), n * n, "infogain->count() == num_labels_*num_labels_")
+
+
 def _loss(ctx: _Ctx) -> _Result:
     t = ctx.type
     if t == "SoftmaxWithLoss":
@@ -1066,7 +1101,11 @@ def _loss(ctx: _Ctx) -> _Result:
         _canonical(int(ctx.msg.softmax_param.axis), ctx.bottoms[0])
     if t == "ContrastiveLoss":
         _contrastive_setup(ctx)
+    if t == "InfogainLoss":
+        _infogain_setup(ctx)
     _loss_base(ctx)
+    if t == "InfogainLoss":
+        _infogain_reshape(ctx)
     if t == "MultinomialLogisticLoss":
         for i in (1, 2, 3):
             _legacy_eq(1, ctx.bottoms[1], i, 1)
@@ -1093,9 +1132,10 @@ def _loss(ctx: _Ctx) -> _Result:
             outer * inner,
             _count(label),
             "outer_num_ * inner_num_ == bottom[1]->count()",
-            f"Number of labels must match number of predictions; e.g., if softmax axis == "
-            f"{axis} and prediction shape is (N, C, H, W), label count (number of labels) "
-            f"must be N*H*W, with integer values in {{0, 1, ..., C-1}}.",
+            # the example's "axis == 1" is literal text in Caffe's message, whatever the axis
+            "Number of labels must match number of predictions; e.g., if softmax axis == 1 "
+            "and prediction shape is (N, C, H, W), label count (number of labels) must be "
+            "N*H*W, with integer values in {0, 1, ..., C-1}.",
         )
         if ctx.n_tops > 1:
             tops.append(pred)

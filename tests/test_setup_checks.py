@@ -219,6 +219,18 @@ def test_checks_outside_the_oracle_follow_caffe_sources() -> None:
         "equal to the dimension of the axis.",
         "argmax_layer.cpp",
     )
+    # "axis == 1" is literal text in Caffe's message (softmax_loss_layer.cpp), whatever the axis
+    net = (
+        'layer { name: "lab" type: "Input" top: "lab" input_param { shape { dim: 1 dim: 5 } } }\n'
+        'layer { name: "l" type: "SoftmaxWithLoss" bottom: "data" bottom: "lab" top: "l" '
+        "softmax_param { axis: 2 } }"
+    )
+    message, where = _first_error(net)
+    assert where == "softmax_loss_layer.cpp"
+    assert message.startswith(
+        "Check failed: outer_num_ * inner_num_ == bottom[1]->count() (24 vs. 5) Number of "
+        "labels must match number of predictions; e.g., if softmax axis == 1 and"
+    )
     assert _first_error(
         'layer { name: "t" type: "Tile" bottom: "data" top: "t" tile_param { axis: 1 } }'
     ) == (
