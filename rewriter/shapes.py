@@ -509,8 +509,16 @@ def _dummy_data(ctx: _Ctx) -> _Result:
 
 
 def _spatial_param(
-    values: Sequence[int], has_hw: bool, hw: tuple[int, int], n_sp: int, what: str, default: int
+    values: Sequence[int],
+    has_hw: bool,
+    hw: tuple[int, int],
+    n_sp: int,
+    what: str,
+    default: int,
+    end: str = ").",
 ) -> list[int]:
+    """Kernel, stride, pad or dilation per spatial axis. ``end``: Im2col's copy of these
+    messages ends kernel/stride/pad's count sentence with ``);`` instead of ``).``."""
     if has_hw:
         short = "kernel" if what == "kernel_size" else what
         _check_eq(
@@ -532,14 +540,14 @@ def _spatial_param(
             n == 1 or n == n_sp,
             f"Check failed: num_kernel_dims == 1 || num_kernel_dims == num_spatial_axes_ "
             f"kernel_size must be specified once, or once per spatial dimension (kernel_size "
-            f"specified {n} times; {n_sp} spatial dims).",
+            f"specified {n} times; {n_sp} spatial dims{end}",
         )
     else:
         _check(
             n in (0, 1, n_sp),
             f"Check failed: num_{what}_dims == 0 || num_{what}_dims == 1 || num_{what}_dims == "
             f"num_spatial_axes_ {what} must be specified once, or once per spatial dimension "
-            f"({what} specified {n} times; {n_sp} spatial dims).",
+            f"({what} specified {n} times; {n_sp} spatial dims{end}",
         )
     return [default if n == 0 else int(values[0 if n == 1 else i]) for i in range(n_sp)]
 
@@ -549,7 +557,10 @@ def _conv_geometry(ctx: _Ctx) -> tuple[int, list[int], list[int], list[int], lis
     bottom = ctx.bottoms[0]
     axis = _canonical(int(cp.axis), bottom)
     n_sp = len(bottom) - axis - 1
+    if ctx.type == "Im2col":
+        _check_op(n_sp >= 1, n_sp, 1, "num_spatial_axes_ >= 1")
     _check_op(n_sp >= 0, n_sp, 0, "num_spatial_axes_ >= 0")
+    end = ");" if ctx.type == "Im2col" else ")."
     kernel = _spatial_param(
         list(cp.kernel_size),
         _has(cp, "kernel_h") or _has(cp, "kernel_w"),
@@ -557,18 +568,28 @@ def _conv_geometry(ctx: _Ctx) -> tuple[int, list[int], list[int], list[int], lis
         n_sp,
         "kernel_size",
         0,
+        end,
     )
     for k in kernel:
         _check_op(k > 0, k, 0, "kernel_shape_data[i] > 0", "Filter dimensions must be nonzero.")
+    stride_hw = _has(cp, "stride_h") or _has(cp, "stride_w")
     stride = _spatial_param(
         list(cp.stride),
-        _has(cp, "stride_h") or _has(cp, "stride_w"),
+        stride_hw,
         (int(cp.stride_h), int(cp.stride_w)),
         n_sp,
         "stride",
         1,
+        end,
     )
     for s in stride:
+        if stride_hw:
+            # Caffe checks only stride, not stride_h/stride_w: it divides by zero (SIGFPE)
+            _check(
+                s > 0,
+                "stride_h/stride_w is 0: Caffe does not check this and dies of a division by "
+                "zero (SIGFPE) while setting the layer up",
+            )
         _check_op(s > 0, s, 0, "stride_data[i] > 0", "Stride dimensions must be nonzero.")
     pad = _spatial_param(
         list(cp.pad),
@@ -577,6 +598,7 @@ def _conv_geometry(ctx: _Ctx) -> tuple[int, list[int], list[int], list[int], lis
         n_sp,
         "pad",
         0,
+        end,
     )
     dilation = _spatial_param(list(cp.dilation), False, (0, 0), n_sp, "dilation", 1)
     return axis, kernel, stride, pad, dilation

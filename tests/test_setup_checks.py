@@ -231,6 +231,16 @@ def test_checks_outside_the_oracle_follow_caffe_sources() -> None:
         "Check failed: outer_num_ * inner_num_ == bottom[1]->count() (24 vs. 5) Number of "
         "labels must match number of predictions; e.g., if softmax axis == 1 and"
     )
+    # Im2col's copy of the sentence ends with ");" (im2col_layer.cpp)
+    assert _first_error(
+        'layer { name: "i" type: "Im2col" bottom: "data" top: "i" convolution_param { '
+        "kernel_size: 1 kernel_size: 1 kernel_size: 1 } }"
+    ) == (
+        "Check failed: num_kernel_dims == 1 || num_kernel_dims == num_spatial_axes_ "
+        "kernel_size must be specified once, or once per spatial dimension (kernel_size "
+        "specified 3 times; 2 spatial dims);",
+        "im2col_layer.cpp",
+    )
     assert _first_error(
         'layer { name: "t" type: "Tile" bottom: "data" top: "t" tile_param { axis: 1 } }'
     ) == (
