@@ -425,6 +425,10 @@ def _given_or_unknown(ctx: _Ctx, why: str) -> _Result:
 
 
 def _hdf5_data(ctx: _Ctx) -> _Result:
+    _check(
+        not _has(ctx.msg, "transform_param"),
+        "Check failed: !this->layer_param_.has_transform_param() HDF5Data does not transform data.",
+    )
     return _given_or_unknown(
         ctx, "HDF5Data shapes are stored in the HDF5 files; pass input shapes for its tops"
     )
@@ -763,7 +767,10 @@ def _pooling(ctx: _Ctx) -> _Result:
 
 def _spp(ctx: _Ctx) -> _Result:
     bottom = ctx.bottoms[0]
-    _legacy(bottom)  # LayerSetUp reads num(), channels(), height(), width()
+    # LayerSetUp reads num(), channels(), height(), width() (the legacy accessors)
+    h, w = _legacy_dim(bottom, 2), _legacy_dim(bottom, 3)
+    _check_op(h > 0, h, 0, "bottom_h_ > 0", "Input dimensions cannot be zero.")
+    _check_op(w > 0, w, 0, "bottom_w_ > 0", "Input dimensions cannot be zero.")
     _check_eq(
         4,
         len(bottom),
