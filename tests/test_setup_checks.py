@@ -70,6 +70,19 @@ def test_every_setup_case_is_compared() -> None:
     assert sum(not p.values[1]["ok"] for p in runs) == 30
 
 
+def test_python_api_setup() -> None:
+    """``rewriter.load(path).setup(phase)``: the report, placed in the file on demand."""
+    need_shared()
+    import rewriter
+
+    f = rewriter.load(SETUP / "conv_group_not_dividing_channels.prototxt")
+    report = f.setup("TRAIN")
+    assert report.layer == "conv" and not report.ok
+    (diag,) = report.diagnostics(f.document)
+    assert diag.location is not None and (diag.location.line, diag.location.col) == (7, 125)
+    assert rewriter.load(SETUP / "conv_deconv_group_pass.prototxt").setup("TRAIN").ok
+
+
 def test_fields_of_the_checks() -> None:
     """The field the caret goes to: the one the user must change."""
     assert field_of("Convolution", "Check failed: channels_ % group_ == 0 (1 vs. 0)") == (
