@@ -125,8 +125,9 @@ def check(
         ),
     ] = True,
 ) -> None:
-    """Parse and validate files against the Caffe schema, and set nets up as Caffe's Net::Init
-    would (shape and parameter-sharing checks) in TRAIN and TEST (exit 0 valid, 2 invalid)."""
+    """Parse and validate files against the Caffe schema and, for nets, Caffe's Net::Init:
+    its wiring in TRAIN, TEST and the stages the rules name, then its set-up checks (shapes,
+    parameter sharing) in TRAIN and TEST (exit 0 valid, 2 invalid)."""
     from .bind import diagnose
     from .deploy import parse_settings
     from .errors import Diagnostic
@@ -149,9 +150,11 @@ def check(
             if bound is not None and detected == "net" and bound.ok:
                 from .diagnose import net_init_diagnostics
 
-                diags = diags + net_init_diagnostics(bound.document, bound.message)
+                message = bound.message
+                bound = None  # its lossless tree is re-read only to locate a finding
+                diags = diags + net_init_diagnostics(path, message)
                 if setup and not any(d.severity == "error" for d in diags):
-                    diags = diags + _setup_diagnostics(bound, shape_opts)
+                    diags = diags + _setup_diagnostics(path, message, shape_opts)
         except RewriterError as e:
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
@@ -177,15 +180,20 @@ def check(
     raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
 
 
-def _setup_diagnostics(bound: Any, shape_opts: dict[str, Any]) -> list[Any]:
-    """Caffe's set-up checks on a bound net, per phase, as located findings."""
+def _setup_diagnostics(path: Path, message: Any, shape_opts: dict[str, Any]) -> list[Any]:
+    """Caffe's set-up checks on a bound net, per phase, as findings located in ``path`` (read
+    again only when there is something to place)."""
+    from .cst import parse
     from .errors import Diagnostic
-    from .setup_checks import check_setup, phases_of
+    from .fileio import read_text
+    from .setup_checks import check_setup, phases_of, skipped_warnings
 
     out: list[Any] = []
-    for phase in phases_of(bound.message):
+    doc: Any = None
+    skipped = []
+    for phase in phases_of(message):
         try:
-            report = check_setup(bound.message, phase, **shape_opts)
+            report = check_setup(message, phase, **shape_opts)
         except RewriterError as e:
             out.append(
                 Diagnostic("warning", f"set-up checks not run in {phase}: {e}", code="setup")
@@ -193,7 +201,14 @@ def _setup_diagnostics(bound: Any, shape_opts: dict[str, Any]) -> list[Any]:
             continue
         if report.graph_error is not None:
             continue  # the graph's verdict (net_init_diagnostics) covers this phase
-        out.extend(report.diagnostics(bound.document))
+        if report.error is not None:
+            doc = doc or parse(read_text(path), str(path))
+            out.extend(report.diagnostics(doc))
+        elif report.skipped:
+            skipped.append(report)
+    if skipped:
+        doc = doc or parse(read_text(path), str(path))
+        out.extend(skipped_warnings(skipped, doc))
     return out
 
 
@@ -266,7 +281,7 @@ def explain(
         if layer is not None:
             data["layers"] = [d for d in data["layers"] if d["name"] == layer]
             if not data["layers"]:
-                _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+                _fail(_no_layer(net, layer, phase, [v.name for v in result.layers]))
         if shape_res is not None:
             data["shapes"] = shape_res.to_json()
         if weight_rep is not None:
@@ -290,7 +305,7 @@ def explain(
                 try:
                     typer.echo(render_layer(result, layer))
                 except KeyError:
-                    _fail(f"{net}: no layer named {layer!r} in phase {phase}")
+                    _fail(_no_layer(net, layer, phase, [v.name for v in result.layers]))
             else:
                 typer.echo(render_table(result, color=sys.stdout.isatty()))
         if shape_res is not None:
@@ -303,6 +318,13 @@ def explain(
                 typer.echo(line)
     if weight_rep is not None and not weight_rep.ok:
         raise typer.Exit(EXIT_FOUND)
+
+
+def _no_layer(net: Path, layer: str, phase: str, names: list[str]) -> str:
+    from .errors import did_you_mean
+
+    hint = did_you_mean(layer, names)
+    return f"{net}: no layer named {layer!r} in phase {phase}" + (f"; {hint}" if hint else "")
 
 
 def main() -> None:

@@ -67,6 +67,7 @@ def located(path: str | Path, phase: str | None = None) -> Iterator[None]:
         yield
     except CaffeError as e:
         if e.diagnostic is None:
+            e.phase = e.phase or phase
             doc = _read(path)
             if doc is not None:
                 e.diagnostic = diagnostic(e, doc, phase)
@@ -81,12 +82,20 @@ def located(path: str | Path, phase: str | None = None) -> Iterator[None]:
         raise err from None
 
 
-def net_init_diagnostics(doc: Document, message: Any) -> list[Diagnostic]:
-    """``rewriter check``'s Net::Init findings on a bound net, located in ``doc``."""
+def net_init_diagnostics(source: Document | str | Path, message: Any) -> list[Diagnostic]:
+    """``rewriter check``'s Net::Init findings on a bound net, located in ``source``: its
+    document, or its path to re-read only if there is a finding (a caller may free the
+    lossless tree of a big file before its graphs are built)."""
+    from .cst import Document
     from .initcheck import net_init_findings
     from .layer_params import BVLC_LAYER_TYPES
 
     found = net_init_findings(message, sorted(BVLC_LAYER_TYPES))
+    if found.error is None and not found.warnings:
+        return []
+    doc = source if isinstance(source, Document) else _read(source)
+    if doc is None:  # the file went away meanwhile: say it unlocated
+        doc = Document("", (), 0, path=str(source))
     out = [diagnostic(w, doc, severity="warning") for w in found.warnings]
     if found.error is not None:
         exact = found.error.location == "upgrade_proto.cpp" and found.error.layer is None
@@ -164,10 +173,10 @@ def locate_error(error: CaffeError, doc: Document, *, exact_index: bool = False)
     ``exact_index``: ``layer_index`` counts the file's own layer blocks (no name to check).
     """
     blocks = [f for f in doc.fields if f.name in ("layer", "layers") and _body(f) is not None]
-    block = _find_block(blocks, error.layer, error.layer_index, exact_index)
+    block = _find_block(blocks, error.layer, error.layer_index, exact_index, error.phase)
     offset: int | None = None
     if block is None and error.layer is None and error.layer_index is None and error.field:
-        offset = _find(doc.body, error.field, error.index)  # a net-level field
+        offset = _find(doc.body, error.field, error.index)[0]  # a net-level field
     elif block is None:
         offset = _legacy_input(doc, error)
     else:
@@ -211,7 +220,7 @@ def _scalar(token: str) -> str:
 
 
 def _find_block(
-    blocks: list[Field], name: str | None, index: int | None, exact: bool
+    blocks: list[Field], name: str | None, index: int | None, exact: bool, phase: str | None
 ) -> Field | None:
     if exact or name is None:
         return blocks[index] if index is not None and 0 <= index < len(blocks) else None
@@ -222,8 +231,32 @@ def _find_block(
     named = [i for i, b in enumerate(blocks) if _name_of(b) == name]
     if not named:
         return None
+    if index is None and phase is not None and len(named) > 1:
+        # one name per phase (a TRAIN and a TEST "data" layer): the one the phase keeps
+        named = [i for i in named if _admits(blocks[i], phase)] or named
     near = index if index is not None else 0
     return blocks[min(named, key=lambda i: abs(i - near))]
+
+
+def _admits(block: Field, phase: str) -> bool:
+    """The block's include/exclude ``phase:`` rules keep it in ``phase`` (stages ignored)."""
+    body = _body(block)
+    if body is None:
+        return True
+
+    def phases(rule: str) -> list[str]:
+        out = []
+        for f in body.get_all(rule):
+            sub = _body(f)
+            p = sub.get("phase") if sub is not None else None
+            if p is not None:
+                out.append(p.value_text.strip())
+        return out
+
+    include = phases("include")
+    if include and phase not in include:
+        return False
+    return phase not in phases("exclude")
 
 
 def _in_block(block: Field, field: str | None, index: int | None) -> int | None:
@@ -231,13 +264,18 @@ def _in_block(block: Field, field: str | None, index: int | None) -> int | None:
     assert body is not None
     nested = _nested(block)
     if field:
+        partial: int | None = None  # the deepest enclosing message written, e.g. param[1]
         for where, path in _spellings(block.name, nested is not None, field):
             target = nested if where == "nested" else body
             if target is None:
                 continue
-            at = _find(target, path, index)
-            if at is not None:
+            at, complete = _find(target, path, index)
+            if complete:
                 return at
+            if partial is None and at is not None and path.count(".") > 0:
+                partial = at
+        if partial is not None:
+            return partial
     for target in (body, nested):
         name = target.get("name") if target is not None else None
         if name is not None:
@@ -261,8 +299,9 @@ def _spellings(kind: str, v0: bool, field: str) -> list[tuple[str, str]]:
     return out
 
 
-def _find(body: MessageBody, path: str, index: int | None) -> int | None:
-    """Offset of the value ``path`` names in ``body`` (see the module's contract)."""
+def _find(body: MessageBody, path: str, index: int | None) -> tuple[int | None, bool]:
+    """Offset of the value ``path`` names in ``body`` (see the module's contract), and whether
+    it was found whole; if not, the offset of the deepest message on the way (or None)."""
     segments = path.split(".")
     pending = index
     current: MessageBody | None = body
@@ -270,7 +309,7 @@ def _find(body: MessageBody, path: str, index: int | None) -> int | None:
     for k, segment in enumerate(segments):
         m = _SEGMENT.fullmatch(segment)
         if m is None or current is None:
-            return None
+            return offset, False
         occurrences = list(_values(current, m.group(1)))
         last = k == len(segments) - 1
         if m.group(2) is not None:
@@ -280,9 +319,9 @@ def _find(body: MessageBody, path: str, index: int | None) -> int | None:
         else:
             pick = 0
         if pick >= len(occurrences):
-            return None
+            return offset, False
         offset, current = occurrences[pick]
-    return offset
+    return offset, True
 
 
 def _values(body: MessageBody, name: str) -> Iterator[tuple[int, MessageBody | None]]:
@@ -306,5 +345,4 @@ def _legacy_input(doc: Document, error: CaffeError) -> int | None:
     """The ``Input`` layer the upgrade makes of legacy ``input:`` fields: point at those."""
     if error.layer != "input":
         return None
-    at = _find(doc.body, "input", error.index if error.field == "top" else 0)
-    return at
+    return _find(doc.body, "input", error.index if error.field == "top" else 0)[0]

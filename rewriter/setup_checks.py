@@ -32,7 +32,15 @@ from .shapes import Shape, ShapeError, Shapes, infer_shapes, shape_string
 if TYPE_CHECKING:
     from .cst import Document
 
-__all__ = ["FIELDS", "SetupReport", "check_setup", "field_of", "phases_of", "refuse_or_warn"]
+__all__ = [
+    "FIELDS",
+    "SetupReport",
+    "check_setup",
+    "field_of",
+    "phases_of",
+    "refuse_or_warn",
+    "skipped_warnings",
+]
 
 
 # --------------------------------------------------------------------------- fields
@@ -176,7 +184,7 @@ class SetupReport:
     def diagnostics(self, doc: Document | None) -> list[Diagnostic]:
         """The report as findings: the failure placed in ``doc`` (``path:line:col`` and a
         caret at the field), skipped layers as a warning."""
-        from .diagnose import diagnostic, locate_error
+        from .diagnose import diagnostic
 
         if self.error is not None:
             if doc is not None:
@@ -185,21 +193,7 @@ class SetupReport:
                 return [diagnostic(err, doc, self.phase, exact_index=exact)]
             text = f"Caffe refuses the net in phase {self.phase} ({self.error.location}): "
             return [Diagnostic("error", text + self.error.message, code="net-init")]
-        if not self.skipped:
-            return []
-        first = self.skipped[0]
-        loc = locate_error(CaffeError("", "", layer=first), doc) if doc is not None else None
-        return [
-            Diagnostic(
-                "warning",
-                f"phase {self.phase}: set-up checks skipped for {len(self.skipped)} layer(s) "
-                f"from '{first}' on: {self.skipped_reason}",
-                loc,
-                code="setup-skipped",
-                hint="give the data layers' shapes (--set shape.BLOB=N,C,H,W) or the "
-                "parameter count of a fork layer type",
-            )
-        ]
+        return skipped_warnings([self], doc)
 
     def to_json(self) -> dict[str, Any]:
         err = self.error
@@ -316,6 +310,34 @@ def _named(layer: Any, error: CaffeError) -> int | None:
         return None
     name = error.message.split("'")[1]
     return next((p for p, spec in enumerate(layer.param) if spec.name == name), None)
+
+
+def skipped_warnings(reports: Sequence[SetupReport], doc: Document | None) -> list[Diagnostic]:
+    """One warning per place the set-up checks stopped (phases that stop at the same layer
+    for the same reason share it), located at that layer."""
+    from .diagnose import locate_error
+
+    groups: dict[tuple[str, str | None], list[SetupReport]] = {}
+    for r in reports:
+        if r.error is None and r.skipped:
+            groups.setdefault((r.skipped[0], r.skipped_reason), []).append(r)
+    out: list[Diagnostic] = []
+    for (first, reason), same in groups.items():
+        loc = locate_error(CaffeError("", "", layer=first), doc) if doc is not None else None
+        phases = " and ".join(r.phase for r in same)
+        counts = " and ".join(str(len(r.skipped)) for r in same)
+        out.append(
+            Diagnostic(
+                "warning",
+                f"phase {phases}: set-up checks skipped for {counts} layer(s) from '{first}' "
+                f"on: {reason}",
+                loc,
+                code="setup-skipped",
+                hint="give the data layers' shapes (--set shape.BLOB=N,C,H,W) or the "
+                "parameter count of a fork layer type",
+            )
+        )
+    return out
 
 
 def phases_of(net: Any) -> tuple[str, ...]:

@@ -270,3 +270,84 @@ def test_legacy_input_dims_point_at_input_dim(tmp_path: Path) -> None:
     assert f"{path}:3:12: error: " in proc.stderr
     assert "Incorrect input blob dimension specifications." in proc.stderr
     assert "give 4 input_dim per input (8 in all)" in proc.stderr
+
+
+def test_near_miss_layer_type_is_a_located_warning(tmp_path: Path) -> None:
+    """BVLC has no ``Convolutoin``; a fork might, so check warns (exit 0) and suggests."""
+    text = SEED.read_text()
+    at = text.index('type: "Convolution"')
+    bad = text[:at] + 'type: "Convolutoin"' + text[at + len('type: "Convolution"') :]
+    path = tmp_path / "type_typo.prototxt"
+    path.write_text(bad)
+    line = bad.count("\n", 0, at) + 1
+    proc = run("check", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{path}:{line}:" in proc.stdout
+    assert "Unknown layer type: Convolutoin" in proc.stdout
+    assert "did you mean 'Convolution'?" in proc.stdout
+    # and the set-up checks say they stopped at the unknown type (one warning for both phases)
+    assert "phase TRAIN and TEST: set-up checks skipped for" in proc.stdout
+    assert "ok, net (2 warning(s))" in proc.stdout
+
+
+def test_include_and_exclude_rules_point_at_exclude(tmp_path: Path) -> None:
+    text = SEED.read_text()
+    at = text.index('type: "Convolution"')
+    both = "include { phase: TRAIN }\n  exclude { phase: TEST }\n  "
+    path = tmp_path / "both_rules.prototxt"
+    path.write_text(text[:at] + both + text[at:])
+    line = text.count("\n", 0, at) + 2
+    proc = run("check", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:{line}:" in proc.stderr
+    assert "Specify either include rules or exclude rules; not both." in proc.stderr
+
+
+def test_explain_layer_typo_suggests_the_name() -> None:
+    proc = run("explain", str(SEED), "--layer", "conv2/3x3_reduc")
+    assert proc.returncode == 2
+    assert "did you mean 'conv2/3x3_reduce'?" in proc.stderr
+
+
+@pytest.mark.parametrize(("phase", "want"), [("TRAIN", 0), ("TEST", 1)])
+def test_a_name_shared_by_phases_is_located_in_the_phase_kept(phase: str, want: int) -> None:
+    """An error naming only the layer (as shape checks may) goes to the block the phase
+    keeps: lenet's TRAIN and TEST data layers are both called "mnist"."""
+    need_shared()
+    from rewriter.cst import parse
+    from rewriter.diagnose import diagnostic
+    from rewriter.graph import CaffeError
+
+    path = CORPUS / "BVLC-caffe" / "examples" / "mnist" / "lenet_train_test.prototxt"
+    text = path.read_text()
+    lines = text.splitlines()
+    label_lines = [i + 1 for i, t in enumerate(lines) if t.strip() == 'top: "label"'][:2]
+    err = CaffeError("made up", "net.cpp", layer="mnist", field="top", index=1)
+    err.phase = phase
+    loc = diagnostic(err, parse(text, str(path))).location
+    assert loc is not None and loc.line == label_lines[want]
+
+
+@pytest.mark.parametrize(
+    ("field", "anchor"),
+    [
+        ("top", 'top: "feat"'),  # written: its value
+        ("inner_product_param.axis", "inner_product_param {"),  # default: the enclosing block
+        ("param[1].lr_mult", 'name: "fc"'),  # no param block at all: the layer's name
+    ],
+)
+def test_an_unwritten_field_falls_back_to_what_encloses_it(field: str, anchor: str) -> None:
+    need_shared()
+    from rewriter.cst import parse
+    from rewriter.diagnose import diagnostic
+    from rewriter.graph import CaffeError
+
+    path = ORACLE / "backward" / "dup_top_error.prototxt"
+    text = path.read_text()
+    lines = text.splitlines()
+    n = next(i for i, t in enumerate(lines) if 'name: "fc"' in t)
+    value = anchor.split(": ", 1)[1] if ": " in anchor else anchor
+    col = lines[n].index(anchor) + len(anchor) - len(value) + 1
+    err = CaffeError("made up", "net.cpp", layer="fc", layer_index=3, field=field)
+    loc = diagnostic(err, parse(text, str(path))).location
+    assert loc is not None and (loc.line, loc.col) == (n + 1, col)

@@ -196,8 +196,11 @@ def test_failure_is_located_at_its_field(case: Any, run: Any) -> None:
     if f"{seg}:" in block or f"{seg} {{" in block:
         before, at = line[: loc.col - 1], line[loc.col - 1 :]
         assert before.rstrip().endswith(f"{seg}:") or at.startswith(seg), (seg, line)
-    else:
-        assert line[loc.col - 1 :].startswith(f'"{report.layer}"')
+    else:  # not written: the block that would hold it, else the layer's name
+        at = line[loc.col - 1 :]
+        assert at.startswith(f'"{report.layer}"') or at.startswith(
+            (report.error.field or "").split(".")[0]
+        ), (report.error.field, line)
 
 
 def _first_error(layer: str) -> tuple[str, str]:
