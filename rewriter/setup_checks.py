@@ -92,6 +92,7 @@ FIELDS: tuple[tuple[frozenset[str] | None, re.Pattern[str], str, _Index], ...] =
         ("Concat", r"All inputs must have the same shape", "bottom", _none),
         ("Slice", r"axis_index|slice_dim", "slice_param.axis", _none),
         ("Slice", r"slice_point|shape\[i\] >= 0", "slice_param.slice_point", _none),
+        ("Slice", r"bottom_slice_axis", "bottom", _const(0)),
         ("InnerProduct", r"axis_index", "inner_product_param.axis", _none),
         ("Softmax SoftmaxWithLoss", r"axis_index", "softmax_param.axis", _none),
         ("Flatten", r"axis", "flatten_param.axis", _none),
