@@ -334,6 +334,23 @@ def test_cli_explain_and_check_refuse_like_caffe() -> None:
     assert (diag["line"], diag["col"], diag["code"]) == (8, 77, "net-init")
 
 
+def test_cli_check_says_what_it_skipped_and_set_gives_the_sizes() -> None:
+    """A Data layer's image size lives in its database: check warns that the set-up checks
+    were skipped (exit 0), and --set gives the sizes they need (mnist pairs: 2x28x28)."""
+    need_shared()
+    from tests.conftest import CORPUS
+
+    net = CORPUS / "BVLC-caffe" / "examples" / "siamese" / "mnist_siamese_train_test.prototxt"
+    proc = _cli("check", str(net))
+    assert proc.returncode == 0, proc.stderr
+    assert "phase TRAIN and TEST: set-up checks skipped for 19 and 19 layer(s) from " in (
+        proc.stdout
+    )
+    proc = _cli("check", str(net), "--set", "height=28", "--set", "width=28", "--set",
+                "channels=2")  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip().endswith(": ok, net"), proc.stdout
+
+
 # --------------------------------------------------------------------------- corpus truth
 
 from tests.test_shapes import _oracle_inputs, _oracle_runs  # noqa: E402
