@@ -1097,18 +1097,26 @@ def _infogain_setup(ctx: _Ctx) -> None:
         )
 
 
-def _infogain_reshape(ctx: _Ctx) -> None:
+def _label_count(ctx: _Ctx, axis_value: int, kind: str) -> int:
+    """SoftmaxWithLoss's and InfogainLoss's Reshape: one label per prediction outside the
+    class axis (returned canonical). ``axis == 1`` is literal text in both messages."""
     pred, label = ctx.bottoms[0], ctx.bottoms[1]
-    axis = _canonical(int(ctx.msg.infogain_loss_param.axis), pred)
+    axis = _canonical(axis_value, pred)
     outer, inner = _count(pred, 0, axis), _count(pred, axis + 1)
     _check_eq(
         outer * inner,
         _count(label),
         "outer_num_ * inner_num_ == bottom[1]->count()",
-        "Number of labels must match number of predictions; e.g., if infogain axis == 1 "
-        "and prediction shape is (N, C, H, W), label count (number of labels) must be N*H*W, "
-        "with integer values in {0, 1, ..., C-1}.",
+        f"Number of labels must match number of predictions; e.g., if {kind} axis == 1 and "
+        "prediction shape is (N, C, H, W), label count (number of labels) must be N*H*W, with "
+        "integer values in {0, 1, ..., C-1}.",
     )
+    return axis
+
+
+def _infogain_reshape(ctx: _Ctx) -> None:
+    pred = ctx.bottoms[0]
+    axis = _label_count(ctx, int(ctx.msg.infogain_loss_param.axis), "infogain")
     if len(ctx.bottoms) >= 3:  # (a matrix read from a file is not known here)
         n = pred[axis]
         _check_eq(_count(ctx.bottoms[2]), n * n, "infogain->count() == num_labels_*num_labels_")
@@ -1154,18 +1162,8 @@ def _loss(ctx: _Ctx) -> _Result:
         )
     tops: list[Shape] = [()]
     if t == "SoftmaxWithLoss":
-        pred, label = ctx.bottoms[0], ctx.bottoms[1]
-        axis = _canonical(int(ctx.msg.softmax_param.axis), pred)
-        outer, inner = _count(pred, 0, axis), _count(pred, axis + 1)
-        _check_eq(
-            outer * inner,
-            _count(label),
-            "outer_num_ * inner_num_ == bottom[1]->count()",
-            # the example's "axis == 1" is literal text in Caffe's message, whatever the axis
-            "Number of labels must match number of predictions; e.g., if softmax axis == 1 "
-            "and prediction shape is (N, C, H, W), label count (number of labels) must be "
-            "N*H*W, with integer values in {0, 1, ..., C-1}.",
-        )
+        pred = ctx.bottoms[0]
+        _label_count(ctx, int(ctx.msg.softmax_param.axis), "softmax")
         if ctx.n_tops > 1:
             tops.append(pred)
     while len(tops) < ctx.n_tops:

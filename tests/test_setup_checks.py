@@ -17,17 +17,9 @@ import pytest
 
 from rewriter.setup_checks import check_setup, field_of
 from tests.conftest import ORACLE, need_shared
+from tests.test_shapes import _net
 
 SETUP = ORACLE / "setup"
-
-
-def _net(text: str) -> Any:
-    from google.protobuf import text_format
-
-    from rewriter.schema import default_schema
-
-    cls = default_schema().message_class("caffe.NetParameter")
-    return text_format.Parse(text, cls())
 
 
 def _runs() -> list[Any]:
