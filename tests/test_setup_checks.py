@@ -2,8 +2,8 @@
 
 ``oracle/setup``: 43 small nets, each pinning one check Caffe makes while ``Net::Init`` sets
 layers up (README there). Every run must give Caffe's verdict, its FATAL text, the source file
-of the FATAL line and the layer being set up; a successful run must give every top shape
-Caffe logged.
+of the FATAL line and the layer being set up; a successful run must give every top shape and
+parameter shape Caffe logged.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from rewriter.setup_checks import check_setup, field_of
 from tests.conftest import ORACLE, need_shared
-from tests.test_shapes import _net
+from tests.test_shapes import _caffe_shape, _net
 
 SETUP = ORACLE / "setup"
 
@@ -43,8 +43,11 @@ def test_setup_matches_caffe(case: Any, run: Any) -> None:
         assert report.error is None, report.error
         assert report.shapes is not None
         got = {ls.name: [list(t) for t in ls.top_shapes] for ls in report.shapes.layers}
+        params = {ls.name: list(ls.params) for ls in report.shapes.layers}
         for layer in run["layers"]:
             assert got[layer["name"]] == layer["top_shapes"], layer["name"]
+            want = [_caffe_shape(p["shape"]) for p in layer["params"]]
+            assert params[layer["name"]] == want, layer["name"]
         return
     err = report.error
     assert err is not None, "Caffe refuses this net"
