@@ -124,6 +124,12 @@ def check(
             help="Also run Caffe's Net::Init set-up checks on nets (TRAIN and TEST).",
         ),
     ] = True,
+    schema_only: Annotated[
+        bool,
+        typer.Option(
+            "--schema-only", help="Skip Net::Init's wiring checks (for net fragments, templates)."
+        ),
+    ] = False,
 ) -> None:
     """Parse and validate files against the Caffe schema and, for nets, Caffe's Net::Init:
     its wiring in TRAIN, TEST and the stages the rules name, then its set-up checks (shapes,
@@ -147,7 +153,7 @@ def check(
             bound, diags = diagnose(read_text(path), str(path), schema, root, lenient)
             if bound is not None:
                 detected = "solver" if bound.root.endswith("SolverParameter") else "net"
-            if bound is not None and detected == "net" and bound.ok:
+            if bound is not None and detected == "net" and bound.ok and not schema_only:
                 from .diagnose import net_init_diagnostics
 
                 message = bound.message

@@ -351,3 +351,11 @@ def test_an_unwritten_field_falls_back_to_what_encloses_it(field: str, anchor: s
     err = CaffeError("made up", "net.cpp", layer="fc", layer_index=3, field=field)
     loc = diagnostic(err, parse(text, str(path))).location
     assert loc is not None and (loc.line, loc.col) == (n + 1, col)
+
+
+def test_schema_only_skips_the_wiring(typo_net: tuple[Path, int, int]) -> None:
+    """Net fragments and templates are not whole nets: ``--schema-only`` checks the schema."""
+    path, _, _ = typo_net
+    proc = run("check", "--schema-only", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{path}: ok, net\n"
