@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .bind import Bound
     from .graph import Graph
     from .schema import Schema
+    from .setup_checks import SetupReport
 
 __all__ = ["CaffeFile", "load", "read", "write"]
 
@@ -108,6 +109,14 @@ class CaffeFile:
 
             e.diagnostic = e.diagnostic or diagnostic(e, self.document)
             raise
+
+    def setup(self, phase: str = "TRAIN", **options: Any) -> SetupReport:
+        """Caffe's set-up checks for ``phase`` (:func:`rewriter.setup_checks.check_setup`:
+        ``stages``, ``level``, ``input_shapes``, ``param_counts``, ``batch``...); the report's
+        ``diagnostics(file.document)`` places a failure in this file."""
+        from .setup_checks import check_setup
+
+        return check_setup(self.message, phase, **options)
 
     def write(self, path: str | os.PathLike[str]) -> None:
         write(self.document, path)
