@@ -423,17 +423,11 @@ _KIND = {
 def _deepdiff(
     old: dict[str, Any], new: dict[str, Any]
 ) -> list[tuple[tuple[str | int, ...], str, Any, Any]]:
-    from deepdiff import DeepDiff
-    from deepdiff.helper import NotPresent
+    """deepdiff's reports (default threshold), sorted by path; rewriter.plaindiff computes
+    them without importing deepdiff for what it models (every step's usual edits)."""
+    from .plaindiff import plain_diff
 
-    tree = DeepDiff(old, new, view="tree", verbose_level=2)
-    out: list[tuple[tuple[str | int, ...], str, Any, Any]] = []
-    for report, items in tree.items():
-        for item in items:
-            p = tuple(item.path(output_format="list"))
-            t1 = None if isinstance(item.t1, NotPresent) else item.t1
-            t2 = None if isinstance(item.t2, NotPresent) else item.t2
-            out.append((p, _KIND.get(report, "changed"), t1, t2))
+    out = [(p, _KIND.get(report, "changed"), t1, t2) for p, report, t1, t2 in plain_diff(old, new)]
     out.sort(key=lambda x: [str(p) for p in x[0]])
     return out
 
