@@ -172,7 +172,9 @@ def apply_cmd(
     values = _option_values(recipe, set_ or [])
     recipe.option_values(values)  # required options are reported before any file is read
 
-    results = _run_all(files, recipe, values, phase, lenient, jobs)
+    # the diff is printed only as text to stdout, and is part of the json
+    with_diff = fmt == "json" or not (check or output is not None or in_place)
+    results = _run_all(files, recipe, values, phase, lenient, jobs, with_diff)
 
     errors = 0
     changed = 0
@@ -203,7 +205,7 @@ def apply_cmd(
                 if data["changed"]:
                     typer.echo(f"{data['path']}: would change ({len(data['changes'])} change(s))")
                 continue
-            if output is None and not in_place and data["diff"]:
+            if output is None and not in_place and data.get("diff"):
                 text = data["diff"]
                 sys.stdout.write(_color_diff(text) if use_color else text)
             if not quiet:
@@ -243,7 +245,13 @@ def _write(path: str, text: str) -> None:
 
 
 def _run_all(
-    files: list[str], recipe: Recipe, values: dict[str, Any], phase: str, lenient: bool, jobs: int
+    files: list[str],
+    recipe: Recipe,
+    values: dict[str, Any],
+    phase: str,
+    lenient: bool,
+    jobs: int,
+    with_diff: bool = True,
 ) -> list[dict[str, Any]]:
     from rewriter.apply import run_file
 
@@ -261,7 +269,7 @@ def _run_all(
     try:
         if jobs == 1 or len(files) == 1:
             for i, f in enumerate(files):
-                results[i] = run_file(f, recipe, values, phase, lenient)
+                results[i] = run_file(f, recipe, values, phase, lenient, with_diff)
                 if progress is not None:
                     progress.advance(task)
         else:
@@ -269,7 +277,7 @@ def _run_all(
 
             with ProcessPoolExecutor(max_workers=jobs) as pool:
                 futures = {
-                    pool.submit(run_file, f, recipe, values, phase, lenient): i
+                    pool.submit(run_file, f, recipe, values, phase, lenient, with_diff): i
                     for i, f in enumerate(files)
                 }
                 for fut in as_completed(futures):
