@@ -136,11 +136,16 @@ def _conv_nobias(name: str, bottom: str, top: str, kernel: int, num_output: int)
 
 def resnet_bn(n_layers: int) -> str:
     """Bottleneck residual blocks with BatchNorm + Scale after every convolution (the shape of
-    ResNet-50/152 and SE-ResNet): 13 layers a block, in-place BN/Scale/ReLU, a split per block."""
+    ResNet-50/152 and SE-ResNet): 13 layers a block, in-place BN/Scale/ReLU, a split per block,
+    a projection shortcut in the first block; Caffe sets it up without complaint."""
     parts = [_header("resnet_bn")]
     prev = "data"
     for i in range(max(1, n_layers // 13)):
         b = f"res{i}"
+        if i == 0:  # a projection shortcut: the input has 3 channels, the block 256
+            parts.append(_conv_nobias(f"{b}_branch1", prev, f"{b}_branch1", 1, 256))
+            parts.append(_bn_scale(f"{b}_branch1", f"{b}_branch1"))
+            prev = f"{b}_branch1"
         x = prev
         for branch, kernel, width in (("a", 1, 64), ("b", 3, 64), ("c", 1, 256)):
             top = f"{b}_branch2{branch}"
