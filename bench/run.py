@@ -440,7 +440,14 @@ def main(argv: list[str] | None = None) -> int:
             tree = export_tree(args.before, work / "before")
             compile_tree(tree / "rewriter")
             env = dict(os.environ, PYTHONPATH=str(tree))
-            variants.append(Variant(f"before ({args.before})", env))
+            rev = subprocess.run(
+                ["git", "rev-parse", "--short", args.before],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            variants.append(Variant(f"before ({args.before} {rev})", env))
         for n in [] if args.startup_only else sizes:
             path = work / f"resnet_bn{n}.prototxt"
             path.write_text(SHAPES["resnet_bn"](n))
