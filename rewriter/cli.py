@@ -64,22 +64,15 @@ def _plain_coercion() -> None:
         """A converter (value, param, ctx) -> value for one plain type, or None."""
         if getattr(info, "parser", None) is not None:
             return None
-        if annotation is str:
+        if annotation is str or annotation is bool:
+            # a str is a str; a flag is a bool already (a str for a bool goes to typer)
 
-            def to_str(value: Any, param: Any, ctx: Any) -> str:
-                if isinstance(value, str):
+            def as_is(value: Any, param: Any, ctx: Any) -> Any:
+                if isinstance(value, annotation):
                     return value
                 raise _NotPlain
 
-            return to_str
-        if annotation is bool:
-
-            def to_bool(value: Any, param: Any, ctx: Any) -> bool:
-                if isinstance(value, bool):
-                    return value
-                raise _NotPlain
-
-            return to_bool
+            return as_is
         if annotation is int:
             if getattr(info, "min", None) is not None or getattr(info, "max", None) is not None:
                 return None
