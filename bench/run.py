@@ -1,7 +1,7 @@
 """The benchmark harness: what users run, as whole processes, against protobuf in the same run.
 
     python bench/run.py                  # full (~10 min): BN+Scale ResNet at 1k/10k/100k layers,
-                                         # 3 real corpus nets, chain/resnet/densenet/V1 at 10k
+                                         # 3 real corpus nets, chain/densenet/V1 at 10k
     python bench/run.py --quick          # ~3 min: BN+Scale ResNet at 1k/10k, SE-ResNet-152
     python bench/run.py --before main    # also the code of git rev ``main``, in the same pairs
     python bench/run.py --write bench/RESULTS.md
@@ -107,7 +107,9 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None) -> Sample:
     finally:
         os.unlink(out)
     if proc.returncode not in (0, 1):  # diff/apply may exit 1 by design with some flags
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.decode()[-2000:]}")
+        # a refusal is reported in the table (it still cost what it cost), not a crash
+        print(f"  ({' '.join(cmd[-3:])}: exit {proc.returncode}: {err.decode()[-300:]})",
+              file=sys.stderr)  # fmt: skip
     return Sample(wall, usage.ru_utime + usage.ru_stime, peak, proc.returncode)
 
 
@@ -327,7 +329,9 @@ def table(rows: list[Row], variants: list[Variant]) -> list[str]:
                 f"| {_f(peak / r.mb if peak else None, '.1f')} |"
             )
         bpeak = r.base_med("peak_mb")
-        line += f" {_f(bpeak / r.mb if bpeak else None, '.1f')} | {r.compares} |"
+        refused = any(s.rc > 1 for runs in r.ours.values() for s in runs)
+        note = " (exit 2: refused)" if refused else ""
+        line += f" {_f(bpeak / r.mb if bpeak else None, '.1f')} | {r.compares}{note} |"
         lines.append(line)
     return lines
 
@@ -463,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  (no {path}: skipped)")
         if not (args.quick or args.startup_only):
             # the old harness's shapes (no BatchNorm/Scale), for comparison: 2 pairs each
-            for shape in ("chain", "resnet", "densenet"):
+            # (not the old "resnet": its first Eltwise adds 3 channels to 64, and check now
+            # refuses it as Caffe does)
+            for shape in ("chain", "densenet"):
                 path = work / f"{shape}10000.prototxt"
                 path.write_text(SHAPES[shape](10_000))
                 rows += bench_net(shape, 10_000, path, variants, args.repeat or 2, work, log)
