@@ -1,0 +1,243 @@
+"""A net and its ``.caffemodel`` rewritten together: the weight ops, the checks, the writing.
+
+After the prototxt checks of :func:`rewriter.apply.apply`, :func:`carry_weights` runs the
+steps' :data:`~rewriter.weightsteps.store.WeightOp` s on the input weights, streams the new
+``.caffemodel`` to a temporary file and checks the pair:
+
+* ``weights``: ``Net::CopyTrainedLayersFrom`` of the new pair copies every blob (the same rules
+  as ``rewriter weights``), and no layer that had weights before starts from its filler;
+* ``numeric``: the new net with the new weights gives the old net's outputs with the old
+  weights, on random inputs (uniform in [-1, 1], fixed seed), within ``tolerance`` relative to
+  each output's scale (``max|new - old| / max|old|``), both run through the ONNX export and
+  onnxruntime. Without the ``[onnx]`` extra, or for a net the export refuses (a train/val net's
+  data layers), the check is *skipped*, with the reason, never passed.
+
+:func:`write_pair` then writes both files, or neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checks import CheckFailed, CheckResult
+from ..errors import RewriterError
+
+if TYPE_CHECKING:
+    from ..apply import Result
+
+__all__ = ["WeightPair", "carry_weights", "numeric_check", "write_pair"]
+
+TOLERANCE = 1e-4
+
+
+@dataclass
+class WeightPair:
+    source: str
+    #: the new weights, written; removed when the pair is dropped unwritten
+    tmp: str
+    checks: list[CheckResult] = field(default_factory=list)
+    written: str | None = None
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def carry_weights(
+    result: Result,
+    weights: str | os.PathLike[str] | None,
+    weights_out: str | os.PathLike[str] | None = None,
+    tolerance: float = TOLERANCE,
+) -> None:
+    """Run the weight ops of ``result`` on ``weights``, write and check the new weights."""
+    from .store import WeightError, WeightStore
+
+    ops = getattr(result, "weight_ops", [])
+    if weights is None:
+        for step, _, needs in ops:
+            if needs:
+                raise step.error(
+                    f"{result.path}: step '{step.kind}' rewrites the weights: give them with "
+                    f"--weights IN.caffemodel --weights-out OUT.caffemodel"
+                )
+        return
+    store = WeightStore.open(weights)
+    for step, op, _ in ops:
+        try:
+            op(store)
+        except WeightError as e:
+            raise step.error(f"{result.path}: step '{step.kind}': {e}") from None
+    folder = Path(weights_out).resolve().parent if weights_out is not None else None
+    fd, tmp = tempfile.mkstemp(prefix=".rewriter-", suffix=".caffemodel", dir=folder)
+    os.close(fd)
+    pair = WeightPair(str(weights), tmp)
+    weakref.finalize(pair, _unlink, tmp)
+    try:
+        store.write(tmp)
+        pair.checks.append(_weights_check(result, str(weights), tmp))
+        pair.checks.append(numeric_check(result, str(weights), tmp, tolerance))
+    except BaseException:
+        _unlink(tmp)
+        raise
+    result.checks.extend(pair.checks)
+    bad = [c for c in pair.checks if not c.ok]
+    if bad:
+        _unlink(tmp)
+        raise CheckFailed(result.path, bad)
+    result.weights = pair
+
+
+def _weights_check(result: Result, old_path: str, new_path: str) -> CheckResult:
+    from ..weights import check_weights
+
+    assert result.net is not None and result.net_before is not None
+    try:
+        new = check_weights(result.net.message, new_path, phase="TEST", net_label=result.path)
+        old = check_weights(result.net_before.message, old_path, phase="TEST")
+    except RewriterError as e:
+        return CheckResult("weights", False, f"the new pair cannot be checked: {e}")
+    if new.errors:
+        bad = new.errors[0]
+        return CheckResult("weights", False, f"Caffe refuses the new pair: {bad.message}", bad.name)
+    before = {f.name for f in old.from_filler}
+    lost = [f.name for f in new.from_filler if f.name not in before]
+    if lost:
+        return CheckResult(
+            "weights", False, "these layers would start from their fillers: " + ", ".join(lost),
+            lost[0],
+        )  # fmt: skip
+    return CheckResult(
+        "weights",
+        True,
+        f"Caffe copies {len(new.copied)} layer(s) of the new weights without error",
+    )
+
+
+def numeric_check(result: Result, old_path: str, new_path: str, tolerance: float) -> CheckResult:
+    """The old pair and the new pair on the same random inputs, through ONNX."""
+    from ..onnx import ExportError, MissingExtra, require_extra
+
+    try:
+        require_extra("numpy", "onnx", "onnxruntime")
+    except MissingExtra as e:
+        return CheckResult("numeric", True, f"skipped: {e}", skipped=True)
+    assert result.net is not None and result.net_before is not None
+    from ..model import CaffeFile
+
+    try:
+        errors = compare(
+            CaffeFile(result.net_before.doc), old_path, CaffeFile(result.net.doc), new_path
+        )
+    except ExportError as e:
+        return CheckResult("numeric", True, f"skipped: the net cannot be run: {e}", skipped=True)
+    worst = max(errors.items(), key=lambda kv: kv[1]) if errors else None
+    if worst is None:
+        return CheckResult("numeric", True, "skipped: the net has no output", skipped=True)
+    detail = ", ".join(f"{n}: {e:.2e}" for n, e in errors.items())
+    if worst[1] > tolerance:
+        return CheckResult(
+            "numeric", False,
+            f"outputs differ: max|new - old|/max|old| = {detail} > {tolerance:g}", worst[0],
+        )  # fmt: skip
+    return CheckResult(
+        "numeric", True, f"same outputs on random inputs: max|new - old|/max|old| = {detail}"
+    )
+
+
+def compare(
+    old_net: Any, old_weights: str, new_net: Any, new_weights: str, feeds: Any = None
+) -> dict[str, float]:
+    """max|new - old| / max|old| per output, both pairs run by onnxruntime on ``feeds``
+    (random ones, of the net's input shapes, when None). An output whose shape only gains unit
+    axes (fc-to-conv: N x O -> N x O x 1 x 1) is compared on its values."""
+    import numpy as np
+
+    from ..onnx import ExportError
+    from ..onnx.check import _feeds, _session
+    from ..onnx.export import export
+
+    old_model = export(old_net, old_weights)
+    new_model = export(new_net, new_weights)
+    if feeds is None:
+        feeds = _feeds(old_model, None, 0)
+    names = [o.name for o in old_model.graph.output]
+    new_names = {o.name for o in new_model.graph.output}
+    if set(names) != new_names:
+        raise ExportError(f"the outputs changed: {sorted(names)} -> {sorted(new_names)}")
+    try:
+        old_out = _session(old_model).run(names, feeds)
+        new_out = _session(new_model).run(names, feeds)
+    except Exception as e:  # onnxruntime's own exception types
+        raise ExportError(f"onnxruntime failed: {e}") from None
+    out: dict[str, float] = {}
+    for name, a, b in zip(names, old_out, new_out, strict=True):
+        if a.size != b.size or [d for d in a.shape if d != 1] != [d for d in b.shape if d != 1]:
+            out[name] = float("inf")
+            continue
+        a64 = np.asarray(a, dtype=np.float64).ravel()
+        b64 = np.asarray(b, dtype=np.float64).ravel()
+        scale = float(np.abs(a64).max()) if a64.size else 0.0
+        diff = float(np.abs(b64 - a64).max()) if a64.size else 0.0
+        out[name] = diff / (scale if scale > 0 else 1.0)
+    return out
+
+
+def _mode(target: Path) -> int:
+    """The target's mode, or a new file's usual one (mkstemp makes 0600)."""
+    try:
+        return os.stat(target).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def write_pair(
+    result: Result, path: str | os.PathLike[str] | None, weights_out: str | os.PathLike[str]
+) -> None:
+    """Write the new prototxt and the new weights: both, or (on an error) neither."""
+    from ..fileio import FileError
+
+    pair = result.weights
+    if pair is None:
+        raise RewriterError("Result.write: no new weights to write (apply had no weights=)")
+    target = path if path is not None else result.path
+    if target is None or str(target).startswith("<"):
+        raise RewriterError("Result.write: no path to write to (pass one)")
+    dst = Path(os.path.realpath(weights_out))
+    text_dst = Path(os.path.realpath(target))
+    try:
+        fd, text_tmp = tempfile.mkstemp(
+            prefix=f".{text_dst.name}.", suffix=".tmp", dir=text_dst.parent
+        )
+    except OSError as e:
+        raise FileError(f"{target}: cannot write: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(result.code.encode("utf-8", "surrogateescape"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(text_tmp, _mode(text_dst))
+        weights_tmp = pair.tmp
+        if Path(pair.tmp).resolve().parent != dst.parent:
+            import shutil
+
+            fd2, weights_tmp = tempfile.mkstemp(
+                prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent
+            )
+            os.close(fd2)
+            shutil.copyfile(pair.tmp, weights_tmp)
+        os.chmod(weights_tmp, _mode(dst))
+        os.replace(weights_tmp, dst)
+        os.replace(text_tmp, text_dst)
+    except OSError as e:
+        _unlink(text_tmp)
+        raise FileError(f"{weights_out}: cannot write: {e.strerror or e}") from None
+    pair.written = str(dst)

@@ -1,0 +1,319 @@
+"""The ``.caffemodel`` as the weight steps see it, and its streaming rewrite.
+
+:class:`WeightStore` walks the file's top-level fields once and keeps, per layer record, its
+byte span, its fields without the blobs (a few hundred bytes) and where each blob is; no weight
+is read. Steps then record :class:`WeightOp` s (rename a layer, drop one, give one new blobs);
+only the blobs a step computes from are read, one layer at a time.
+
+:meth:`WeightStore.write` writes the result like the ``.caffemodel`` upgrade does
+(:mod:`rewriter.caffemodel`): a record no op touched is copied byte for byte from the input (by
+the kernel where it can), a renamed layer gets its new name with its blob bytes copied as they
+are, a changed layer its new blobs; the output goes to a temporary file renamed over the target.
+
+Layers are matched by name, as ``Net::CopyTrainedLayersFrom`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..caffemodel import (
+    _BLOBS_V2,
+    _LAYER_V2,
+    _LAYERS_V1,
+    CaffemodelError,
+    _atomic_output,
+    _enc,
+    _key,
+    _light,
+    _Out,
+    _split_at,
+    _varint,
+)
+from ..errors import RewriterError
+
+__all__ = ["WeightError", "WeightOp", "WeightStore"]
+
+
+class WeightError(RewriterError):
+    """The weights cannot be carried: a layer missing from the file, a V1 file, a bad blob."""
+
+
+#: a step's edit of the weights: called with the store, in recipe order
+WeightOp = Callable[["WeightStore"], None]
+
+
+@dataclass
+class _Record:
+    field_no: int
+    start: int  # offset of the record's key
+    end: int
+    name: str
+    light: bytes
+    blobs: list[tuple[int, int]]  # (payload offset, length)
+
+
+@dataclass
+class _State:
+    """What becomes of one record: its name, type and blobs in the output."""
+
+    name: str
+    type: str | None = None
+    arrays: list[Any] | None = None  # new blobs (numpy arrays), None: the file's
+    dropped: bool = False
+
+
+@dataclass
+class WeightStore:
+    path: str
+    size: int
+    records: list[_Record]
+    states: dict[int, _State] = field(default_factory=dict)
+    #: current layer name -> record index (the last record of that name: Caffe copies each)
+    by_name: dict[str, int] = field(default_factory=dict)
+    duplicates: set[str] = field(default_factory=set)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> WeightStore:
+        from ..schema import default_schema
+
+        schema = default_schema()
+        v2 = schema.message_class("caffe.LayerParameter")
+        v1 = schema.message_class("caffe.V1LayerParameter")
+        spath = str(path)
+        records: list[_Record] = []
+        try:
+            fh = open(spath, "rb")  # noqa: SIM115 (closed below)
+        except OSError as e:
+            raise WeightError(f"{spath}: cannot read: {e.strerror or e}") from None
+        try:
+            with fh:
+                size = os.fstat(fh.fileno()).st_size
+                while fh.tell() < size:
+                    start = fh.tell()
+                    key = _varint(fh, spath)
+                    fno, wt = key >> 3, key & 7
+                    if wt == 2:
+                        n = _varint(fh, spath)
+                        p = fh.tell()
+                        if p + n > size:
+                            raise WeightError(
+                                f"{spath}: field {fno} at byte {p} runs past the end of the "
+                                "file: truncated, or not a .caffemodel"
+                            )
+                        if fno in (_LAYER_V2, _LAYERS_V1):
+                            blob_field = _BLOBS_V2 if fno == _LAYER_V2 else 6
+                            light, blobs, _ = _light(fh, spath, p, n, blob_field, False)
+                            cls_ = v2 if fno == _LAYER_V2 else v1
+                            parsed: Any = cls_.FromString(light)
+                            name = str(parsed.name)
+                            records.append(_Record(fno, start, p + n, name, light, blobs))
+                        fh.seek(p + n)
+                    elif wt == 0:
+                        _varint(fh, spath)
+                    elif wt in (1, 5):
+                        fh.seek(8 if wt == 1 else 4, os.SEEK_CUR)
+                    else:
+                        raise WeightError(
+                            f"{spath}: wire type {wt} at byte {start}: not a Caffe NetParameter"
+                        )
+        except CaffemodelError as e:
+            raise WeightError(str(e)) from None
+        except Exception as e:  # protobuf's DecodeError
+            if isinstance(e, WeightError):
+                raise
+            raise WeightError(f"{spath}: not a Caffe NetParameter binary: {e}") from None
+        store = cls(spath, size, records)
+        seen: set[str] = set()
+        for i, r in enumerate(records):
+            if r.name in seen:
+                store.duplicates.add(r.name)
+            seen.add(r.name)
+            store.by_name[r.name] = i
+        return store
+
+    # ----------------------------------------------------------------- what steps use
+
+    def has(self, name: str) -> bool:
+        return name in self.by_name
+
+    def _index(self, name: str, why: str) -> int:
+        i = self.by_name.get(name)
+        if i is None:
+            raise WeightError(
+                f"{self.path}: no layer named '{name}' in the weights ({why}); check the pair "
+                f"with: rewriter weights NET {self.path}"
+            )
+        if name in self.duplicates:
+            raise WeightError(
+                f"{self.path}: two layers are named '{name}' (Caffe copies both into one net "
+                f"layer, the later wins); {why} needs one"
+            )
+        return i
+
+    def _state(self, i: int) -> _State:
+        st = self.states.get(i)
+        if st is None:
+            st = self.states[i] = _State(self.records[i].name)
+        return st
+
+    def blobs(self, name: str, why: str) -> list[Any]:
+        """The current blobs of layer ``name`` as float32 numpy arrays of their stored shape."""
+        import numpy as np
+
+        i = self._index(name, why)
+        st = self.states.get(i)
+        if st is not None and st.arrays is not None:
+            return [a.copy() for a in st.arrays]
+        from ..schema import default_schema
+
+        blob_cls = default_schema().message_class("caffe.BlobProto")
+        out = []
+        with open(self.path, "rb") as fh:
+            for offset, n in self.records[i].blobs:
+                fh.seek(offset)
+                b: Any = blob_cls.FromString(fh.read(n))
+                data = b.double_data if len(b.double_data) else b.data
+                arr = np.asarray(data, dtype=np.float32)
+                if b.HasField("shape"):
+                    shape = tuple(int(d) for d in b.shape.dim)
+                else:
+                    shape = (b.num, b.channels, b.height, b.width)
+                if arr.size != int(np.prod(shape)):
+                    raise WeightError(
+                        f"{self.path}: layer '{name}': a blob of shape {shape} holds "
+                        f"{arr.size} values"
+                    )
+                out.append(arr.reshape(shape))
+        return out
+
+    def set(self, name: str, arrays: list[Any], why: str, type_: str | None = None) -> None:
+        i = self._index(name, why)
+        if self.records[i].field_no != _LAYER_V2:
+            raise self._v1(why)
+        st = self._state(i)
+        st.arrays = list(arrays)
+        if type_ is not None:
+            st.type = type_
+
+    def drop(self, name: str, why: str) -> None:
+        i = self._index(name, why)
+        self._state(i).dropped = True
+        del self.by_name[name]
+
+    def rename(self, old: str, new: str) -> None:
+        """Layer ``old`` is now ``new`` (nothing to do when the file has no ``old``)."""
+        i = self.by_name.get(old)
+        if i is None:
+            return
+        if old in self.duplicates:
+            raise WeightError(
+                f"{self.path}: two layers are named '{old}'; renaming one would change which "
+                "blobs Caffe copies"
+            )
+        if self.records[i].field_no != _LAYER_V2:
+            raise self._v1("rename-layer")
+        if new in self.by_name:
+            raise WeightError(
+                f"{self.path}: the weights already hold a layer named '{new}'; Caffe would copy "
+                f"both into it"
+            )
+        self._state(i).name = new
+        del self.by_name[old]
+        self.by_name[new] = i
+
+    def _v1(self, why: str) -> WeightError:
+        return WeightError(
+            f"{self.path}: a V1 (`layers`) caffemodel; {why} writes current-format layers: "
+            f"upgrade it first with: rewriter upgrade {self.path} -o UPGRADED.caffemodel"
+        )
+
+    @property
+    def changed(self) -> bool:
+        return any(
+            st.dropped or st.arrays is not None or st.type is not None or st.name != r.name
+            for i, st in self.states.items()
+            for r in (self.records[i],)
+        )
+
+    # ----------------------------------------------------------------- writing
+
+    def write(self, target: str | os.PathLike[str]) -> int:
+        """Write the weights to ``target`` atomically; returns the bytes written."""
+        dst = Path(os.path.realpath(target))
+        fd, tmp, mode = _atomic_output(dst)
+        done = False
+        try:
+            with open(self.path, "rb") as fin:
+                out = _Out(fd)
+                self._stream(fin.fileno(), out)
+                os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.replace(tmp, dst)
+            done = True
+        except OSError as e:
+            raise WeightError(f"{target}: cannot write: {e.strerror or e}") from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not done:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        return out.written
+
+    def _stream(self, in_fd: int, out: _Out) -> None:
+        from ..schema import default_schema
+
+        v2 = default_schema().message_class("caffe.LayerParameter")
+        pos = 0
+        for i, r in enumerate(self.records):
+            out.copy_from(in_fd, pos, r.start - pos)  # non-layer fields, as they are
+            pos = r.end
+            st = self.states.get(i)
+            if st is None or not (
+                st.dropped or st.arrays is not None or st.type is not None or st.name != r.name
+            ):
+                out.copy_from(in_fd, r.start, r.end - r.start)
+                continue
+            if st.dropped:
+                continue
+            msg: Any = v2.FromString(r.light)
+            msg.name = st.name
+            if st.type is not None:
+                msg.type = st.type
+            light = msg.SerializeToString(deterministic=True)
+            cut = _split_at(light, _BLOBS_V2)
+            key = _key(_BLOBS_V2, 2)
+            if st.arrays is None:
+                blob_bytes = sum(len(key) + len(_enc(n)) + n for _, n in r.blobs)
+                out.write(_key(_LAYER_V2, 2) + _enc(len(light) + blob_bytes) + light[:cut])
+                for offset, n in r.blobs:
+                    out.write(key + _enc(n))
+                    out.copy_from(in_fd, offset, n)
+            else:
+                encoded = [blob_proto(a) for a in st.arrays]
+                blob_bytes = sum(len(key) + len(_enc(len(b))) + len(b) for b in encoded)
+                out.write(_key(_LAYER_V2, 2) + _enc(len(light) + blob_bytes) + light[:cut])
+                for b in encoded:
+                    out.write(key + _enc(len(b)) + b)
+            out.write(light[cut:])
+        out.copy_from(in_fd, pos, self.size - pos)
+
+
+def blob_proto(arr: Any) -> bytes:
+    """A BlobProto as Caffe's ``Blob::ToProto`` writes it: packed float ``data`` (field 5),
+    then ``shape`` (field 7) with packed dims."""
+    import numpy as np
+
+    data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    dims = b"".join(_enc(int(d)) for d in arr.shape)
+    shape = _key(1, 2) + _enc(len(dims)) + dims
+    return _key(5, 2) + _enc(len(data)) + data + _key(7, 2) + _enc(len(shape)) + shape
