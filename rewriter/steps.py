@@ -264,8 +264,10 @@ class StructChange:
     tops: tuple[str, ...] | None = None
 
     def describe(self) -> str:
+        if self.kind == "relayer" and self.removed:
+            return f"{self.new}: '{self.old}' takes over {', '.join(self.removed)}"
         if self.kind == "relayer":
-            return f"{self.new}: '{self.old}' takes over {', '.join(self.removed) or 'its role'}"
+            return f"{self.new}: '{self.old}' becomes a {self.type}"
         if self.kind == "rewrite":
             return f"{self.old}: the net is rewritten as a whole ({self.new})"
         if self.kind == "remove-layer":

@@ -55,7 +55,9 @@ def plan(ctx: StepContext) -> Plan:
     shapes = infer_shapes(view.graph(phase), phase, message=view.message)
     by_name = {ls.name: ls for ls in shapes.layers if not ls.inserted_split}
     ops = []
-    for k in todo:
+    #: tops of the layers converted so far: 2-D (N x K) there, N x K x 1 x 1 after
+    converted: set[str] = set()
+    for k in sorted(todo):
         msg = view.layer(k)
         name = view.names[k]
         ls = by_name.get(name)
@@ -65,15 +67,19 @@ def plan(ctx: StepContext) -> Plan:
                 + (f" ({shapes.stopped})" if shapes.stopped else "")
             )
         shape = ls.bottom_shapes[0]
+        if len(shape) == 2 and str(msg.bottom[0]) in converted:
+            shape = (*shape, 1, 1)
         ip = msg.inner_product_param
         if ip.axis not in (1, -3) or len(shape) != 4:
             raise ctx.error(
                 f"{view.describe(k)}: reads a {len(shape)}-D blob with axis {ip.axis}; "
-                "fc-to-conv needs axis 1 on a 4-D (N x C x H x W) input"
+                "fc-to-conv needs axis 1 on a 4-D (N x C x H x W) input, or on the output of "
+                "an InnerProduct converted with it"
             )
         if any(prm.name for prm in msg.param):
             raise ctx.error(f"{view.describe(k)}: its weights are shared (param name)")
         _, c, h, w = (int(d) for d in shape)
+        converted.add(str(msg.top[0]))
         f = view.field(k)
         kids = _children(f)
         base = view.field_path(k)
