@@ -244,3 +244,15 @@ def test_cli_writes_both_files(tmp_path: Path) -> None:
     assert digests(wout) == expected["after"]
     p = run_cli("weights", str(out), str(wout))
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_fc_to_conv_refusal_is_located(tmp_path: Path) -> None:
+    case = FIXTURES / "apply-weights_fc_to_conv"
+    make_caffemodel(case / "before.prototxt", tmp_path / "w.caffemodel")
+    p = run_cli(
+        "apply", "--step", "fc-to-conv layers=fc7", str(case / "before.prototxt"),
+        "--weights", str(tmp_path / "w.caffemodel"),
+    )  # fmt: skip
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "before.prototxt:37:3: error: fc-to-conv: layer 'fc7'" in p.stderr
+    assert "layers=fc6,fc7" in p.stderr

@@ -35,6 +35,7 @@ def plan(ctx: StepContext) -> Plan:
     from ..cst import encode_string
     from ..shapes import infer_shapes
     from ..steps import LayerEditor, Plan, StructChange, _children, _selection
+    from .where import layer_error
 
     step, view = ctx.step, ctx.view
     p = Plan(step, LayerEditor(view.doc))
@@ -47,7 +48,10 @@ def plan(ctx: StepContext) -> Plan:
         if msg.type == "Convolution" and ctx.rerun:
             continue
         if msg.type != "InnerProduct":
-            raise ctx.error(f"{view.describe(k)} is a {msg.type}, not an InnerProduct")
+            raise layer_error(
+                view, k, "fc-to-conv", f"a {msg.type}, not an InnerProduct", ("type",),
+                "select InnerProduct layers: --step 'fc-to-conv layers=fc6,fc7'",
+            )  # fmt: skip
         todo.append(k)
     if not todo:
         p.note = "no InnerProduct selected"
@@ -62,22 +66,29 @@ def plan(ctx: StepContext) -> Plan:
         name = view.names[k]
         ls = by_name.get(name)
         if ls is None:
-            raise ctx.error(
-                f"{view.describe(k)}: the shape of its input is unknown in the {phase} net"
-                + (f" ({shapes.stopped})" if shapes.stopped else "")
-            )
+            raise layer_error(
+                view, k, "fc-to-conv",
+                f"the shape of its input is unknown in the {phase} net"
+                + (f" ({shapes.stopped})" if shapes.stopped else ""),
+                then=f"check the shapes with: rewriter shapes {view.path}",
+            )  # fmt: skip
         shape = ls.bottom_shapes[0]
         if len(shape) == 2 and str(msg.bottom[0]) in converted:
             shape = (*shape, 1, 1)
         ip = msg.inner_product_param
         if ip.axis not in (1, -3) or len(shape) != 4:
-            raise ctx.error(
-                f"{view.describe(k)}: reads a {len(shape)}-D blob with axis {ip.axis}; "
-                "fc-to-conv needs axis 1 on a 4-D (N x C x H x W) input, or on the output of "
-                "an InnerProduct converted with it"
-            )
+            raise layer_error(
+                view, k, "fc-to-conv",
+                f"reads a {len(shape)}-D blob with axis {ip.axis}; fc-to-conv needs axis 1 on a "
+                "4-D (N x C x H x W) input, or on the output of an InnerProduct converted with it",
+                ("bottom",),
+                "convert the InnerProduct before it in the same step (layers=fc6,fc7)",
+            )  # fmt: skip
         if any(prm.name for prm in msg.param):
-            raise ctx.error(f"{view.describe(k)}: its weights are shared (param name)")
+            raise layer_error(
+                view, k, "fc-to-conv", "its weights are shared with other layers (param name)",
+                ("param",),
+            )  # fmt: skip
         _, c, h, w = (int(d) for d in shape)
         converted.add(str(msg.top[0]))
         f = view.field(k)
@@ -90,7 +101,9 @@ def plan(ctx: StepContext) -> Plan:
             [("kernel_size", str(h))] if h == w else [("kernel_h", str(h)), ("kernel_w", str(w))]
         )
         if not pi:
-            raise ctx.error(f"{view.describe(k)}: no inner_product_param (Caffe needs num_output)")
+            raise layer_error(
+                view, k, "fc-to-conv", "no inner_product_param (Caffe needs num_output)"
+            )
         if pi:
             block = kids[pi[-1]]
             inner = _children(block)
