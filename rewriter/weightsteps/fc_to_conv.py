@@ -35,6 +35,7 @@ def plan(ctx: StepContext) -> Plan:
     from ..cst import encode_string
     from ..shapes import infer_shapes
     from ..steps import LayerEditor, Plan, StructChange, _children, _selection
+    from .store import in_order
     from .where import layer_error
 
     step, view = ctx.step, ctx.view
@@ -129,11 +130,7 @@ def plan(ctx: StepContext) -> Plan:
 
     p.promise = promise
 
-    def weights(store: WeightStore) -> None:
-        for op in ops:
-            op(store)
-
-    p.weights = weights
+    p.weights = in_order(ops)
     return p
 
 

@@ -90,6 +90,7 @@ def _trains(view: NetView) -> bool:
 
 def plan(ctx: StepContext) -> Plan:
     from ..steps import LayerEditor, Plan, StructChange, _selection
+    from .store import in_order
     from .where import layer_error
 
     step, view = ctx.step, ctx.view
@@ -157,11 +158,7 @@ def plan(ctx: StepContext) -> Plan:
 
     p.promise = promise
 
-    def weights(store: WeightStore) -> None:
-        for op in ops:
-            op(store)
-
-    p.weights = weights
+    p.weights = in_order(ops)
     return p
 
 

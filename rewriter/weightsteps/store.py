@@ -15,29 +15,25 @@ Layers are matched by name, as ``Net::CopyTrainedLayersFrom`` does.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..caffemodel import (
     _BLOBS_V2,
     _LAYER_V2,
-    _LAYERS_V1,
     CaffemodelError,
-    _atomic_output,
     _enc,
     _key,
-    _light,
     _Out,
     _split_at,
-    _varint,
+    scan,
+    write_streamed,
 )
 from ..errors import RewriterError
 
-__all__ = ["WeightError", "WeightOp", "WeightStore"]
+__all__ = ["WeightError", "WeightOp", "WeightStore", "in_order"]
 
 
 class WeightError(RewriterError):
@@ -46,6 +42,16 @@ class WeightError(RewriterError):
 
 #: a step's edit of the weights: called with the store, in recipe order
 WeightOp = Callable[["WeightStore"], None]
+
+
+def in_order(ops: list[WeightOp]) -> WeightOp:
+    """One op running ``ops`` in order (a step's edits of several layers)."""
+
+    def run(store: WeightStore) -> None:
+        for op in ops:
+            op(store)
+
+    return run
 
 
 @dataclass
@@ -80,55 +86,24 @@ class WeightStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> WeightStore:
-        from ..schema import default_schema
-
-        schema = default_schema()
-        v2 = schema.message_class("caffe.LayerParameter")
-        v1 = schema.message_class("caffe.V1LayerParameter")
-        spath = str(path)
-        records: list[_Record] = []
+        """The first pass (:func:`rewriter.caffemodel.scan`): names, record spans, blob spans."""
         try:
-            fh = open(spath, "rb")  # noqa: SIM115 (closed below)
-        except OSError as e:
-            raise WeightError(f"{spath}: cannot read: {e.strerror or e}") from None
-        try:
-            with fh:
-                size = os.fstat(fh.fileno()).st_size
-                while fh.tell() < size:
-                    start = fh.tell()
-                    key = _varint(fh, spath)
-                    fno, wt = key >> 3, key & 7
-                    if wt == 2:
-                        n = _varint(fh, spath)
-                        p = fh.tell()
-                        if p + n > size:
-                            raise WeightError(
-                                f"{spath}: field {fno} at byte {p} runs past the end of the "
-                                "file: truncated, or not a .caffemodel"
-                            )
-                        if fno in (_LAYER_V2, _LAYERS_V1):
-                            blob_field = _BLOBS_V2 if fno == _LAYER_V2 else 6
-                            light, blobs, _ = _light(fh, spath, p, n, blob_field, False)
-                            cls_ = v2 if fno == _LAYER_V2 else v1
-                            parsed: Any = cls_.FromString(light)
-                            name = str(parsed.name)
-                            records.append(_Record(fno, start, p + n, name, light, blobs))
-                        fh.seek(p + n)
-                    elif wt == 0:
-                        _varint(fh, spath)
-                    elif wt in (1, 5):
-                        fh.seek(8 if wt == 1 else 4, os.SEEK_CUR)
-                    else:
-                        raise WeightError(
-                            f"{spath}: wire type {wt} at byte {start}: not a Caffe NetParameter"
-                        )
+            s = scan(path)
         except CaffemodelError as e:
             raise WeightError(str(e)) from None
-        except Exception as e:  # protobuf's DecodeError
-            if isinstance(e, WeightError):
-                raise
-            raise WeightError(f"{spath}: not a Caffe NetParameter binary: {e}") from None
-        store = cls(spath, size, records)
+        v2 = iter(s.net.layer)
+        v1 = iter(s.net.layers)
+        records = [
+            _Record(
+                ref.field_no,
+                *ref.span,
+                str(next(v2 if ref.field_no == _LAYER_V2 else v1).name),
+                ref.light,
+                ref.blobs,
+            )  # fmt: skip
+            for ref in s.refs
+        ]
+        store = cls(s.path, s.size, records)
         seen: set[str] = set()
         for i, r in enumerate(records):
             if r.name in seen:
@@ -245,29 +220,10 @@ class WeightStore:
 
     def write(self, target: str | os.PathLike[str]) -> int:
         """Write the weights to ``target`` atomically; returns the bytes written."""
-        dst = Path(os.path.realpath(target))
-        fd, tmp, mode = _atomic_output(dst)
-        done = False
         try:
-            with open(self.path, "rb") as fin:
-                out = _Out(fd)
-                self._stream(fin.fileno(), out)
-                os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            if mode is not None:
-                os.chmod(tmp, mode)
-            os.replace(tmp, dst)
-            done = True
-        except OSError as e:
-            raise WeightError(f"{target}: cannot write: {e.strerror or e}") from None
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if not done:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        return out.written
+            return write_streamed(self.path, target, self._stream)
+        except CaffemodelError as e:
+            raise WeightError(str(e)) from None
 
     def _stream(self, in_fd: int, out: _Out) -> None:
         from ..schema import default_schema
