@@ -28,7 +28,7 @@ from tests.weightgen import digests, make_caffemodel
 np = pytest.importorskip("numpy")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-CASES = sorted(p for p in FIXTURES.glob("apply-weights_*") if (p / "digests.json").is_file())
+CASES = sorted(p for p in FIXTURES.glob("apply-*") if (p / "digests.json").is_file())
 BN_CASES = [
     "batchnorm_scale",
     "batchnorm_defaults",
@@ -42,9 +42,16 @@ def _pair(case: Path, tmp: Path) -> tuple[Any, Path]:
     src = tmp / "before.caffemodel"
     make_caffemodel(case / "before.prototxt", src)
     recipe = Recipe.load(case / "recipe.toml")
-    return apply(
-        case / "before.prototxt", recipe, weights=src, weights_out=tmp / "out.caffemodel"
-    ), src
+    opts = case / "options.json"
+    options = json.loads(opts.read_text()).get("options") if opts.is_file() else None
+    result = apply(
+        case / "before.prototxt",
+        recipe,
+        options=options,
+        weights=src,
+        weights_out=tmp / "out.caffemodel",
+    )
+    return result, src
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
