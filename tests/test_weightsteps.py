@@ -266,3 +266,17 @@ def test_fc_to_conv_refusal_is_located(tmp_path: Path) -> None:
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "before.prototxt:37:3: error: fc-to-conv: layer 'fc7'" in p.stderr
     assert "layers=fc6,fc7" in p.stderr
+
+
+def test_unwritable_weights_out_is_an_error_and_nothing_is_written(tmp_path: Path) -> None:
+    case = FIXTURES / "apply-weights_rename"
+    make_caffemodel(case / "before.prototxt", tmp_path / "w.caffemodel")
+    out = tmp_path / "o.prototxt"
+    p = run_cli(
+        "apply", str(case / "recipe.toml"), str(case / "before.prototxt"),
+        "--weights", str(tmp_path / "w.caffemodel"), "-o", str(out),
+        "--weights-out", str(tmp_path / "missing" / "o.caffemodel"),
+    )  # fmt: skip
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "missing/o.caffemodel: cannot write" in p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["w.caffemodel"]

@@ -75,7 +75,11 @@ def carry_weights(
         except WeightError as e:
             raise step.error(f"{result.path}: step '{step.kind}': {e}") from None
     folder = Path(weights_out).resolve().parent if weights_out is not None else None
-    fd, tmp = tempfile.mkstemp(prefix=".rewriter-", suffix=".caffemodel", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rewriter-", suffix=".caffemodel", dir=folder)
+    except OSError as e:
+        where = weights_out if weights_out is not None else tempfile.gettempdir()
+        raise WeightError(f"{where}: cannot write: {e.strerror or e}") from None
     os.close(fd)
     pair = WeightPair(str(weights), tmp)
     weakref.finalize(pair, _unlink, tmp)
