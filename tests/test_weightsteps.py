@@ -280,3 +280,13 @@ def test_unwritable_weights_out_is_an_error_and_nothing_is_written(tmp_path: Pat
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "missing/o.caffemodel: cannot write" in p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["w.caffemodel"]
+
+
+def test_legacy_4d_blobs_fold_to_caffe_shapes(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    case = FIXTURES / "apply-weights_fold_bn_inplace"
+    src = tmp_path / "legacy.caffemodel"
+    make_caffemodel(case / "before.prototxt", src, legacy=True)
+    result = apply(case / "before.prototxt", Step("fold-bn"), weights=src)
+    checks = {c.name: c for c in result.checks}
+    assert checks["weights"].ok and checks["numeric"].ok and not checks["numeric"].skipped

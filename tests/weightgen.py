@@ -17,7 +17,9 @@ from typing import Any
 FACTOR = 999.982
 
 
-def make_caffemodel(prototxt: Path, out: Path, phase: str = "TEST") -> None:
+def make_caffemodel(prototxt: Path, out: Path, phase: str = "TEST", legacy: bool = False) -> None:
+    """``legacy``: blobs in the 4-D ``num/channels/height/width`` fields (pre-2015 files: an
+    InnerProduct's weights 1 x 1 x N x K, biases 1 x 1 x 1 x N)."""
     import numpy as np
 
     from rewriter.model import load
@@ -51,7 +53,11 @@ def make_caffemodel(prototxt: Path, out: Path, phase: str = "TEST") -> None:
             else:
                 arr = rng.uniform(-0.5, 0.5, shape)
             blob = layer.blobs.add()
-            blob.shape.dim.extend(int(d) for d in shape)
+            if legacy:
+                dims = (1,) * (4 - len(shape)) + tuple(int(d) for d in shape)
+                blob.num, blob.channels, blob.height, blob.width = dims
+            else:
+                blob.shape.dim.extend(int(d) for d in shape)
             blob.data.extend(arr.astype(np.float32).ravel().tolist())
     out.write_bytes(net.SerializeToString())
 

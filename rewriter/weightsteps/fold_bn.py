@@ -342,7 +342,7 @@ def _weight_op(view: NetView, fold: _Fold, target_msg: Any) -> Any:
             beta = blobs[1].astype(np.float64).ravel() if len(blobs) > 1 else np.zeros(n)
             new_gamma = gamma.ravel() * a
             new_beta = beta + gamma.ravel() * c
-            shape = blobs[0].shape
+            shape = (n,)  # Caffe's (C,); a legacy 1x1x1xC blob would no longer load
             store.set(
                 target,
                 [
@@ -353,6 +353,8 @@ def _weight_op(view: NetView, fold: _Fold, target_msg: Any) -> Any:
             )
             return
         wt = blobs[0].astype(np.float64)
+        if ttype == "InnerProduct" and wt.ndim == 4:  # legacy 1 x 1 x N x K
+            wt = wt.reshape(wt.shape[-2], wt.shape[-1])
         bias = blobs[1].astype(np.float64).ravel() if len(blobs) > 1 else np.zeros(n)
         if ttype == "Convolution" or (ttype == "InnerProduct" and not transpose):
             out_ch = wt.shape[0]
@@ -371,7 +373,7 @@ def _weight_op(view: NetView, fold: _Fold, target_msg: Any) -> Any:
             )
         new_w = (wt * mult).astype(np.float32)
         new_b = (bias * a + c).astype(np.float32)
-        bshape = blobs[1].shape if len(blobs) > 1 else (n,)
-        store.set(target, [new_w, new_b.reshape(bshape)], why)
+        # the bias as Caffe shapes it, (C,): a legacy 1x1x1xC blob would fail ShapeEquals
+        store.set(target, [new_w, new_b.reshape(n)], why)
 
     return op
