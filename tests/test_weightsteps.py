@@ -290,3 +290,15 @@ def test_legacy_4d_blobs_fold_to_caffe_shapes(tmp_path: Path) -> None:
     result = apply(case / "before.prototxt", Step("fold-bn"), weights=src)
     checks = {c.name: c for c in result.checks}
     assert checks["weights"].ok and checks["numeric"].ok and not checks["numeric"].skipped
+
+
+def test_phase_twins_are_refused(tmp_path: Path) -> None:
+    twins = (
+        'layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "bn" include { phase: TRAIN } '
+        "batch_norm_param { use_global_stats: false } }\n"
+        'layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "bn" include { phase: TEST } '
+        "batch_norm_param { use_global_stats: true } }\n"
+    )
+    msg = _refusal(tmp_path, twins)
+    assert "twin of the same name" in msg and "rewriter deploy" in msg
+    assert "net.prototxt:4:" in msg and "net.prototxt:5:" in msg  # the layer and its twin

@@ -113,6 +113,7 @@ def plan(ctx: StepContext) -> Plan:
     for k in bns:
         try:
             fold = _find(view, phase, k, bool(step.get("scale", True)), trains, used)
+            _same_in_every_phase(view, phase, fold, bool(step.get("scale", True)), trains, used)
         except _Refused as e:
             if skip:
                 p.warnings.append(f"{view.path}: fold-bn: {view.describe(k)} not folded: {e}")
@@ -162,6 +163,38 @@ def plan(ctx: StepContext) -> Plan:
     return p
 
 
+def _no_twin(view: NetView, x: int) -> None:
+    from .where import layer_location
+
+    twins = [j for j in view.by_name.get(view.names[x], []) if j != x]
+    if twins:
+        raise _Refused(
+            f"'{view.names[x]}' has a twin of the same name for another phase (at "
+            f"{layer_location(view, twins[0])}): folding one would break the other net; "
+            "fold the deploy net (rewriter deploy NET -o deploy.prototxt, then fold-bn)",
+            ("name",),
+        )
+
+
+def _same_in_every_phase(
+    view: NetView, phase: str, fold: _Fold, with_scale: bool, trains: bool, used: set[int]
+) -> None:
+    """The layers are edited for every phase: the fold must be the same fold in the other
+    phase's net, and no layer of the fold may have a twin of the same name there."""
+    for x in (fold.bn, fold.scale, fold.target):
+        if x is not None:
+            _no_twin(view, x)
+    other = "TRAIN" if phase == "TEST" else "TEST"
+    if view.graph_layers_of(other).get(fold.bn) is None:
+        return
+    try:
+        again = _find(view, other, fold.bn, with_scale, trains, used)
+    except _Refused as e:
+        raise _Refused(f"in the {other} net: {e}", e.path) from None
+    if (again.scale, again.target) != (fold.scale, fold.target):
+        raise _Refused(f"the {other} net would fold it differently; fold the deploy net")
+
+
 def _find(
     view: NetView, phase: str, k: int, with_scale: bool, trains: bool, used: set[int]
 ) -> _Fold:
@@ -170,6 +203,7 @@ def _find(
     graph = view.graph(phase)
     gi = view.graph_layers_of(phase).get(k)
     if gi is None:
+        _no_twin(view, k)
         raise _Refused(f"it is not in the {phase} net (set phase)")
     bn = graph.layers[gi]
     if bn.use_global_stats is False:
