@@ -302,3 +302,19 @@ def test_phase_twins_are_refused(tmp_path: Path) -> None:
     msg = _refusal(tmp_path, twins)
     assert "twin of the same name" in msg and "rewriter deploy" in msg
     assert "net.prototxt:4:" in msg and "net.prototxt:5:" in msg  # the layer and its twin
+
+
+def test_result_writes_twice_and_json_names_the_weights(tmp_path: Path) -> None:
+    from rewriter.apply import run_file
+
+    case = FIXTURES / "apply-weights_rename"
+    result, src = _pair(case, tmp_path)
+    result.write(tmp_path / "a.prototxt", tmp_path / "a.caffemodel")
+    result.write(tmp_path / "b.prototxt", tmp_path / "b.caffemodel")
+    assert (tmp_path / "a.caffemodel").read_bytes() == (tmp_path / "b.caffemodel").read_bytes()
+    with pytest.raises(RewriterError, match="--weights-out"):
+        result.write(tmp_path / "c.prototxt")
+    recipe = Recipe.load(case / "recipe.toml")
+    data = run_file(str(case / "before.prototxt"), recipe, {}, weights=str(src))
+    assert data["ok"] and data["weights"] == {"source": str(src), "written": None}
+    assert not data.get("written")

@@ -292,17 +292,24 @@ def write_pair(
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(text_tmp, _mode(text_dst))
-        weights_tmp = pair.tmp
-        if Path(pair.tmp).resolve().parent != dst.parent:
+        # the checked weights: moved from the temporary file the first time (when it is in
+        # the target's folder), copied from where they were written after that
+        src = pair.written or pair.tmp
+        if src == str(dst):
+            weights_tmp = None
+        elif pair.written is None and Path(pair.tmp).resolve().parent == dst.parent:
+            weights_tmp = pair.tmp
+        else:
             import shutil
 
             fd2, weights_tmp = tempfile.mkstemp(
                 prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent
             )
             os.close(fd2)
-            shutil.copyfile(pair.tmp, weights_tmp)
-        os.chmod(weights_tmp, _mode(dst))
-        os.replace(weights_tmp, dst)
+            shutil.copyfile(src, weights_tmp)
+        if weights_tmp is not None:
+            os.chmod(weights_tmp, _mode(dst))
+            os.replace(weights_tmp, dst)
         os.replace(text_tmp, text_dst)
     except OSError as e:
         _unlink(text_tmp)
