@@ -318,3 +318,34 @@ def test_result_writes_twice_and_json_names_the_weights(tmp_path: Path) -> None:
     data = run_file(str(case / "before.prototxt"), recipe, {}, weights=str(src))
     assert data["ok"] and data["weights"] == {"source": str(src), "written": None}
     assert not data.get("written")
+
+
+TRAIN_VAL = """name: "tv"
+layer { name: "d1" type: "Input" top: "data" top: "label" include { phase: TRAIN }
+        input_param { shape { dim: 4 dim: 3 dim: 6 dim: 6 } shape { dim: 4 } } }
+layer { name: "d2" type: "Input" top: "data" top: "label" include { phase: TEST }
+        input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } shape { dim: 2 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv"
+        batch_norm_param { use_global_stats: true } }
+layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+        inner_product_param { num_output: 3 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc"
+        include { phase: TEST } }
+"""
+
+
+def test_train_val_with_frozen_statistics_folds_checked_on_its_deploy_form(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    net = tmp_path / "train_val.prototxt"
+    net.write_text(TRAIN_VAL)
+    make_caffemodel(net, tmp_path / "w.caffemodel")
+    result = apply(net, Step("fold-bn"), weights=tmp_path / "w.caffemodel")
+    checks = {c.name: c for c in result.checks}
+    assert [c.detail for c in result.checks if c.name == "structure"][1].startswith("TEST")
+    numeric = checks["numeric"]
+    assert numeric.ok and not numeric.skipped and "deploy form" in numeric.detail
+    assert {x.name for x in result.net.message.layer} & {"bn", "sc"} == set()

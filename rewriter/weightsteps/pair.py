@@ -138,12 +138,22 @@ def numeric_check(result: Result, old_path: str, new_path: str, tolerance: float
     assert result.net is not None and result.net_before is not None
     from ..model import CaffeFile
 
+    form = ""
     try:
         cmp = compare(
             CaffeFile(result.net_before.doc), old_path, CaffeFile(result.net.doc), new_path
         )
     except ExportError as e:
-        return CheckResult("numeric", True, f"the net cannot be run: {e}", skipped=True)
+        # a train/val net (data, loss and accuracy layers): run the deploy form of both
+        from ..deploy import DeployError, deploy_document
+
+        try:
+            old_net = deploy_document(result.net_before.doc).document
+            new_net = deploy_document(result.net.doc).document
+            cmp = compare(CaffeFile(old_net), old_path, CaffeFile(new_net), new_path)
+        except (DeployError, ExportError):
+            return CheckResult("numeric", True, f"the net cannot be run: {e}", skipped=True)
+        form = " (the deploy form of both nets, as rewriter deploy makes it)"
     nonfinite = (
         f"; {len(cmp.not_finite)} blob(s) not finite in the old net, not compared "
         f"({', '.join(cmp.not_finite[:3])})"
@@ -163,12 +173,14 @@ def numeric_check(result: Result, old_path: str, new_path: str, tolerance: float
         detail += f"; {len(inner)} other blob(s), worst '{worst_in[0]}' {worst_in[1]:.2e}"
     detail += nonfinite
     if worst_out is not None and worst_out[1] > tolerance:
-        return CheckResult("numeric", False, f"{detail} (outputs > {tolerance:g})", worst_out[0])
+        return CheckResult(
+            "numeric", False, f"{detail} (outputs > {tolerance:g}){form}", worst_out[0]
+        )
     if worst_in is not None and worst_in[1] > INNER_FACTOR * tolerance:
         return CheckResult(
-            "numeric", False, f"{detail} (> {INNER_FACTOR * tolerance:g})", worst_in[0]
+            "numeric", False, f"{detail} (> {INNER_FACTOR * tolerance:g}){form}", worst_in[0]
         )
-    return CheckResult("numeric", True, f"same values on random inputs: {detail}")
+    return CheckResult("numeric", True, f"same values on random inputs{form}: {detail}")
 
 
 @dataclass
