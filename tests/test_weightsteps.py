@@ -349,3 +349,19 @@ def test_train_val_with_frozen_statistics_folds_checked_on_its_deploy_form(tmp_p
     numeric = checks["numeric"]
     assert numeric.ok and not numeric.skipped and "deploy form" in numeric.detail
     assert {x.name for x in result.net.message.layer} & {"bn", "sc"} == set()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--weights-out", "o.caffemodel", "-o", "o.prototxt"], "--weights-out needs --weights"),
+        (["--weights", "w.caffemodel", "SECOND"], "--weights goes with one net"),
+    ],
+    ids=["out-without-in", "two-nets"],
+)
+def test_cli_usage_errors(tmp_path: Path, extra: list[str], words: str) -> None:
+    net = FIXTURES / "apply-weights_rename" / "before.prototxt"
+    extra = [str(net) if x == "SECOND" else x for x in extra]
+    p = run_cli("apply", "--step", "fold-bn", str(net), *extra, cwd=tmp_path)
+    assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr
+    assert list(tmp_path.iterdir()) == []
