@@ -28,6 +28,7 @@ from .edit import Editor
 from .errors import RewriterError
 from .schema import is_repeated
 from .select import SELECTOR_KEYS, NetView, select
+from .weightsteps import fc_to_conv, fold_bn
 
 if TYPE_CHECKING:
     from .recipe import Step
@@ -256,8 +257,17 @@ class StructChange:
     #: remove-layer: the removed layer's bottom and top blob names
     bottom: str = ""
     top: str = ""
+    #: relayer (rewriter.weightsteps): layers removed, and layer ``old``'s new type/bottoms/tops
+    removed: tuple[str, ...] = ()
+    type: str | None = None
+    bottoms: tuple[str, ...] | None = None
+    tops: tuple[str, ...] | None = None
 
     def describe(self) -> str:
+        if self.kind == "relayer" and self.removed:
+            return f"{self.new}: '{self.old}' takes over {', '.join(self.removed)}"
+        if self.kind == "relayer":
+            return f"{self.new}: '{self.old}' becomes a {self.type}"
         if self.kind == "rewrite":
             return f"{self.old}: the net is rewritten as a whole ({self.new})"
         if self.kind == "remove-layer":
@@ -278,6 +288,13 @@ def transform(st: Struct, change: StructChange) -> Struct:
             return tuple(change.new if x == change.old else x for x in names)
 
         return [(n, t, m(b), m(o)) for n, t, b, o in st]
+    if change.kind == "relayer":
+        return [
+            (n, change.type or t, change.bottoms or b, change.tops or o) if n == change.old
+            else (n, t, b, o)
+            for n, t, b, o in st
+            if n not in change.removed
+        ]  # fmt: skip
     out: Struct = []
     seen = False
     for n, t, b, o in st:
@@ -293,7 +310,9 @@ def transform(st: Struct, change: StructChange) -> Struct:
 
 #: step kinds that may change the structure (StructChange); a recipe of other steps keeps
 #: only a digest of the input's structure for the check (rewriter.apply._release_graphs)
-STRUCTURAL_KINDS = frozenset({"rename-layer", "rename-blob", "remove-layer", "deploy"})
+STRUCTURAL_KINDS = frozenset(
+    {"rename-layer", "rename-blob", "remove-layer", "deploy", "fold-bn", "fc-to-conv"}
+)
 
 
 class StructDigest(NamedTuple):
@@ -358,6 +377,10 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     #: why nothing was done, when nothing was done
     note: str = ""
+    #: what the step does to the .caffemodel (rewriter.weightsteps.store.WeightOp), if anything
+    weights: Callable[[Any], None] | None = None
+    #: the step cannot run without the weights (fold-bn, fc-to-conv)
+    needs_weights: bool = False
 
     def declare(self, k: int, *paths: FieldPath) -> None:
         old = self.effects.get(k)
@@ -1247,6 +1270,7 @@ def _plan_rename_layer(ctx: StepContext) -> Plan:
         plan.declare(k, ("name",))
     plan.structural.append(StructChange("rename-layer", old, new))
     plan.selected = list(hits)
+    plan.weights = lambda store: store.rename(old, new)  # the .caffemodel's name follows
 
     def promise(after: NetView) -> list[Failure]:
         return [(old, "not renamed") for k in hits if after.names[k] != new]
@@ -1596,6 +1620,22 @@ def _check_from_to(step: Step) -> None:
         raise step.error("'from' and 'to' are the same", "to")
 
 
+def _keys_of(keys: Mapping[str, tuple[str, Any, str]]) -> dict[str, Key]:
+    """A weight step's keys (its module holds them as (type, default, doc))."""
+    choices = {"unfoldable": fold_bn.UNFOLDABLE_CHOICES}
+    return {
+        k: Key(t, default=d, doc=doc, choices=choices.get(k, ())) for k, (t, d, doc) in keys.items()
+    }
+
+
+def _plan_fold_bn(ctx: StepContext) -> Plan:
+    return fold_bn.plan(ctx)
+
+
+def _plan_fc_to_conv(ctx: StepContext) -> Plan:
+    return fc_to_conv.plan(ctx)
+
+
 STEP_CHECKS: dict[str, Callable[[Step], None]] = {
     "set-lr": _check_mult_keys,
     "set-decay": _check_mult_keys,
@@ -1754,6 +1794,22 @@ STEPS: dict[str, StepSpec] = {
         _plan_deploy,
         analysis_warnings=False,
     ),
+    "fold-bn": StepSpec(
+        "fold-bn",
+        fold_bn.DOC,
+        _keys_of(fold_bn.KEYS),
+        "optional",
+        _plan_fold_bn,
+        analysis_warnings=False,
+    ),  # fmt: skip
+    "fc-to-conv": StepSpec(
+        "fc-to-conv",
+        fc_to_conv.DOC,
+        _keys_of(fc_to_conv.KEYS),
+        "required",
+        _plan_fc_to_conv,
+        analysis_warnings=False,
+    ),  # fmt: skip
     "remove-layer": StepSpec(
         "remove-layer",
         "remove one-bottom one-top layers; readers of the top read the bottom instead",
