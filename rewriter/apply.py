@@ -142,7 +142,7 @@ def bulk() -> Iterator[None]:
 
     A 3.5 MB net makes millions of small acyclic objects (tree nodes, graph records). With the
     collector running, young-generation passes rescan them again and again; merely pausing it
-    (:func:`rewriter.graph.gc_paused`) defers one full pass over all of them to the first
+    (:func:`rewriter.memory.gc_paused`) defers one full pass over all of them to the first
     allocation after. Here the survivors are moved straight to the oldest generation instead
     (``gc.freeze()`` + ``gc.unfreeze()``: two list splices, no scan), where they wait for the
     next regular full collection. Skipped when the process uses ``gc.freeze`` itself.

@@ -580,7 +580,7 @@ def bind(
     desc = schema.descriptor(root)
     msg = schema.message_class(root)()
     binder = _Binder(doc, lenient)
-    from .graph import gc_paused
+    from .memory import gc_paused
 
     with gc_paused():
         binder.bind_fields(doc.fields, desc, msg)

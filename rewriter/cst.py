@@ -881,7 +881,7 @@ def parse(source: str, path: str = "<string>") -> Document:
         raise
     finally:
         if enabled:
-            if gc.get_freeze_count() == 0:  # file the new tree as old: see graph.gc_paused
+            if gc.get_freeze_count() == 0:  # file the new tree as old: see memory.gc_paused
                 gc.freeze()
                 gc.unfreeze()
             gc.enable()

@@ -21,11 +21,9 @@ The result is a small immutable model: ``graph.layers``, ``graph.layer("conv1")`
 
 from __future__ import annotations
 
-import gc
 import math
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -42,6 +40,7 @@ from rewriter.layer_params import (
 )
 from rewriter.layer_params import allow_force_backward as _allow_force
 from rewriter.lazyseq import LazySequence
+from rewriter.memory import gc_paused
 from rewriter.schema import is_repeated
 
 if TYPE_CHECKING:
@@ -1042,35 +1041,6 @@ class _Owner:
     has_lr: bool
     decay: float
     has_decay: bool
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many small acyclic objects.
-
-    Building a graph allocates a few objects per layer and frees none; with 100k layers the
-    collector would rescan the growing heap over and over (quadratic time). Nothing here makes
-    reference cycles, so pausing it is safe; its previous state is restored.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            settle_survivors()
-            gc.enable()
-
-
-def settle_survivors() -> None:
-    """File every tracked object as old (``gc.freeze()`` + ``gc.unfreeze()``: two list splices,
-    no scan), so the objects a paused bulk step made are not all scanned again by the next
-    young collections: with 100k layers that deferred work cost ``rewriter explain`` 6 of its
-    13 seconds. They are still collected by the next regular full collection. Skipped when the
-    process uses ``gc.freeze`` itself (as rewriter.apply.bulk does)."""
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.unfreeze()
 
 
 def build_graph(

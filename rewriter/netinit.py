@@ -42,12 +42,12 @@ from rewriter.graph import (
     Layer,
     Param,
     build_graph,
-    gc_paused,
     upgrade_net_message,
     v0_to_v1_message,
     v1_to_v2_message,
 )
 from rewriter.lazyseq import LazySequence
+from rewriter.memory import gc_paused
 
 if TYPE_CHECKING:
     from rewriter.states import States

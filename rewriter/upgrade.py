@@ -1746,7 +1746,7 @@ def _upgrade_net_body(
     freed as soon as the next step has rewritten it, and the original net's message once its
     graphs are checked (before the rewritten text is parsed), so no two trees and no two
     generations of messages are alive at once."""
-    from .graph import gc_paused
+    from .memory import gc_paused
 
     doc = box.pop()
     path = doc.path
@@ -1783,7 +1783,7 @@ def _upgrade_net_body(
             top = _bind(doc, schema, root, internal=True, lenient=ctx.lenient)
             stale = False
         body, msg, base, indent = target.locate(doc, top)
-        with gc_paused():  # a few acyclic objects per layer: see graph.gc_paused
+        with gc_paused():  # a few acyclic objects per layer: see memory.gc_paused
             text = step(ctx, doc, body, msg, base, indent)
         if text is None or text == doc.code:
             continue
