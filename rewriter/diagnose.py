@@ -61,7 +61,7 @@ _V0_FIELDS = {"kernel_size": "kernelsize", "bias_term": "biasterm"}
 def located(path: str | Path, phase: str | None = None) -> Iterator[None]:
     """Place a Caffe error escaping the block in ``path`` (re-read only on that path)."""
     from .graph import CaffeError
-    from .upgrade import Refusal
+    from .upgrade_proto import Refusal
 
     try:
         yield
@@ -120,7 +120,7 @@ def from_refusal(r: RewriterError) -> CaffeError:
     msg = str(getattr(r, "message", r))
     hint = None
     if msg.startswith("Unknown layer name: "):
-        from .graph import V0_LAYER_TYPES
+        from .upgrade_proto import V0_LAYER_TYPES
 
         hint = did_you_mean(msg.partition(": ")[2], V0_LAYER_TYPES)
     return CaffeError(
