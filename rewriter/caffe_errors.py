@@ -7,9 +7,11 @@ re-exports it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rewriter.errors import Diagnostic, RewriterError
 
-__all__ = ["CaffeError"]
+__all__ = ["CaffeError", "GraphWarning"]
 
 
 class CaffeError(RewriterError):
@@ -51,3 +53,13 @@ class CaffeError(RewriterError):
         if self.diagnostic is not None:
             return self.diagnostic.render()
         return f"{self.location}: {self.message}"
+
+
+@dataclass(frozen=True)
+class GraphWarning:
+    """Something Caffe would accept (or refuse only in some builds) that deserves a look."""
+
+    kind: str
+    message: str
+    layer: str | None = None
+    index: int | None = None

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rewriter import hints
-from rewriter.caffe_errors import CaffeError
+from rewriter.caffe_errors import CaffeError, GraphWarning
 from rewriter.errors import did_you_mean
 from rewriter.layer_params import (
     FILLER_TYPES,
@@ -66,6 +66,7 @@ __all__ = [
     "GraphWarning",
     "Layer",
     "Param",
+    "analyze_net",
     "build_graph",
     "upgrade_net_message",
     "v0_to_v1_message",
@@ -112,16 +113,6 @@ def _explain_unknown_bottom(e: UnknownBottom, net: Any, excluded: list[int], pha
         e.hint = f"'{e.blob}' is produced only later, by layer '{later[0].name}': reorder them"
         return
     e.hint = did_you_mean(e.blob, e.produced) or "no layer before it produces such a top"
-
-
-@dataclass(frozen=True)
-class GraphWarning:
-    """Something Caffe would accept (or refuse only in some builds) that deserves a look."""
-
-    kind: str
-    message: str
-    layer: str | None = None
-    index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1188,4 +1179,15 @@ def _shared_params(pp: _PendingParams, layers: list[Layer]) -> tuple[Param, ...]
     return tuple(out)
 
 
-#: V1 ``LayerType`` enum name -> Caffe's V2 type string (``UpgradeV1LayerType``).
+def analyze_net(
+    net: Any,
+    phase: str = "TRAIN",
+    stages: Sequence[str] = (),
+    level: int = 0,
+    param_counts: Mapping[str, int] | None = None,
+    registered_types: Iterable[str] | None = None,
+) -> Backward:
+    """``build_graph`` then ``analyze``."""
+    from rewriter.netinit import analyze
+
+    return analyze(build_graph(net, phase, stages, level, param_counts, registered_types))

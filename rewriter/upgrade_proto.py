@@ -883,6 +883,7 @@ def upgrade_solver_message_caffe(solver: Any, param_file: str = "") -> MessageUp
     return MessageUpgrade(out, log, [], True)
 
 
+#: V1 ``LayerType`` enum name -> Caffe's V2 type string (``UpgradeV1LayerType``).
 V1_LAYER_TYPES = _V1_TYPES
 #: V0 layer type string -> V1 ``LayerType`` enum name (``UpgradeV0LayerParameter``).
 V0_LAYER_TYPES = _V0_TYPES
