@@ -25,6 +25,7 @@ __all__ = [
     "V1_LAYER_TYPES",
     "MessageUpgrade",
     "Refusal",
+    "from_refusal",
     "upgrade_net_message",
     "upgrade_net_message_caffe",
     "upgrade_solver_message_caffe",
@@ -881,6 +882,27 @@ def upgrade_solver_message_caffe(solver: Any, param_file: str = "") -> MessageUp
     log.append("Note that future Caffe releases will only support 'type' field (string) for a "
                "solver's type.")  # fmt: skip
     return MessageUpgrade(out, log, [], True)
+
+
+def from_refusal(r: RewriterError) -> CaffeError:
+    """The in-memory upgrade's :class:`~rewriter.upgrade.Refusal` as the CaffeError it is."""
+    where = tuple(getattr(r, "where", ()))
+    layer_index = field = index = None
+    if len(where) >= 2 and where[0] == "layers" and isinstance(where[1], int):
+        layer_index = where[1]
+        if len(where) >= 3:
+            field = str(where[2])
+        if len(where) >= 4 and isinstance(where[3], int):
+            index = where[3]
+    elif where and where[0] in ("mixed", "v1type"):
+        layer_index = 0
+    msg = str(getattr(r, "message", r))
+    hint = None
+    if msg.startswith("Unknown layer name: "):
+        hint = did_you_mean(msg.partition(": ")[2], V0_LAYER_TYPES)
+    return CaffeError(
+        msg, "upgrade_proto.cpp", layer_index=layer_index, field=field, index=index, hint=hint
+    )
 
 
 #: V1 ``LayerType`` enum name -> Caffe's V2 type string (``UpgradeV1LayerType``).
