@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from itertools import compress, count
 from operator import ne
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 from .checks import Change, CheckFailed, CheckResult, Kept
 from .errors import RewriterError
@@ -175,6 +175,12 @@ def as_recipe(recipe: Recipe | Step | Sequence[Step] | str | os.PathLike[str]) -
     return recipe_from_steps(steps)
 
 
+def _is_caffe_file(target: object) -> TypeGuard[CaffeFile]:
+    """A :class:`rewriter.model.CaffeFile`, recognised by its parts: the façade sits above the
+    engine (``CaffeFile.apply`` calls it), so the engine does not import it."""
+    return all(hasattr(target, a) for a in ("document", "lenient", "schema"))
+
+
 def apply(
     target: str | os.PathLike[str] | CaffeFile | Document,
     recipe: Recipe | Step | Sequence[Step] | str | os.PathLike[str],
@@ -192,19 +198,19 @@ def apply(
     arguments (``upto="pool2"``) or as ``options={...}``; ``phase`` is the default phase of
     the steps' selectors."""
     from .cst import Document
-    from .model import CaffeFile, read
+    from .fileio import read
 
     values = dict(options or {})
     values.update(option_values)
-    if isinstance(target, CaffeFile):
+    if isinstance(target, Document):
+        doc = target
+    elif _is_caffe_file(target):
         doc = target.document
         if lenient is None:
             lenient = target.lenient
         schema = schema or target.schema
-    elif isinstance(target, Document):
-        doc = target
     else:
-        doc = read(target)
+        doc = read(cast("str | os.PathLike[str]", target))
     rec = as_recipe(recipe)
     steps = rec.resolve(values)
     if steps and steps[0].kind == "upgrade":
@@ -281,7 +287,7 @@ def _run(
     preconditions = recipe.resolve_preconditions(values)
     counts = dict(param_counts) if param_counts else None
 
-    from .model import require_net
+    from .bind import require_net
 
     require_net(doc0)
     with bulk():

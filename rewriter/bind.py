@@ -47,6 +47,7 @@ __all__ = [
     "NET",
     "SOLVER",
     "SolverNet",
+    "require_net",
     "not_a_net",
     "resolve",
     "solver_net",
@@ -714,3 +715,15 @@ def not_a_net(doc: Document) -> Diagnostic:
         ref.location,
         code="solver-not-net",
     )
+
+
+def require_net(doc: Document) -> None:
+    """Refuse a file with no fields where a net is expected (an empty net is no answer)."""
+    if doc.fields:
+        return
+    from .errors import RewriterError
+
+    what = "holds only comments and blank lines" if doc.code.strip() else "is empty"
+    if not doc.code:
+        what += " (0 bytes)"
+    raise RewriterError(f"{doc.path}: {what}: there is no net in it")

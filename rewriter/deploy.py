@@ -174,7 +174,7 @@ def deploy_document(
         raise DeployError(f"phase must be TRAIN or TEST, not {phase!r}")
     # Fork-only fields often sit in the data layers a deploy net drops: read the input
     # leniently; the result is held to the strict schema below (unless lenient).
-    from .model import require_net
+    from .bind import require_net
 
     require_net(doc)
     bound = bind(doc, schema, "caffe.NetParameter", lenient=True)

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cst import Document, parse
-from .fileio import read_text, write_text_atomic
+from .cst import Document
+from .fileio import read, write
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -22,28 +22,6 @@ if TYPE_CHECKING:
     from .schema import Schema
 
 __all__ = ["CaffeFile", "load", "read", "write"]
-
-
-def read(path: str | os.PathLike[str]) -> Document:
-    """Parse a file into a lossless Document (exact bytes kept, even non-UTF-8 ones)."""
-    return parse(read_text(path), str(path))
-
-
-def require_net(doc: Document) -> None:
-    """Refuse a file with no fields where a net is expected (an empty net is no answer)."""
-    if doc.fields:
-        return
-    from .errors import RewriterError
-
-    what = "holds only comments and blank lines" if doc.code.strip() else "is empty"
-    if not doc.code:
-        what += " (0 bytes)"
-    raise RewriterError(f"{doc.path}: {what}: there is no net in it")
-
-
-def write(doc: Document, path: str | os.PathLike[str]) -> None:
-    """Write a Document's text atomically (temp file + rename)."""
-    write_text_atomic(path, doc.code)
 
 
 @dataclass
@@ -81,6 +59,8 @@ class CaffeFile:
     def message(self) -> Any:
         """The protobuf message (raises SchemaErrors when the file does not bind)."""
         if self.root == "caffe.NetParameter":
+            from .bind import require_net
+
             require_net(self.document)
         self.bound.raise_for_errors()
         return self.bound.message
