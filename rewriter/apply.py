@@ -870,15 +870,11 @@ def run_file(
     phase: str = "TRAIN",
     lenient: bool = False,
 ) -> dict[str, Any]:
-    """Apply to one file and return plain data (for the CLI and its worker processes).
+    """Apply to one net file and return plain data (for the CLI and its worker processes).
 
     Never raises for an expected error: ``{"ok": False, "error": message}`` instead.
-    A NetSpec script (``*.py``) is rewritten by the libcst codemod, with the same checks.
+    :func:`rewriter.runfile.run_file` sends NetSpec scripts (``*.py``) to the codemod instead.
     """
-    if str(path).endswith(".py"):
-        from .netspec.codemod import run_file as run_script_file
-
-        return run_script_file(path, recipe, values, phase, lenient)
     try:
         result = apply(path, recipe, options=values, phase=phase, lenient=lenient)
     except CheckFailed as e:

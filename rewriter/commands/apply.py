@@ -245,7 +245,7 @@ def _write(path: str, text: str) -> None:
 def _run_all(
     files: list[str], recipe: Recipe, values: dict[str, Any], phase: str, lenient: bool, jobs: int
 ) -> list[dict[str, Any]]:
-    from rewriter.apply import run_file
+    from rewriter.runfile import run_file
 
     show = sys.stderr.isatty() and len(files) > 1
     results: list[dict[str, Any] | None] = [None] * len(files)
