@@ -197,8 +197,7 @@ def apply(
     :class:`~rewriter.checks.CheckFailed` if a check fails. Recipe options come as keyword
     arguments (``upto="pool2"``) or as ``options={...}``; ``phase`` is the default phase of
     the steps' selectors."""
-    from .cst import Document
-    from .fileio import read
+    from .cst import Document, read
 
     values = dict(options or {})
     values.update(option_values)

@@ -13,14 +13,10 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import RewriterError
 
-if TYPE_CHECKING:
-    from .cst import Document
-
-__all__ = ["read", "read_text", "write", "write_bytes_atomic", "write_text_atomic", "FileError"]
+__all__ = ["read_text", "write_bytes_atomic", "write_text_atomic", "FileError"]
 
 
 class FileError(RewriterError):
@@ -145,18 +141,3 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-# --------------------------------------------------------------------------- documents
-
-
-def read(path: str | os.PathLike[str]) -> Document:
-    """Parse a file into a lossless Document (exact bytes kept, even non-UTF-8 ones)."""
-    from .cst import parse
-
-    return parse(read_text(path), str(path))
-
-
-def write(doc: Document, path: str | os.PathLike[str]) -> None:
-    """Write a Document's text atomically (temp file + rename)."""
-    write_text_atomic(path, doc.code)

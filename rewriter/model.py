@@ -11,8 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cst import Document
-from .fileio import read, write
+from .cst import Document, read, write
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
