@@ -30,16 +30,16 @@ of included recipes are merged into the including recipe's options (its own decl
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Diagnostic, Location, RewriterError
+from .errors import Diagnostic, Location
+from .recipe_common import _PLACEHOLDER, RecipeError, _hint, placeholders
 
 __all__ = [
     "Option",
@@ -59,18 +59,7 @@ FORMATS = ("current", "V2", "V1", "V0", "any")
 _TOP_KEYS = ("name", "description", "include", "options", "steps", "preconditions")
 _OPTION_KEYS = ("type", "default", "description")
 _PRECONDITION_KEYS = ("has_layer", "has_type", "format", "on_fail")
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-class RecipeError(RewriterError):
-    """A recipe could not be loaded, validated or resolved; the message says where."""
-
-    #: a step's error: its message without the recipe location, so a built-in recipe's error
-    #: can be restated in the recipe's own options (rewriter/recipe_hints.py)
-    bare: str | None = None
-    #: what went wrong, for the restatement: "no-selection", "empty-selection" or None
-    reason: str | None = None
 
 
 def _toml() -> Any:
@@ -216,11 +205,6 @@ class _Source:
 
 def _error(loc: Location | None, message: str, expected: str | None = None) -> RecipeError:
     return RecipeError(Diagnostic("error", message, loc, expected, "recipe").render())
-
-
-def _hint(name: str, choices: Iterable[str]) -> str:
-    near = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean '{near[0]}'?" if near else ""
 
 
 # --------------------------------------------------------------------------- data model
@@ -611,16 +595,6 @@ def _substitute(step: Step, key: str, value: Any, opts: Mapping[str, Any]) -> An
 def _whole(value: str) -> str | None:
     m = _PLACEHOLDER.fullmatch(value)
     return m.group(1) if m is not None and m.group(1) else None
-
-
-def placeholders(value: Any) -> Iterator[str]:
-    if isinstance(value, list):
-        for item in value:
-            yield from placeholders(item)
-    elif isinstance(value, str):
-        for m in _PLACEHOLDER.finditer(value):
-            if m.group(1):
-                yield m.group(1)
 
 
 def _check_steps(recipe: Recipe) -> None:

@@ -158,7 +158,7 @@ def _type_ok(key: Key, value: Any) -> Any:
 def validate_step(step: Step, resolved_values: bool) -> None:
     """Known kind, known keys, typed values. Before options are substituted
     (``resolved_values=False``) values holding a ``{placeholder}`` are not type-checked."""
-    from .recipe import _hint, placeholders
+    from .recipe_common import _hint, placeholders
 
     if step.kind not in STEPS:
         raise step.error(
@@ -200,7 +200,7 @@ def coerce_key(kind: str, key: str, text: str, spec: str) -> Any:
     keys = _spec_keys(kind)
     k = keys.get(key)
     if k is None:
-        from .recipe import RecipeError, _hint
+        from .recipe_common import RecipeError, _hint
 
         raise RecipeError(
             f"--step {spec!r}: step '{kind}' has no key '{key}'{_hint(key, keys)} "
@@ -238,7 +238,7 @@ def coerce_key(kind: str, key: str, text: str, spec: str) -> Any:
             return [p.strip() for p in text.split(",")]
         return text
     except ValueError:
-        from .recipe import RecipeError
+        from .recipe_common import RecipeError
 
         raise RecipeError(f"--step {spec!r}: '{key}' takes a {t}, not {text!r}") from None
 
@@ -1321,7 +1321,7 @@ def _field_chain(ctx: StepContext, dotted: str) -> tuple[list[str], Any]:
         table = field_table(desc)
         info = table.get(name)
         if info is None:
-            from .recipe import _hint
+            from .recipe_common import _hint
 
             raise ctx.error(f"{desc.full_name} has no field '{name}'{_hint(name, table)}", "field")
         last = depth == len(names) - 1

@@ -77,7 +77,7 @@ def _option_values(recipe: Recipe, sets: list[str]) -> dict[str, Any]:
         if not eq or not name:
             raise UsageError(f"--set takes key=value, not {item!r}")
         if name not in opts:
-            from rewriter.recipe import _hint
+            from rewriter.recipe_common import _hint
 
             known = ", ".join(sorted(opts)) or "none"
             raise UsageError(
