@@ -622,9 +622,7 @@ def builtin_dir() -> Path:
 
     An installed wheel carries the same files as ``rewriter/recipes``; both are searched.
     """
-    import rewriter
-
-    here = Path(rewriter.__file__).resolve().parent
+    here = Path(__file__).resolve().parent  # the rewriter package
     for candidate in (here.parent / "recipes", here / "recipes"):
         if candidate.is_dir():
             return candidate
