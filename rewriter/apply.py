@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from itertools import compress, count
 from operator import ne
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard, cast
+from typing import TYPE_CHECKING, Any
 
 from .checks import Change, CheckFailed, CheckResult, Kept
 from .errors import RewriterError
 
 if TYPE_CHECKING:
     from .cst import Document
-    from .model import CaffeFile
+    from .netfile import NetFile
     from .recipe import Recipe, Step
     from .schema import Schema
     from .select import NetView
@@ -175,14 +175,8 @@ def as_recipe(recipe: Recipe | Step | Sequence[Step] | str | os.PathLike[str]) -
     return recipe_from_steps(steps)
 
 
-def _is_caffe_file(target: object) -> TypeGuard[CaffeFile]:
-    """A :class:`rewriter.model.CaffeFile`, recognised by its parts: the façade sits above the
-    engine (``CaffeFile.apply`` calls it), so the engine does not import it."""
-    return all(hasattr(target, a) for a in ("document", "lenient", "schema"))
-
-
 def apply(
-    target: str | os.PathLike[str] | CaffeFile | Document,
+    target: str | os.PathLike[str] | NetFile | Document,
     recipe: Recipe | Step | Sequence[Step] | str | os.PathLike[str],
     *,
     options: Mapping[str, Any] | None = None,
@@ -198,18 +192,19 @@ def apply(
     arguments (``upto="pool2"``) or as ``options={...}``; ``phase`` is the default phase of
     the steps' selectors."""
     from .cst import Document, read
+    from .netfile import NetFile
 
     values = dict(options or {})
     values.update(option_values)
     if isinstance(target, Document):
         doc = target
-    elif _is_caffe_file(target):
+    elif isinstance(target, NetFile):
         doc = target.document
         if lenient is None:
             lenient = target.lenient
         schema = schema or target.schema
     else:
-        doc = read(cast("str | os.PathLike[str]", target))
+        doc = read(target)
     rec = as_recipe(recipe)
     steps = rec.resolve(values)
     if steps and steps[0].kind == "upgrade":

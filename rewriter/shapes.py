@@ -1353,11 +1353,6 @@ def _source_file(layer_type: str) -> str:
 # --------------------------------------------------------------------------- the walk
 
 
-def _is_caffe_file(net: object) -> bool:
-    """A :class:`rewriter.model.CaffeFile` (the façade, above the semantics), by its parts."""
-    return all(hasattr(net, a) for a in ("document", "message", "lenient"))
-
-
 def _resolve(
     net: Any,
     phase: str,
@@ -1368,6 +1363,7 @@ def _resolve(
 ) -> tuple[Graph, Any]:
     """(graph, upgraded message) from a Graph(+message), a message, a CaffeFile or a Document."""
     from .cst import Document
+    from .netfile import NetFile
 
     if isinstance(net, Graph):
         if message is None:
@@ -1382,7 +1378,7 @@ def _resolve(
         bound = bind(net, root="caffe.NetParameter")
         bound.raise_for_errors()
         net = bound.message
-    elif _is_caffe_file(net):
+    elif isinstance(net, NetFile):
         net = net.message
     upgraded = upgrade_net_message(net)
     graph = build_graph(upgraded, phase, tuple(stages), level, param_counts)

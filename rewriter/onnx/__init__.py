@@ -14,7 +14,7 @@ from rewriter.errors import RewriterError
 if TYPE_CHECKING:
     import os
 
-    from rewriter.model import CaffeFile
+    from rewriter.netfile import NetFile
 
 __all__ = ["INSTALL_HINT", "ExportError", "MissingExtra", "require_extra", "to_onnx"]
 
@@ -47,7 +47,7 @@ def require_extra(*modules: str) -> None:
         )
 
 
-def to_onnx(net: CaffeFile | str | os.PathLike[str], weights: Any = None, **options: Any) -> Any:
+def to_onnx(net: NetFile | str | os.PathLike[str], weights: Any = None, **options: Any) -> Any:
     """The ``onnx.ModelProto`` of ``net`` (a path or a :class:`~rewriter.model.CaffeFile`);
     ``options`` are those of :func:`rewriter.onnx.export.export` (phase, stages, level, opset,
     input_shapes)."""

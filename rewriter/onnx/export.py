@@ -30,7 +30,7 @@ from rewriter.shapes import LayerShapes, ShapeError, Shapes, infer_shapes
 from . import ExportError
 
 if TYPE_CHECKING:
-    from rewriter.model import CaffeFile
+    from rewriter.netfile import NetFile
 
 #: ONNX opsets this exporter writes (13: Split/ReduceSum/Squeeze take tensors)
 MIN_OPSET = 13
@@ -152,7 +152,7 @@ Converter = Callable[[Ctx], None]
 
 
 def layer_location(
-    caffe_file: CaffeFile, source_index: int | None, fld: str | None
+    caffe_file: NetFile, source_index: int | None, fld: str | None
 ) -> Location | None:
     """Where layer ``source_index`` of the upgraded message is written (its ``fld`` field
     inside ``*_param`` or the layer when given and present, else its ``type``)."""
@@ -254,12 +254,12 @@ def _blobs(path: str, name: str, blobs: Any, shapes: list[tuple[int, ...]], net:
 # --------------------------------------------------------------------------- the walk
 
 
-def _load(net: Any) -> CaffeFile:
-    from rewriter.model import CaffeFile, load
+def _load(net: Any) -> NetFile:
+    from rewriter.netfile import NetFile, load_file
 
-    if isinstance(net, CaffeFile):
+    if isinstance(net, NetFile):
         return net
-    return load(net, root="caffe.NetParameter")
+    return load_file(net, root="caffe.NetParameter")
 
 
 def export(
