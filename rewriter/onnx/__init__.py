@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rewriter.errors import RewriterError
+from .errors import ExportError, MissingExtra
 
 if TYPE_CHECKING:
     import os
@@ -19,14 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["INSTALL_HINT", "ExportError", "MissingExtra", "require_extra", "to_onnx"]
 
 INSTALL_HINT = "pip install 'prototxt-rewriter[onnx]'"
-
-
-class ExportError(RewriterError):
-    """The net cannot be exported (a layer type or setting ONNX cannot express, bad weights)."""
-
-
-class MissingExtra(RewriterError):
-    """onnx / onnxruntime / numpy are not installed."""
 
 
 def require_extra(*modules: str) -> None:

@@ -18,7 +18,7 @@ from onnx import TensorProto
 
 from rewriter.shapes import _pool_output
 
-from .export import Converter, Ctx
+from .builder import Converter, Ctx
 
 _FLOAT = TensorProto.FLOAT
 _INT64 = TensorProto.INT64
