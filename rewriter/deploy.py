@@ -36,7 +36,7 @@ from . import hints
 from .cst import Document, Field, MessageBody, encode_string, parse
 from .edit import Editor, Value
 from .errors import RewriterError
-from .layer_params import LOSS_LAYER_TYPES
+from .layer_params import is_loss_type
 
 __all__ = [
     "DEPLOY_KEYS",
@@ -56,10 +56,6 @@ _KEEP_BOTTOMLESS = frozenset({"Input", "Parameter"})
 
 class DeployError(RewriterError):
     """The deploy net cannot be made (or would not load in Caffe); the message says why."""
-
-
-def is_loss_type(layer_type: str) -> bool:
-    return layer_type in LOSS_LAYER_TYPES or layer_type.endswith("Loss")
 
 
 def _is_accuracy(layer_type: str) -> bool:
