@@ -28,17 +28,18 @@ def load_net_message(
     """The net message of ``path``; for a solver, the message of the net it trains (and the
     reference, whose train_state the caller applies)."""
     from .bind import SOLVER, detect_kind
-    from .model import CaffeFile, load, read
+    from .cst import read
+    from .netfile import NetFile, load_file
     from .schema import default_schema
 
     doc = read(path)
     if not doc.fields or detect_kind(doc, schema or default_schema()) != SOLVER:
-        return CaffeFile(doc, lenient, "caffe.NetParameter", schema).message, None
+        return NetFile(doc, lenient, "caffe.NetParameter", schema).message, None
     ref = solver_net(doc)
     if ref is None:
         raise SolverNetError(not_a_net(doc).render())
     if ref.path is None:
-        return getattr(CaffeFile(doc, lenient, SOLVER, schema).message, ref.field), ref
+        return getattr(NetFile(doc, lenient, SOLVER, schema).message, ref.field), ref
     found = ref.found = resolve(doc.path, ref.path)
     if found is None:
         raise SolverNetError(
@@ -46,4 +47,4 @@ def load_net_message(
             "here, beside the solver or in its parent directories; give the net file itself\n"
             f"{ref.location.excerpt()}"
         )
-    return load(found, lenient=lenient, schema=schema, root="caffe.NetParameter").message, ref
+    return load_file(found, lenient=lenient, schema=schema, root="caffe.NetParameter").message, ref
