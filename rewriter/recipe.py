@@ -620,13 +620,19 @@ def _check_steps(recipe: Recipe) -> None:
 def builtin_dir() -> Path:
     """The built-in catalogue: ``recipes/`` at the repository root (next to ``rewriter/``).
 
-    An installed wheel carries the same files as ``rewriter/recipes``; both are searched.
+    An installed wheel carries the same files as package data, in ``rewriter/recipes/builtin``
+    (``rewriter/recipes`` in layouts before issue 17, where that name was the data folder
+    itself); all are searched. The package directory is found from this module's dotted name,
+    so the answer does not depend on how deep in the package this module sits.
     """
-    here = Path(__file__).resolve().parent  # the rewriter package
-    for candidate in (here.parent / "recipes", here / "recipes"):
+    package = Path(__file__).resolve().parents[__name__.count(".") - 1]  # rewriter/
+    for candidate in (package.parent / "recipes", package / "recipes" / "builtin"):
         if candidate.is_dir():
             return candidate
-    return here.parent / "recipes"
+    legacy = package / "recipes"
+    if legacy.is_dir() and any(legacy.glob("*.toml")):
+        return legacy
+    return package.parent / "recipes"
 
 
 def builtin_names() -> list[str]:
