@@ -268,7 +268,7 @@ def _run(
     param_counts: Mapping[str, int] | None,
 ) -> Result:
     from .bind import bind
-    from .checks import ADDED, rebind, semantic_diff, structure_check
+    from .checks import ADDED, rebind, semantic_diff, setup_check, structure_check
     from .edit import Editor
     from .recipe import RecipeError
     from .select import NetView
@@ -402,6 +402,8 @@ def _run(
                 )
             )
         checks.extend(structure_check(orig, final, structural, before))
+        if not any(c.kind == "rewrite" for c in structural):  # deploy verifies its own
+            checks.extend(setup_check(orig, final, out_lenient, schema, counts))
         if promise_failures:
             checks.extend(promise_failures)
         else:

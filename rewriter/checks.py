@@ -18,6 +18,9 @@ Run on every apply (:func:`rewriter.apply.apply`), in this order:
     Caffe's net for TRAIN and for TEST (layers after include/exclude filtering, with their
     types, bottoms and tops; Split layers folded back) equals the original one, transformed by
     the structural changes steps declared (renames, removed layers) and nothing else.
+``setup``
+    The result passes Caffe's set-up checks (:mod:`rewriter.setup_checks`: shapes, parameter
+    sharing...) in every phase where the input passed them.
 ``promises``
     Each step's promise, checked with Caffe's backward analysis on the document it produced.
 ``idempotence``
@@ -638,6 +641,64 @@ def structure_check(
     return results
 
 
+def setup_check(
+    orig: NetView,
+    final: NetView,
+    lenient: bool = False,
+    schema: Schema | None = None,
+    param_counts: Mapping[str, int] | None = None,
+) -> list[CheckResult]:
+    """The result passes Net::Init's set-up checks wherever the input did.
+
+    Only the result is set up first; the input (re-read from its unchanged text: the steps
+    edited its message) only when the result fails, to tell a new failure from an old one.
+    """
+    from .bind import bind
+    from .setup_checks import check_setup
+
+    results: list[CheckResult] = []
+    same_phases = phase_independent(orig) and phase_independent(final)
+    for phase in ("TRAIN", "TEST"):
+        if phase == "TEST" and same_phases:
+            results.append(CheckResult("setup", True, "TEST: same layers as TRAIN"))
+            continue
+        try:
+            built: Any = final.graph(phase)  # the structure check's, when it built one
+        except RewriterError:
+            built = None  # check_setup finds the error itself
+        opts: dict[str, Any] = {
+            "stages": final.stages,
+            "level": final.level,
+            "param_counts": param_counts,
+        }
+        after = check_setup(final.message, phase, graph=built, **opts)
+        err = after.error
+        if err is None:
+            note = f", {len(after.skipped)} layer(s) skipped ({after.skipped_reason})"
+            detail = f"{phase}: every set-up check passes" + (note if after.skipped else "")
+            results.append(CheckResult("setup", True, detail))
+            continue
+        message = bind(orig.doc, schema, NET, lenient).message
+        before = check_setup(message, phase, **opts)
+        if before.error is not None:
+            detail = f"{phase}: the input is refused as well ({before.error.message})"
+            results.append(CheckResult("setup", True, detail))
+            continue
+        # an edited document's records point into their own texts: place it in a fresh parse
+        from .cst import parse
+
+        where = after.diagnostics(parse(final.doc.code, final.doc.path))[0]
+        results.append(
+            _fail(
+                "setup",
+                f"{phase}: the input passes Caffe's set-up but the result does not: "
+                f"{where.render()}",
+                after.layer,
+            )
+        )
+    return results
+
+
 def _struct_mismatch(phase: str, expected: list[Any], after: list[Any]) -> CheckResult:
     for i, (e, a) in enumerate(zip(expected, after, strict=False)):
         if e != a:
@@ -651,4 +712,4 @@ def _struct_mismatch(phase: str, expected: list[Any], after: list[Any]) -> Check
     return _fail("structure", f"{phase}: {len(after)} layers where {len(expected)} were expected")
 
 
-__all__ += ["phase_independent", "message_to_py"]
+__all__ += ["phase_independent", "message_to_py", "setup_check"]

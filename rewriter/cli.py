@@ -109,6 +109,21 @@ def check(
     lenient: LenientOpt = False,
     kind: KindOpt = None,
     proto: ProtoOpt = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Shapes for Caffe's set-up checks: batch, channels, height, width, "
+            "shape.BLOB=D,D,... (repeatable).",
+        ),
+    ] = None,
+    setup: Annotated[
+        bool,
+        typer.Option(
+            "--setup/--no-setup",
+            help="Also run Caffe's Net::Init set-up checks on nets (TRAIN and TEST).",
+        ),
+    ] = True,
     schema_only: Annotated[
         bool,
         typer.Option(
@@ -116,15 +131,20 @@ def check(
         ),
     ] = False,
 ) -> None:
-    """Parse and validate files against the Caffe schema and, for nets, Caffe's Net::Init
-    wiring in TRAIN, TEST and the stages the rules name (exit 0 valid, 2 invalid)."""
+    """Parse and validate files against the Caffe schema and, for nets, Caffe's Net::Init:
+    its wiring in TRAIN, TEST and the stages the rules name, then its set-up checks (shapes,
+    parameter sharing) in TRAIN and TEST (exit 0 valid, 2 invalid)."""
     from .bind import diagnose
+    from .deploy import parse_settings
     from .errors import Diagnostic
     from .fileio import read_text
     from .forkhint import FORK_CODES, fork_hint
 
     schema = _schema(proto)
     root = _root_for(kind)
+    shape_opts = parse_settings(
+        settings or [], ("batch", "channels", "height", "width", "input_shapes")
+    )
     results: list[dict[str, Any]] = []
     bad = False
     refused: list[Diagnostic] = []  # errors of files that failed, for the fork hint
@@ -142,6 +162,8 @@ def check(
                 message = bound.message
                 bound = None  # its lossless tree is re-read only to locate a finding
                 diags = diags + net_init_diagnostics(path, message)
+                if setup and not any(d.severity == "error" for d in diags):
+                    diags = diags + _setup_diagnostics(path, message, shape_opts)
         except RewriterError as e:
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
@@ -175,6 +197,38 @@ def check(
         n_bad = sum(1 for r in results if not r["ok"])
         typer.echo(f"{len(results)} file(s) checked: {len(results) - n_bad} ok, {n_bad} invalid")
     raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
+
+
+def _setup_diagnostics(path: Path, message: Any, shape_opts: dict[str, Any]) -> list[Any]:
+    """Caffe's set-up checks on a bound net, per phase, as findings located in ``path`` (read
+    again only when there is something to place)."""
+    from .cst import parse
+    from .errors import Diagnostic
+    from .fileio import read_text
+    from .setup_checks import check_setup, phases_of, skipped_warnings
+
+    out: list[Any] = []
+    doc: Any = None
+    skipped = []
+    for phase in phases_of(message):
+        try:
+            report = check_setup(message, phase, **shape_opts)
+        except RewriterError as e:
+            out.append(
+                Diagnostic("warning", f"set-up checks not run in {phase}: {e}", code="setup")
+            )
+            continue
+        if report.graph_error is not None:
+            continue  # the graph's verdict (net_init_diagnostics) covers this phase
+        if report.error is not None:
+            doc = doc or parse(read_text(path), str(path))
+            out.extend(report.diagnostics(doc))
+        elif report.skipped:
+            skipped.append(report)
+    if skipped:
+        doc = doc or parse(read_text(path), str(path))
+        out.extend(skipped_warnings(skipped, doc))
+    return out
 
 
 @app.command()
@@ -217,7 +271,7 @@ def explain(
             _fail(f"--param-count takes TYPE=N, not {item!r}")
         counts[name] = int(num)
     from .diagnose import located
-    from .graph import build_graph
+    from .setup_checks import check_setup, refuse_or_warn
 
     # Past binding only the message is needed: the lossless tree goes before the graph is
     # built, so the two never take memory at the same time (an error re-reads the file).
@@ -230,21 +284,18 @@ def explain(
         level = level or solver.level
         source = solver.found or net
         typer.echo(f"{net}: a solver; explaining {solver.describe()}", err=True)
-    shape_res: Any = None
+    # Net::Init with every set-up check: a net Caffe refuses exits 2 with its located message
+    report = check_setup(
+        message, phase, stages=tuple(stage or ()), level=level, param_counts=counts or None
+    )
+    for line in refuse_or_warn(report, source):
+        typer.echo(line, err=True)
+    graph = report.graph
+    assert graph is not None  # set whenever there is no error
+    shape_res: Any = report.shapes if shapes else None
     weight_rep: Any = None
     with located(source, phase):
-        graph = build_graph(
-            message,
-            phase=phase,
-            stages=tuple(stage or ()),
-            level=level,
-            param_counts=counts or None,
-        )
         result = graph.backward()
-        if shapes:
-            from .shapes import infer_shapes
-
-            shape_res = infer_shapes(graph, phase, message=message, param_counts=counts or None)
         if weights is not None:
             from .weights import check_weights
 

@@ -666,8 +666,7 @@ def verify_deploy(
     """
     result.document = doc
     from .bind import bind
-    from .graph import CaffeError, build_graph, upgrade_net_message
-    from .shapes import infer_shapes
+    from .setup_checks import check_setup
 
     bound = bind(doc, schema, "caffe.NetParameter", lenient)
     if bound.errors:
@@ -676,22 +675,21 @@ def verify_deploy(
             f"the deploy net keeps fields the schema does not know (pass lenient to keep them "
             f"anyway):\n{text}"
         )
-    try:
-        upgraded = upgrade_net_message(bound.message)
-        graph = build_graph(upgraded, "TEST")
-        shapes = infer_shapes(graph, "TEST", message=bound.message)
-    except CaffeError as e:
-        raise DeployError(f"Caffe would refuse the deploy net: {e}") from None
-    result.outputs = list(graph.outputs)
+    # Net::Init with every set-up check (shapes, parameter sharing), in Caffe's order
+    report = check_setup(bound.message, "TEST")
+    if report.error is not None or report.graph is None or report.shapes is None:
+        (diag,) = report.diagnostics(doc)
+        raise DeployError(f"Caffe would refuse the deploy net: {diag.render()}")
+    result.outputs = list(report.graph.outputs)
     if not result.outputs:
         raise DeployError(
             f"{doc.path}: the deploy net would have no output (nothing is left that a loss or "
             "a reader does not consume); name the blob(s) to keep: --set outputs=BLOB[,BLOB...] "
             "(Python API: outputs=['BLOB'])"
         )
-    result.shapes = shapes
-    if not shapes.complete:
-        result.warnings.append(str(shapes.stopped))
+    result.shapes = report.shapes
+    if not report.shapes.complete:
+        result.warnings.append(str(report.shapes.stopped))
 
 
 # --------------------------------------------------------------------------- option strings

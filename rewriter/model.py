@@ -16,6 +16,7 @@ from .netfile import NetFile
 
 if TYPE_CHECKING:
     from .schema import Schema
+    from .setup_checks import SetupReport
 
 __all__ = ["CaffeFile", "load", "read", "write"]
 
@@ -23,6 +24,14 @@ __all__ = ["CaffeFile", "load", "read", "write"]
 @dataclass
 class CaffeFile(NetFile):
     """A parsed net or solver plus what we learn from it, computed once."""
+
+    def setup(self, phase: str = "TRAIN", **options: Any) -> SetupReport:
+        """Caffe's set-up checks for ``phase`` (:func:`rewriter.setup_checks.check_setup`:
+        ``stages``, ``level``, ``input_shapes``, ``param_counts``, ``batch``...); the report's
+        ``diagnostics(file.document)`` places a failure in this file."""
+        from .setup_checks import check_setup
+
+        return check_setup(self.message, phase, **options)
 
     def to_onnx(self, weights: str | os.PathLike[str] | None = None, **options: Any) -> Any:
         """The net Caffe would build as an ``onnx.ModelProto`` (docs/onnx.md); needs

@@ -24,7 +24,8 @@ is reported as an assumption).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,32 +217,73 @@ def _cpp_div(a: int, b: int) -> int:
     return q if (a >= 0) == (b > 0) else -q
 
 
-def _check(cond: bool, message: str) -> None:
+def _check(cond: bool, message: str, location: str = "") -> None:
     if not cond:
-        raise _Fail(message)
+        raise _Fail(message, location)
 
 
 class _Fail(Exception):
-    """Internal: a CHECK failed in the current layer; turned into a ShapeError."""
+    """Internal: a CHECK failed in the current layer; turned into a ShapeError.
+
+    ``location`` names the source file when it is not the layer's own (``blob.hpp`` for
+    ``CanonicalAxisIndex`` and the legacy accessors, ``blob.cpp`` for ``Blob::Reshape``).
+    """
+
+    def __init__(self, message: str, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
+        #: the field that causes it, when the rule knows better than the message says
+        self.field: str | None = None
+        self.index: int | None = None
 
 
-def _check_eq(a: int, b: int, expr: str, message: str = "") -> None:
+@contextmanager
+def _blame(field_path: str, index: int | None = None) -> Iterator[None]:
+    """A CHECK failing inside is caused by ``field_path`` (occurrence ``index``)."""
+    try:
+        yield
+    except _Fail as e:
+        e.field, e.index = field_path, index
+        raise
+
+
+def _check_eq(a: int, b: int, expr: str, message: str = "", location: str = "") -> None:
     if a != b:
-        raise _Fail(f"Check failed: {expr} ({a} vs. {b}) {message}".rstrip())
+        raise _Fail(f"Check failed: {expr} ({a} vs. {b}) {message}".rstrip(), location)
 
 
-def _check_op(ok: bool, a: int, b: int, expr: str, message: str = "") -> None:
+def _check_op(ok: bool, a: int, b: int, expr: str, message: str = "", location: str = "") -> None:
     if not ok:
-        raise _Fail(f"Check failed: {expr} ({a} vs. {b}) {message}".rstrip())
+        raise _Fail(f"Check failed: {expr} ({a} vs. {b}) {message}".rstrip(), location)
 
 
 def _canonical(axis: int, shape: Sequence[int]) -> int:
-    """``Blob::CanonicalAxisIndex``."""
+    """``Blob::CanonicalAxisIndex`` (its CHECKs live in ``blob.hpp``)."""
     n = len(shape)
     msg = f"axis {axis} out of range for {n}-D Blob with shape {shape_string(shape)}"
-    _check_op(axis >= -n, axis, -n, "axis_index >= -num_axes()", msg)
-    _check_op(axis < n, axis, n, "axis_index < num_axes()", msg)
+    _check_op(axis >= -n, axis, -n, "axis_index >= -num_axes()", msg, "blob.hpp")
+    _check_op(axis < n, axis, n, "axis_index < num_axes()", msg, "blob.hpp")
     return axis + n if axis < 0 else axis
+
+
+def _legacy(shape: Sequence[int]) -> None:
+    """``Blob::LegacyShape`` (``num()``, ``channels()``, ``height()``, ``width()``): refuses a
+    blob with more than 4 axes; fewer axes read as 1."""
+    n = len(shape)
+    _check_op(
+        n <= 4,
+        n,
+        4,
+        "num_axes() <= 4",
+        "Cannot use legacy accessors on Blobs with > 4 axes.",
+        "blob.hpp",
+    )
+
+
+def _nonnegative(dims: Iterable[int]) -> None:
+    """``Blob::Reshape``'s ``CHECK_GE(shape[i], 0)``."""
+    for d in dims:
+        _check_op(d >= 0, d, 0, "shape[i] >= 0", location="blob.cpp")
 
 
 @dataclass
@@ -387,6 +429,10 @@ def _given_or_unknown(ctx: _Ctx, why: str) -> _Result:
 
 
 def _hdf5_data(ctx: _Ctx) -> _Result:
+    _check(
+        not _has(ctx.msg, "transform_param"),
+        "Check failed: !this->layer_param_.has_transform_param() HDF5Data does not transform data.",
+    )
     return _given_or_unknown(ctx, "HDF5Data shapes are stored in the HDF5 files")
 
 
@@ -470,20 +516,29 @@ def _dummy_data(ctx: _Ctx) -> _Result:
 
 
 def _spatial_param(
-    values: Sequence[int], has_hw: bool, hw: tuple[int, int], n_sp: int, what: str, default: int
+    values: Sequence[int],
+    has_hw: bool,
+    hw: tuple[int, int],
+    n_sp: int,
+    what: str,
+    default: int,
+    end: str = ").",
 ) -> list[int]:
+    """Kernel, stride, pad or dilation per spatial axis. ``end``: Im2col's copy of these
+    messages ends kernel/stride/pad's count sentence with ``);`` instead of ``).``."""
     if has_hw:
+        short = "kernel" if what == "kernel_size" else what
         _check_eq(
             n_sp,
             2,
             "num_spatial_axes_ == 2",
-            f"{what}_h & {what}_w can only be used for 2D convolution.",
+            f"{short}_h & {short}_w can only be used for 2D convolution.",
         )
         _check_eq(
             0,
             len(values),
             f"0 == conv_param.{what}_size()",
-            f"Either {what} or {what}_h/w should be specified; not both.",
+            f"Either {what} or {short}_h/w should be specified; not both.",
         )
         return [hw[0], hw[1]]
     n = len(values)
@@ -492,14 +547,14 @@ def _spatial_param(
             n == 1 or n == n_sp,
             f"Check failed: num_kernel_dims == 1 || num_kernel_dims == num_spatial_axes_ "
             f"kernel_size must be specified once, or once per spatial dimension (kernel_size "
-            f"specified {n} times; {n_sp} spatial dims).",
+            f"specified {n} times; {n_sp} spatial dims{end}",
         )
     else:
         _check(
             n in (0, 1, n_sp),
             f"Check failed: num_{what}_dims == 0 || num_{what}_dims == 1 || num_{what}_dims == "
             f"num_spatial_axes_ {what} must be specified once, or once per spatial dimension "
-            f"({what} specified {n} times; {n_sp} spatial dims).",
+            f"({what} specified {n} times; {n_sp} spatial dims{end}",
         )
     return [default if n == 0 else int(values[0 if n == 1 else i]) for i in range(n_sp)]
 
@@ -509,7 +564,10 @@ def _conv_geometry(ctx: _Ctx) -> tuple[int, list[int], list[int], list[int], lis
     bottom = ctx.bottoms[0]
     axis = _canonical(int(cp.axis), bottom)
     n_sp = len(bottom) - axis - 1
+    if ctx.type == "Im2col":
+        _check_op(n_sp >= 1, n_sp, 1, "num_spatial_axes_ >= 1")
     _check_op(n_sp >= 0, n_sp, 0, "num_spatial_axes_ >= 0")
+    end = ");" if ctx.type == "Im2col" else ")."
     kernel = _spatial_param(
         list(cp.kernel_size),
         _has(cp, "kernel_h") or _has(cp, "kernel_w"),
@@ -517,18 +575,28 @@ def _conv_geometry(ctx: _Ctx) -> tuple[int, list[int], list[int], list[int], lis
         n_sp,
         "kernel_size",
         0,
+        end,
     )
     for k in kernel:
         _check_op(k > 0, k, 0, "kernel_shape_data[i] > 0", "Filter dimensions must be nonzero.")
+    stride_hw = _has(cp, "stride_h") or _has(cp, "stride_w")
     stride = _spatial_param(
         list(cp.stride),
-        _has(cp, "stride_h") or _has(cp, "stride_w"),
+        stride_hw,
         (int(cp.stride_h), int(cp.stride_w)),
         n_sp,
         "stride",
         1,
+        end,
     )
     for s in stride:
+        if stride_hw:
+            # Caffe checks only stride, not stride_h/stride_w: it divides by zero (SIGFPE)
+            _check(
+                s > 0,
+                "stride_h/stride_w is 0: Caffe does not check this and dies of a division by "
+                "zero (SIGFPE) while setting the layer up",
+            )
         _check_op(s > 0, s, 0, "stride_data[i] > 0", "Stride dimensions must be nonzero.")
     pad = _spatial_param(
         list(cp.pad),
@@ -537,6 +605,7 @@ def _conv_geometry(ctx: _Ctx) -> tuple[int, list[int], list[int], list[int], lis
         n_sp,
         "pad",
         0,
+        end,
     )
     dilation = _spatial_param(list(cp.dilation), False, (0, 0), n_sp, "dilation", 1)
     return axis, kernel, stride, pad, dilation
@@ -560,8 +629,8 @@ def _conv(ctx: _Ctx, deconv: bool) -> _Result:
     for j, b in enumerate(ctx.bottoms[1:], 1):
         _check(
             b == bottom,
-            f"Check failed: bottom[0]->shape() == bottom[{j}]->shape() "
-            "All inputs must have the same shape.",
+            "Check failed: bottom[0]->shape() == bottom[bottom_id]->shape() shape mismatch - "
+            f"bottom[0]: {shape_string(bottom)} vs. bottom[{j}]: {shape_string(b)}",
         )
     if deconv:
         weight = (channels, num_output // group, *kernel)
@@ -577,8 +646,7 @@ def _conv(ctx: _Ctx, deconv: bool) -> _Result:
             out.append(stride[i] * (size - 1) + extent - 2 * pad[i])
         else:
             out.append(_cpp_div(size + 2 * pad[i] - extent, stride[i]) + 1)
-    for o in out:
-        _check_op(o >= 0, o, 0, "shape[i] >= 0")
+    _nonnegative(out)
     top = (*bottom[:axis], num_output, *out)
     return [top] * ctx.n_tops, params
 
@@ -612,13 +680,6 @@ def _pool_output(size: int, pad: int, kernel: int, stride: int, ceil_mode: bool)
 def _pooling(ctx: _Ctx) -> _Result:
     pp = ctx.msg.pooling_param
     bottom = ctx.bottoms[0]
-    _check_eq(
-        4,
-        len(bottom),
-        "4 == bottom[0]->num_axes()",
-        "Input must have 4 axes, corresponding to (num, channels, height, width)",
-    )
-    n, c, h, w = bottom
     global_pooling = bool(pp.global_pooling)
     if global_pooling:
         _check(
@@ -648,7 +709,9 @@ def _pooling(ctx: _Ctx) -> _Result:
         "!pool_param.has_stride_w()) Stride is stride OR stride_h and stride_w are required.",
     )
     if global_pooling:
-        kh, kw = h, w
+        # LayerSetUp reads bottom[0]->height() and width(): the legacy accessors
+        _legacy(bottom)
+        kh, kw = (bottom[i] if i < len(bottom) else 1 for i in (2, 3))
     elif _has(pp, "kernel_size"):
         kh = kw = int(pp.kernel_size)
     else:
@@ -673,6 +736,14 @@ def _pooling(ctx: _Ctx) -> _Result:
         )
         _check_op(ph < kh, ph, kh, "pad_h_ < kernel_h_")
         _check_op(pw < kw, pw, kw, "pad_w_ < kernel_w_")
+    # Reshape, after LayerSetUp's checks
+    _check_eq(
+        4,
+        len(bottom),
+        "4 == bottom[0]->num_axes()",
+        "Input must have 4 axes, corresponding to (num, channels, height, width)",
+    )
+    n, c, h, w = bottom
     ceil_mode = int(pp.round_mode) == 0
     oh = _pool_output(h, ph, kh, sh, ceil_mode)
     ow = _pool_output(w, pw, kw, sw, ceil_mode)
@@ -699,6 +770,10 @@ def _pooling(ctx: _Ctx) -> _Result:
 
 def _spp(ctx: _Ctx) -> _Result:
     bottom = ctx.bottoms[0]
+    # LayerSetUp reads num(), channels(), height(), width() (the legacy accessors)
+    h, w = _legacy_dim(bottom, 2), _legacy_dim(bottom, 3)
+    _check_op(h > 0, h, 0, "bottom_h_ > 0", "Input dimensions cannot be zero.")
+    _check_op(w > 0, w, 0, "bottom_w_ > 0", "Input dimensions cannot be zero.")
     _check_eq(
         4,
         len(bottom),
@@ -772,21 +847,22 @@ def _concat(ctx: _Ctx) -> _Result:
         axis = _canonical(int(p.axis), first)
     top = list(first)
     for i, b in enumerate(ctx.bottoms[1:], 1):
-        _check_eq(
-            num_axes,
-            len(b),
-            f"num_axes == bottom[{i}]->num_axes()",
-            "All inputs must have the same #axes.",
-        )
-        for j in range(num_axes):
-            if j == axis:
-                continue
+        with _blame("bottom", i):
             _check_eq(
-                top[j],
-                b[j],
-                "top_shape[j] == bottom[i]->shape(j)",
-                "All inputs must have the same shape, except at concat_axis.",
+                num_axes,
+                len(b),
+                "num_axes == bottom[i]->num_axes()",
+                "All inputs must have the same #axes.",
             )
+            for j in range(num_axes):
+                if j == axis:
+                    continue
+                _check_eq(
+                    top[j],
+                    b[j],
+                    "top_shape[j] == bottom[i]->shape(j)",
+                    "All inputs must have the same shape, except at concat_axis.",
+                )
         top[axis] += b[axis]
     return [tuple(top)], []
 
@@ -825,7 +901,7 @@ def _slice(ctx: _Ctx) -> _Result:
             prev = pt
         sizes.append(size - prev)
         for s in sizes:
-            _check_op(s >= 0, s, 0, "shape[i] >= 0")
+            _nonnegative((s,))
             tops.append((*bottom[:axis], s, *bottom[axis + 1 :]))
     else:
         _check_eq(
@@ -879,8 +955,8 @@ def _reshape(ctx: _Ctx) -> _Result:
     inferred = [i for i, d in enumerate(dims) if d == -1]
     _check(
         len(inferred) <= 1,
-        "Check failed: inferred_axis_ == -1 (1 vs. -1) new shape contains multiple -1 dims; at "
-        "most a single (1) value of -1 may be specified",
+        f"Check failed: inferred_axis_ == -1 ({inferred[0] if inferred else -1} vs. -1) new "
+        "shape contains multiple -1 dims; at most a single (1) value of -1 may be specified",
     )
     constant = math.prod(d for d in dims if d not in (0, -1))
     in_axis = int(p.axis)
@@ -980,12 +1056,99 @@ def _loss_base(ctx: _Ctx) -> None:
             ctx.bottoms[1][0],
             "bottom[0]->shape(0) == bottom[1]->shape(0)",
             "The data and label should have the same first dimension.",
+            "loss_layer.cpp",
         )
 
 
+def _legacy_dim(shape: Sequence[int], i: int) -> int:
+    """``num()``/``channels()``/``height()``/``width()`` of ``shape`` (index ``i``)."""
+    _legacy(shape)
+    return shape[i] if i < len(shape) else 1
+
+
+def _legacy_eq(blob: int, shape: Sequence[int], i: int, want: int) -> None:
+    """``CHECK_EQ(bottom[blob]->channels(), 1)`` and its siblings."""
+    accessor = ("num", "channels", "height", "width")[i]
+    got = _legacy_dim(shape, i)
+    _check_eq(got, want, f"bottom[{blob}]->{accessor}() == 1")
+
+
+def _contrastive_setup(ctx: _Ctx) -> None:
+    """ContrastiveLossLayer::LayerSetUp: (N, C, 1, 1) pairs and a (N, 1, 1, 1) similarity."""
+    a, b = ctx.bottoms[0], ctx.bottoms[1]
+    ca, cb = _legacy_dim(a, 1), _legacy_dim(b, 1)
+    _check_eq(ca, cb, "bottom[0]->channels() == bottom[1]->channels()")
+    for blob, i in ((0, 2), (0, 3), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)):
+        _legacy_eq(blob, ctx.bottoms[blob], i, 1)
+
+
+def _infogain_setup(ctx: _Ctx) -> None:
+    """InfogainLossLayer::LayerSetUp: its internal Softmax, the deprecated ``normalize``, and
+    the matrix H (a third bottom, else a file: only its presence can be checked here)."""
+    p = ctx.msg.infogain_loss_param
+    _canonical(int(p.axis), ctx.bottoms[0])
+    _check(
+        not _has(ctx.msg.loss_param, "normalize"),
+        "Check failed: !this->layer_param_.loss_param().has_normalize() normalize is "
+        'deprecated. use "normalization"',
+    )
+    if len(ctx.bottoms) < 3:
+        _check(
+            _has(p, "source"),
+            "Check failed: this->layer_param_.infogain_loss_param().has_source() Infogain "
+            "matrix source must be specified.",
+        )
+
+
+def _label_count(ctx: _Ctx, axis_value: int, kind: str) -> int:
+    """SoftmaxWithLoss's and InfogainLoss's Reshape: one label per prediction outside the
+    class axis (returned canonical). ``axis == 1`` is literal text in both messages."""
+    pred, label = ctx.bottoms[0], ctx.bottoms[1]
+    axis = _canonical(axis_value, pred)
+    outer, inner = _count(pred, 0, axis), _count(pred, axis + 1)
+    _check_eq(
+        outer * inner,
+        _count(label),
+        "outer_num_ * inner_num_ == bottom[1]->count()",
+        f"Number of labels must match number of predictions; e.g., if {kind} axis == 1 and "
+        "prediction shape is (N, C, H, W), label count (number of labels) must be N*H*W, with "
+        "integer values in {0, 1, ..., C-1}.",
+    )
+    return axis
+
+
+def _infogain_reshape(ctx: _Ctx) -> None:
+    pred = ctx.bottoms[0]
+    axis = _label_count(ctx, int(ctx.msg.infogain_loss_param.axis), "infogain")
+    if len(ctx.bottoms) >= 3:  # (a matrix read from a file is not known here)
+        n = pred[axis]
+        _check_eq(_count(ctx.bottoms[2]), n * n, "infogain->count() == num_labels_*num_labels_")
+
+
 def _loss(ctx: _Ctx) -> _Result:
-    _loss_base(ctx)
     t = ctx.type
+    if t == "SoftmaxWithLoss":
+        # LayerSetUp sets up an internal Softmax on a copy of the LayerParameter (loss weights
+        # included, 1 when none) with a single top
+        weights = len(ctx.msg.loss_weight) or 1
+        _check_eq(
+            1,
+            weights,
+            "top.size() == num_loss_weights",
+            "loss_weight must be unspecified or specified once per top blob.",
+            "layer.hpp",
+        )
+        _canonical(int(ctx.msg.softmax_param.axis), ctx.bottoms[0])
+    if t == "ContrastiveLoss":
+        _contrastive_setup(ctx)
+    if t == "InfogainLoss":
+        _infogain_setup(ctx)
+    _loss_base(ctx)
+    if t == "InfogainLoss":
+        _infogain_reshape(ctx)
+    if t == "MultinomialLogisticLoss":
+        for i in (1, 2, 3):
+            _legacy_eq(1, ctx.bottoms[1], i, 1)
     if t == "EuclideanLoss":
         _check_eq(
             _count(ctx.bottoms[0], 1),
@@ -1002,17 +1165,8 @@ def _loss(ctx: _Ctx) -> _Result:
         )
     tops: list[Shape] = [()]
     if t == "SoftmaxWithLoss":
-        pred, label = ctx.bottoms[0], ctx.bottoms[1]
-        axis = _canonical(int(ctx.msg.softmax_param.axis), pred)
-        outer, inner = _count(pred, 0, axis), _count(pred, axis + 1)
-        _check_eq(
-            outer * inner,
-            _count(label),
-            "outer_num_ * inner_num_ == bottom[1]->count()",
-            f"Number of labels must match number of predictions; e.g., if softmax axis == "
-            f"{axis} and prediction shape is (N, C, H, W), label count (number of labels) "
-            f"must be N*H*W, with integer values in {{0, 1, ..., C-1}}.",
-        )
+        pred = ctx.bottoms[0]
+        _label_count(ctx, int(ctx.msg.softmax_param.axis), "softmax")
         if ctx.n_tops > 1:
             tops.append(pred)
     while len(tops) < ctx.n_tops:
@@ -1058,9 +1212,9 @@ def _argmax(ctx: _Ctx) -> _Result:
         axis = _canonical(int(p.axis), bottom)
         _check_op(
             bottom[axis] >= top_k,
-            bottom[axis],
             top_k,
-            "bottom[0]->shape(axis_) >= top_k_",
+            bottom[axis],
+            "top_k_ <= bottom[0]->shape(axis_)",
             "top_k must be less than or equal to the dimension of the axis.",
         )
         shape = list(bottom)
@@ -1068,10 +1222,11 @@ def _argmax(ctx: _Ctx) -> _Result:
     else:
         _check_op(
             _count(bottom, 1) >= top_k,
-            _count(bottom, 1),
             top_k,
-            "bottom[0]->count(1) >= top_k_",
-            "top_k must be less than or equal to the number of classes.",
+            _count(bottom, 1),
+            "top_k_ <= bottom[0]->count(1)",
+            "top_k must be less than or equal to the dimension of the flattened bottom blob "
+            "per instance.",
         )
         shape[0] = bottom[0]
         shape[2] = top_k
@@ -1084,6 +1239,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
     """Shape of the scale/bias operand and the axis it applies at (Scale/Bias layers)."""
     p = getattr(ctx.msg, field_name)
     bottom = ctx.bottoms[0]
+    ax = "axis_" if learned_name == "scale" else "axis"  # as each layer's source spells it
     if len(ctx.bottoms) > 1:
         operand = ctx.bottoms[1]
     else:
@@ -1101,7 +1257,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
                 len(bottom) >= axis + num_axes,
                 len(bottom),
                 axis + num_axes,
-                "bottom[0]->num_axes() >= axis_ + num_axes",
+                f"bottom[0]->num_axes() >= {ax} + num_axes",
                 f"{learned_name} blob's shape extends past bottom[0]'s shape when applied "
                 f"starting with bottom[0] axis = {axis}",
             )
@@ -1111,7 +1267,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
         len(bottom) >= axis + len(operand),
         len(bottom),
         axis + len(operand),
-        "bottom[0]->num_axes() >= axis_ + scale->num_axes()",
+        f"bottom[0]->num_axes() >= {ax} + {learned_name}->num_axes()",
         f"{learned_name} blob's shape extends past bottom[0]'s shape when applied "
         f"starting with bottom[0] axis = {axis}",
     )
@@ -1119,7 +1275,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
         _check_eq(
             bottom[axis + i],
             d,
-            f"bottom[0]->shape(axis_ + i) == {learned_name}->shape(i)",
+            f"bottom[0]->shape({ax} + i) == {learned_name}->shape(i)",
             f"dimension mismatch between bottom[0]->shape({axis + i}) and "
             f"{learned_name}->shape({i})",
         )
@@ -1164,8 +1320,15 @@ def _prelu(ctx: _Ctx) -> _Result:
         "bottom[0]->num_axes() >= 2",
         "Number of axes of bottom blob must be >=2.",
     )
-    shape: Shape = () if ctx.msg.prelu_param.channel_shared else (bottom[1],)
+    channels = _legacy_dim(bottom, 1)
+    shape: Shape = () if ctx.msg.prelu_param.channel_shared else (channels,)
     return [bottom], [shape]
+
+
+def _mvn(ctx: _Ctx) -> _Result:
+    """MVNLayer::Reshape builds its top from the legacy accessors: always 4 axes."""
+    bottom = ctx.bottoms[0]
+    return [tuple(_legacy_dim(bottom, i) for i in range(4))], []
 
 
 def _embed(ctx: _Ctx) -> _Result:
@@ -1183,6 +1346,10 @@ def _tile(ctx: _Ctx) -> _Result:
     p = ctx.msg.tile_param
     bottom = ctx.bottoms[0]
     axis = _canonical(int(p.axis), bottom)
+    _check(
+        _has(p, "tiles"),
+        "Check failed: tile_param.has_tiles() Number of tiles must be specified",
+    )
     tiles = int(p.tiles)
     _check_op(tiles > 0, tiles, 0, "tiles_ > 0", "Number of tiles must be positive.")
     top = list(bottom)
@@ -1219,7 +1386,12 @@ def _recurrent(ctx: _Ctx) -> _Result:
     )
     t, n = x[0], x[1]
     cont = ctx.bottoms[1]
-    _check_eq(2, len(cont), "2 == bottom[1]->num_axes()")
+    _check_eq(
+        len(cont),
+        2,
+        "bottom[1]->num_axes() == 2",
+        "bottom[1] must have exactly 2 axes -- (#timesteps, #streams)",
+    )
     _check_eq(t, cont[0], "T_ == bottom[1]->shape(0)")
     _check_eq(n, cont[1], "N_ == bottom[1]->shape(1)")
     hidden = int(p.num_output)
@@ -1227,6 +1399,21 @@ def _recurrent(ctx: _Ctx) -> _Result:
     expose = bool(p.expose_hidden)
     n_recur = 2 if ctx.type == "LSTM" else 1
     static = len(ctx.bottoms) > 2 + (n_recur if expose else 0)
+    if static:
+        x_static = ctx.bottoms[2]
+        _check_op(len(x_static) >= 1, len(x_static), 1, "bottom[2]->num_axes() >= 1")
+        _check_eq(n, x_static[0], "N_ == bottom[2]->shape(0)")
+    if expose:
+        # Reshape: each exposed initial state must have the recurrent input's shape
+        state: Shape = (1, n, hidden)
+        first = 2 + int(static)
+        for j, got in enumerate(ctx.bottoms[first:]):
+            _check(
+                tuple(got) == state,
+                "Check failed: recur_input_blobs_[j]->shape() == bottom[i]->shape() shape "
+                f"mismatch - recur_input_blobs_[{j}]: {shape_string(state)} vs. "
+                f"bottom[{first + j}]: {shape_string(got)}",
+            )
     static_dim = _count(ctx.bottoms[2], 1) if static else 0
     params: list[Shape]
     if ctx.type == "LSTM":
@@ -1246,8 +1433,32 @@ def _recurrent(ctx: _Ctx) -> _Result:
 
 
 def _lstm_unit(ctx: _Ctx) -> _Result:
+    """LSTMUnitLayer::Reshape: c_prev (1, N, D), gates (1, N, 4D), cont (1, N)."""
     c_prev = ctx.bottoms[0]
+    n = c_prev[1]
+    for i, b in enumerate(ctx.bottoms):
+        want = 2 if i == 2 else 3
+        with _blame("bottom", i):
+            _check_eq(want, len(b), f"{want} == bottom[i]->num_axes()")
+            _check_eq(1, b[0], "1 == bottom[i]->shape(0)")
+            _check_eq(n, b[1], "num_instances == bottom[i]->shape(1)")
+    _check_eq(4 * c_prev[2], ctx.bottoms[1][2], "4 * hidden_dim_ == bottom[1]->shape(2)")
     return [c_prev, c_prev], []
+
+
+def _log_exp(ctx: _Ctx) -> _Result:
+    """Log/Exp LayerSetUp: a base other than -1 (e) must be positive; Log also needs
+    1/log(base) finite."""
+    p = ctx.msg.log_param if ctx.type == "Log" else ctx.msg.exp_param
+    base = float(p.base)
+    if base != -1:
+        _check(base > 0, f"Check failed: base > 0 ({base:g} vs. 0) base must be strictly positive.")
+    if ctx.type == "Log" and base == 1:
+        _check(
+            False,
+            "Check failed: !isinf(base_scale_) Inf result: 1/log(base) = 1/log(1) = 0",
+        )
+    return [ctx.bottoms[0]], []
 
 
 def _no_tops(ctx: _Ctx) -> _Result:
@@ -1255,6 +1466,24 @@ def _no_tops(ctx: _Ctx) -> _Result:
 
 
 def _filter(ctx: _Ctx) -> _Result:
+    """FilterLayer's checks on the selector (last bottom); its batch size then depends on the
+    selector's values."""
+    _check_eq(ctx.n_tops, len(ctx.bottoms) - 1, "top.size() == bottom.size() - 1")
+    selector = ctx.bottoms[-1]
+    for d in selector[1:]:
+        _check_eq(
+            d,
+            1,
+            "bottom[selector_index]->shape(i) == 1",
+            "Selector blob dimensions must be singletons (1), except the first",
+        )
+    for b in ctx.bottoms[:-1]:
+        _check_eq(
+            selector[0],
+            b[0],
+            "bottom[selector_index]->shape(0) == bottom[i]->shape(0)",
+            "Each bottom should have the same 0th dimension as the selector blob",
+        )
     raise _Unknown("the Filter layer's batch size depends on the data")
 
 
@@ -1264,9 +1493,6 @@ _SAME_SHAPE = (
     "Clip",
     "Dropout",
     "ELU",
-    "Exp",
-    "Log",
-    "MVN",
     "Power",
     "ReLU",
     "Sigmoid",
@@ -1307,6 +1533,9 @@ _RULES: dict[str, Callable[[_Ctx], _Result]] = {
     "Parameter": _parameter,
     "Pooling": _pooling,
     "PReLU": _prelu,
+    "MVN": _mvn,
+    "Log": _log_exp,
+    "Exp": _log_exp,
     "Python": _python,
     "Reduction": _reduction,
     "Reshape": _reshape,
@@ -1338,14 +1567,27 @@ _SOURCE = {
     "MemoryData": "memory_data_layer.cpp",
     "DummyData": "dummy_data_layer.cpp",
     "Input": "input_layer.cpp",
+    # type names whose file is not their snake_case
+    "AbsVal": "absval_layer.cpp",
+    "ArgMax": "argmax_layer.cpp",
+    "BNLL": "bnll_layer.cpp",
+    "ELU": "elu_layer.cpp",
+    "HDF5Data": "hdf5_data_layer.cpp",
+    "HDF5Output": "hdf5_output_layer.cpp",
+    "LRN": "lrn_layer.cpp",
+    "LSTMUnit": "lstm_unit_layer.cpp",
+    "MVN": "mvn_layer.cpp",
+    "PReLU": "prelu_layer.cpp",
+    "Python": "python_layer.hpp",
+    "ReLU": "relu_layer.cpp",
+    "SPP": "spp_layer.cpp",
+    "TanH": "tanh_layer.cpp",
 }
 
 
 def _source_file(layer_type: str) -> str:
     if layer_type in _SOURCE:
         return _SOURCE[layer_type]
-    if layer_type in LOSS_LAYER_TYPES:
-        return "loss_layer.cpp"
     snake = "".join(("_" + c.lower()) if c.isupper() else c for c in layer_type).lstrip("_")
     return f"{snake}_layer.cpp"
 
@@ -1441,7 +1683,15 @@ def infer_shapes(
             result.unknown_layers = [lay.name for lay in graph.layers[i:] if lay.params]
             return result
         except _Fail as e:
-            raise ShapeError(str(e), _source_file(ltype), layer.name, ltype) from None
+            raise ShapeError(
+                str(e),
+                e.location or _source_file(ltype),
+                layer.name,
+                ltype,
+                layer_index=layer.source_index,
+                field=e.field,
+                index=e.index,
+            ) from None
         except IndexError:
             raise ShapeError(
                 f"layer needs more bottoms or axes than it has (bottoms: "
@@ -1452,8 +1702,7 @@ def infer_shapes(
             for d in dims:
                 if d < 0:
                     raise ShapeError(
-                        f"Check failed: shape[i] >= 0 ({d} vs. 0) (top shape "
-                        f"{' '.join(map(str, dims))})",
+                        f"Check failed: shape[i] >= 0 ({d} vs. 0)",
                         "blob.cpp",
                         layer.name,
                         ltype,
@@ -1518,7 +1767,7 @@ def data_layer_shapes(
     except _Unknown as e:
         raise ShapeUnknown(f"layer '{ctx.name}' (type {ctx.type}): {e.why}") from None
     except _Fail as e:
-        raise ShapeError(str(e), _source_file(ctx.type), ctx.name, ctx.type) from None
+        raise ShapeError(str(e), e.location or _source_file(ctx.type), ctx.name, ctx.type) from None
     return shapes, ctx.assumptions
 
 

@@ -569,6 +569,9 @@ class _Params:
         self._groups: dict[str, list[tuple[int, int]]] | None = None
         self._info: dict[int, tuple[int, tuple[str, ...]]] = {}
         self._where: Mapping[int, int] | None = None
+        #: (layer, param, field) -> value already planned: a blob shared by name is reached
+        #: once per sharer, but its param block must be written once
+        self._planned: dict[tuple[int, int, str], float] = {}
 
     def blocks(self, k: int) -> list[int]:
         """Child indices of the layer's ``param`` blocks (message order)."""
@@ -647,6 +650,15 @@ class _Params:
         msg = view.layer(k)
         blocks = self.blocks(k)
         value32 = f32(value)
+        planned = self._planned.get((k, j, name))
+        if planned is not None:
+            if planned != value32:
+                raise self.ctx.error(
+                    f"{view.describe(k)}: param {j} is shared by name and would get {name} "
+                    f"{num(planned)} and {num(value)}; give its sharers the same value"
+                )
+            return False
+        self._planned[(k, j, name)] = value32
         if j < len(blocks):
             p = msg.param[j]
             if p.HasField(name):

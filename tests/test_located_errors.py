@@ -285,7 +285,9 @@ def test_near_miss_layer_type_is_a_located_warning(tmp_path: Path) -> None:
     assert f"{path}:{line}:" in proc.stdout
     assert "Unknown layer type: Convolutoin" in proc.stdout
     assert "did you mean 'Convolution'?" in proc.stdout
-    assert "ok, net (1 warning(s))" in proc.stdout
+    # and the set-up checks say they stopped at the unknown type (one warning for both phases)
+    assert "phase TRAIN and TEST: set-up checks skipped for" in proc.stdout
+    assert "ok, net (2 warning(s))" in proc.stdout
 
 
 def test_include_and_exclude_rules_point_at_exclude(tmp_path: Path) -> None:

@@ -469,13 +469,11 @@ def test_losses_and_accuracy() -> None:
         'layer { name: "in" type: "Input" top: "x" top: "lab" input_param { shape { dim: 4 '
         "dim: 10 } shape { dim: 4 } } }\n"
         'layer { name: "s" type: "Split" bottom: "x" top: "x1" top: "x2" }\n'
-        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x1" bottom: "lab" top: "l" '
-        'top: "p" loss_weight: 1 loss_weight: 0 }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x1" bottom: "lab" top: "l" }\n'
         'layer { name: "acc" type: "Accuracy" bottom: "x2" bottom: "lab" top: "a" top: "pc" }\n'
     )
     s = infer_shapes(net, "TEST")
     assert s.blobs["l"] == ()
-    assert s.blobs["p"] == (4, 10)
     assert s.blobs["a"] == ()
     assert s.blobs["pc"] == (10,)
     bad = _net(
@@ -485,6 +483,21 @@ def test_losses_and_accuracy() -> None:
     )
     with pytest.raises(ShapeError, match="same first dimension"):
         infer_shapes(bad, "TEST")
+    # The internal Softmax copies the LayerParameter, loss weights included, and has one top:
+    # a second top (which needs a second loss weight) is refused (issue 16, real Caffe's text).
+    two_tops = _net(
+        'layer { name: "in" type: "Input" top: "x" top: "lab" input_param { shape { dim: 4 '
+        "dim: 10 } shape { dim: 4 } } }\n"
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "lab" top: "l" '
+        'top: "p" loss_weight: 1 loss_weight: 0 }\n'
+    )
+    with pytest.raises(ShapeError) as err:
+        infer_shapes(two_tops, "TEST")
+    assert err.value.message == (
+        "Check failed: top.size() == num_loss_weights (1 vs. 2) loss_weight must be "
+        "unspecified or specified once per top blob."
+    )
+    assert err.value.location == "layer.hpp"
 
 
 def test_caffe_checks_are_reported_with_caffe_text() -> None:

@@ -54,21 +54,27 @@ def shapes(
 ) -> None:
     """Every blob's shape and every layer's parameter shapes and counts, as Caffe sizes them."""
     from rewriter.model import load
-    from rewriter.shapes import infer_shapes, render_text
+    from rewriter.setup_checks import check_setup, refuse_or_warn
+    from rewriter.shapes import render_text
 
     phase = _phase(phase)
     fmt = _fmt(fmt)
     options = _options(settings)
-    from rewriter.diagnose import located
-
     f = load(net, lenient=lenient, root="caffe.NetParameter")
-    with located(net, phase):
-        result = infer_shapes(f.message, phase, stages=tuple(stage or ()), level=level, **options)
+    # the shapes come from Net::Init's set-up: a check Caffe makes there that fails exits 2
+    report = check_setup(f.message, phase, stages=tuple(stage or ()), level=level, **options)
+    warnings = refuse_or_warn(report, net)
+    result = report.shapes
+    assert result is not None  # set whenever there is no error
     if fmt == "json":
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        data = result.to_json()
+        data["setup"] = report.to_json()
+        typer.echo(json.dumps(data, indent=2))
     else:
         for line in render_text(result, show_splits=splits):
             typer.echo(line)
+        for line in warnings:
+            typer.echo(line, err=True)
     raise typer.Exit(EXIT_OK)
 
 
@@ -90,6 +96,7 @@ def weights(
     """Which layers get pretrained weights, which start from fillers, which file layers go
     unused, and the error Caffe stops with (exit 1) when a blob count or shape differs."""
     from rewriter.model import load
+    from rewriter.setup_checks import check_setup, refuse_or_warn
     from rewriter.weights import check_weights
 
     phase = _phase(phase)
@@ -98,13 +105,21 @@ def weights(
     from rewriter.diagnose import located
 
     f = load(net, lenient=lenient, root="caffe.NetParameter")
+    # Net::Init sets the net up before CopyTrainedLayersFrom: its checks come first (exit 2)
+    setup = check_setup(f.message, phase, stages=tuple(stage or ()), level=level, **options)
+    warnings = refuse_or_warn(setup, net)
     with located(net, phase):
         report = check_weights(
             f, model, phase=phase, stages=tuple(stage or ()), level=level, **options
         )
     if fmt == "json":
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        data = report.to_json()
+        data["setup"] = setup.to_json()
+        typer.echo(json.dumps(data, indent=2))
     else:
+        typer.echo(setup.summary())
         for line in report.render():
             typer.echo(line)
+        for line in warnings:
+            typer.echo(line, err=True)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FOUND)
