@@ -37,7 +37,7 @@ from .errors import RewriterError
 
 if TYPE_CHECKING:
     from .cst import Document
-    from .model import CaffeFile
+    from .netfile import NetFile
     from .recipe import Recipe, Step
     from .schema import Schema
     from .select import NetView
@@ -163,7 +163,7 @@ def bulk() -> Iterator[None]:
 
     A 3.5 MB net makes millions of small acyclic objects (tree nodes, graph records). With the
     collector running, young-generation passes rescan them again and again; merely pausing it
-    (:func:`rewriter.graph.gc_paused`) defers one full pass over all of them to the first
+    (:func:`rewriter.memory.gc_paused`) defers one full pass over all of them to the first
     allocation after. Here the survivors are moved straight to the oldest generation instead
     (``gc.freeze()`` + ``gc.unfreeze()``: two list splices, no scan), where they wait for the
     next regular full collection. Skipped when the process uses ``gc.freeze`` itself.
@@ -197,7 +197,7 @@ def as_recipe(recipe: Recipe | Step | Sequence[Step] | str | os.PathLike[str]) -
 
 
 def apply(
-    target: str | os.PathLike[str] | CaffeFile | Document,
+    target: str | os.PathLike[str] | NetFile | Document,
     recipe: Recipe | Step | Sequence[Step] | str | os.PathLike[str],
     *,
     options: Mapping[str, Any] | None = None,
@@ -216,18 +216,18 @@ def apply(
     the steps' selectors. With ``weights`` (a .caffemodel) the weights follow the net (renamed
     layers, folded BatchNorm...) and the pair is checked (rewriter.weightsteps.pair); a temporary
     file next to ``weights_out`` holds them until :meth:`Result.write`."""
-    from .cst import Document
-    from .model import CaffeFile, read
+    from .cst import Document, read
+    from .netfile import NetFile
 
     values = dict(options or {})
     values.update(option_values)
-    if isinstance(target, CaffeFile):
+    if isinstance(target, Document):
+        doc = target
+    elif isinstance(target, NetFile):
         doc = target.document
         if lenient is None:
             lenient = target.lenient
         schema = schema or target.schema
-    elif isinstance(target, Document):
-        doc = target
     else:
         doc = read(target)
     rec = as_recipe(recipe)
@@ -303,7 +303,8 @@ def _run(
     from .edit import Editor
     from .recipe import RecipeError
     from .select import NetView
-    from .steps import STEPS, STRUCTURAL_KINDS, fast_doc, plan_step
+    from .step_table import STEPS, plan_step
+    from .steps import STRUCTURAL_KINDS, fast_doc
 
     if phase not in ("TRAIN", "TEST"):
         raise RewriterError(f"phase must be TRAIN or TEST, not {phase!r}")
@@ -312,7 +313,7 @@ def _run(
     preconditions = recipe.resolve_preconditions(values)
     counts = dict(param_counts) if param_counts else None
 
-    from .model import require_net
+    from .bind import require_net
 
     require_net(doc0)
     with bulk():
@@ -523,7 +524,8 @@ def _idempotence(
 ) -> CheckResult:
     """Check (e): the recipe run again on its own output changes nothing."""
     from .checks import rebind
-    from .steps import fast_doc, is_idempotent, plan_step
+    from .step_table import plan_step
+    from .steps import fast_doc, is_idempotent
 
     scaling = [f"{n}:{s.kind}" for n, s in enumerate(steps, 1) if not is_idempotent(s)]
     if scaling:
@@ -902,18 +904,14 @@ def run_file(
     weights_out: str | None = None,
     write_to: str | None = None,
 ) -> dict[str, Any]:
-    """Apply to one file and return plain data (for the CLI and its worker processes).
+    """Apply to one net file and return plain data (for the CLI and its worker processes).
 
     With ``weights`` the .caffemodel follows; with ``write_to`` (and ``weights_out``) the pair
     is written here, both files or neither (``data["written"]``).
 
     Never raises for an expected error: ``{"ok": False, "error": message}`` instead.
-    A NetSpec script (``*.py``) is rewritten by the libcst codemod, with the same checks.
+    :func:`rewriter.runfile.run_file` sends NetSpec scripts (``*.py``) to the codemod instead.
     """
-    if str(path).endswith(".py"):
-        from .netspec.codemod import run_file as run_script_file
-
-        return run_script_file(path, recipe, values, phase, lenient)
     try:
         result = apply(
             path, recipe, options=values, phase=phase, lenient=lenient,

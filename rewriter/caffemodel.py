@@ -337,7 +337,7 @@ def upgrade_caffemodel(
     A file that needs nothing is copied unchanged (byte-identical) when ``dst`` is given.
     Raises :class:`CaffemodelError` for a malformed file or where Caffe would refuse.
     """
-    from .upgrade import Refusal, upgrade_net_message_caffe
+    from .upgrade_proto import Refusal, upgrade_net_message_caffe
 
     s = scan(src, schema)
     try:

@@ -124,7 +124,7 @@ def test_fixture(case: Path) -> None:
 
 def test_every_step_and_builtin_has_a_fixture() -> None:
     from rewriter.recipe import builtin_names
-    from rewriter.steps import STEPS
+    from rewriter.step_table import STEPS
 
     used_steps: set[str] = set()
     used_builtins: set[str] = set()

@@ -77,7 +77,7 @@ def _option_values(recipe: Recipe, sets: list[str]) -> dict[str, Any]:
         if not eq or not name:
             raise UsageError(f"--set takes key=value, not {item!r}")
         if name not in opts:
-            from rewriter.recipe import _hint
+            from rewriter.recipe_common import _hint
 
             known = ", ".join(sorted(opts)) or "none"
             raise UsageError(
@@ -302,7 +302,7 @@ def _write(path: str, text: str) -> None:
 def _run_all(
     files: list[str], recipe: Recipe, values: dict[str, Any], phase: str, lenient: bool, jobs: int
 ) -> list[dict[str, Any]]:
-    from rewriter.apply import run_file
+    from rewriter.runfile import run_file
 
     show = sys.stderr.isatty() and len(files) > 1
     results: list[dict[str, Any] | None] = [None] * len(files)

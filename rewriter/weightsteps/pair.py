@@ -136,13 +136,11 @@ def numeric_check(result: Result, old_path: str, new_path: str, tolerance: float
     except MissingExtra as e:
         return CheckResult("numeric", True, str(e), skipped=True)
     assert result.net is not None and result.net_before is not None
-    from ..model import CaffeFile
+    from ..netfile import NetFile
 
     form = ""
     try:
-        cmp = compare(
-            CaffeFile(result.net_before.doc), old_path, CaffeFile(result.net.doc), new_path
-        )
+        cmp = compare(NetFile(result.net_before.doc), old_path, NetFile(result.net.doc), new_path)
     except ExportError as e:
         # a train/val net (data, loss and accuracy layers): run the deploy form of both
         from ..deploy import DeployError, deploy_document
@@ -150,7 +148,7 @@ def numeric_check(result: Result, old_path: str, new_path: str, tolerance: float
         try:
             old_net = deploy_document(result.net_before.doc).document
             new_net = deploy_document(result.net.doc).document
-            cmp = compare(CaffeFile(old_net), old_path, CaffeFile(new_net), new_path)
+            cmp = compare(NetFile(old_net), old_path, NetFile(new_net), new_path)
         except (DeployError, ExportError):
             return CheckResult("numeric", True, f"the net cannot be run: {e}", skipped=True)
         form = " (the deploy form of both nets, as rewriter deploy makes it)"
