@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cst import (
@@ -27,7 +28,7 @@ from .cst import (
     decode_string,
     scalar_tokens,
 )
-from .errors import Diagnostic, SchemaErrors, locate
+from .errors import Diagnostic, Location, SchemaErrors, locate
 from .schema import is_repeated
 
 if TYPE_CHECKING:
@@ -36,7 +37,21 @@ if TYPE_CHECKING:
 
     from .schema import Schema
 
-__all__ = ["Bound", "bind", "diagnose", "detect_kind", "FieldInfo", "field_table", "NET", "SOLVER"]
+__all__ = [
+    "Bound",
+    "bind",
+    "diagnose",
+    "detect_kind",
+    "FieldInfo",
+    "field_table",
+    "NET",
+    "SOLVER",
+    "SolverNet",
+    "require_net",
+    "not_a_net",
+    "resolve",
+    "solver_net",
+]
 
 NET = "caffe.NetParameter"
 SOLVER = "caffe.SolverParameter"
@@ -573,14 +588,12 @@ def bind(
     if root is None:
         root = detect_kind(doc, schema)
     elif root == NET and doc.fields and detect_kind(doc, schema) == SOLVER:
-        from .solver_ref import not_a_net
-
         # one error that says what the file is, not one "unknown field" per solver field
         return Bound(doc, root, schema.message_class(root)(), [not_a_net(doc)])
     desc = schema.descriptor(root)
     msg = schema.message_class(root)()
     binder = _Binder(doc, lenient)
-    from .graph import gc_paused
+    from .memory import gc_paused
 
     with gc_paused():
         binder.bind_fields(doc.fields, desc, msg)
@@ -617,3 +630,100 @@ def diagnose(
         return None, diags
     bound = bind(doc, schema, root, lenient)
     return bound, bound.diagnostics
+
+
+# ------------------------------------------------------------------- a solver bound as a net
+# (the net a solver names, so binding a solver as a net says which net to give instead)
+
+#: Solver::InitTrainNet's order: train_net_param, train_net, net_param, net
+_TRAIN_NET_FIELDS = ("train_net_param", "train_net", "net_param", "net")
+
+
+@dataclass
+class SolverNet:
+    """The training net a solver names."""
+
+    field: str
+    #: the path as written (None for an inline net)
+    path: str | None
+    location: Location
+    #: the solver's train_state (stage names, level)
+    stages: tuple[str, ...] = ()
+    level: int = 0
+    #: the net file found for ``path``
+    found: Path | None = None
+
+    def describe(self) -> str:
+        where = f"{self.field}: {self.found or self.path}" if self.path else f"{self.field} {{...}}"
+        state = f", train_state stage {', '.join(self.stages)}" if self.stages else ""
+        return f"the net it trains ({where}{state}{f', level {self.level}' if self.level else ''})"
+
+
+def _first(doc: Document, name: str) -> Field | None:
+    return next((f for f in doc.fields if f.name == name), None)
+
+
+def solver_net(doc: Document) -> SolverNet | None:
+    """The net a solver document trains, or None when it names none."""
+    message: Any = bind(doc, root="caffe.SolverParameter", lenient=True).message
+    state = message.train_state
+    stages, level = tuple(str(s) for s in state.stage), int(state.level)
+    for name in _TRAIN_NET_FIELDS:
+        f = _first(doc, name)
+        if f is None:
+            continue
+        path = str(getattr(message, name)) if name in ("train_net", "net") else None
+        return SolverNet(name, path, doc.location(f.name_start), stages, level)
+    return None
+
+
+def resolve(solver_path: str, net_path: str) -> Path | None:
+    """Where the net file is: as given (the working directory), beside the solver, or in one
+    of the solver's parent directories (Caffe's examples run from the Caffe root)."""
+    given = Path(net_path)
+    if given.is_absolute():
+        return given if given.is_file() else None
+    if given.is_file():
+        return given
+    for base in Path(solver_path).resolve().parents:
+        if (base / given).is_file():
+            return base / given
+    return None
+
+
+def not_a_net(doc: Document) -> Diagnostic:
+    """One error for a solver bound as a net (instead of one per solver field)."""
+    ref = solver_net(doc)
+    if ref is None:
+        return Diagnostic(
+            "error",
+            "this is a solver (caffe.SolverParameter), not a net, and it names no net "
+            "(net, train_net, net_param or train_net_param)",
+            doc.location(doc.fields[0].name_start) if doc.fields else None,
+            code="solver-not-net",
+        )
+    if ref.path is None:
+        what = f"its net is inline ({ref.field} {{ ... }})"
+    else:
+        found = resolve(doc.path, ref.path)
+        where = f": {found}" if found is not None else " (not found from here)"
+        what = f'it trains the net in {ref.field}: "{ref.path}"{where}'
+    return Diagnostic(
+        "error",
+        f"this is a solver (caffe.SolverParameter), not a net; {what}. Give that net file, "
+        "or run 'rewriter explain SOLVER' to explain it with the solver's train_state",
+        ref.location,
+        code="solver-not-net",
+    )
+
+
+def require_net(doc: Document) -> None:
+    """Refuse a file with no fields where a net is expected (an empty net is no answer)."""
+    if doc.fields:
+        return
+    from .errors import RewriterError
+
+    what = "holds only comments and blank lines" if doc.code.strip() else "is empty"
+    if not doc.code:
+        what += " (0 bytes)"
+    raise RewriterError(f"{doc.path}: {what}: there is no net in it")

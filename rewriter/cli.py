@@ -468,10 +468,17 @@ def _no_layer(net: Path, layer: str, phase: str, names: list[str]) -> str:
 
 
 def main() -> None:
-    """Console entry point: map our errors to exit code 2 with a clear message."""
+    """Console entry point: every command module loaded, then :func:`run`."""
     from .commands import load_all
 
     load_all()
+    run()
+
+
+def run() -> None:
+    """Run the app with the commands loaded so far: map our errors to exit code 2 with a clear
+    message. Kept apart from :func:`main`, which loads the command modules (they import this
+    module), so that the entry point can sit above both in issue 17's layout."""
     from .cli_help import polish
 
     polish(app)

@@ -43,6 +43,8 @@ __all__ = [
     "ListBody",
     "MessageBody",
     "parse",
+    "read",
+    "write",
     "decode_string",
     "encode_string",
     "scalar_tokens",
@@ -881,10 +883,24 @@ def parse(source: str, path: str = "<string>") -> Document:
         raise
     finally:
         if enabled:
-            if gc.get_freeze_count() == 0:  # file the new tree as old: see graph.gc_paused
+            if gc.get_freeze_count() == 0:  # file the new tree as old: see memory.gc_paused
                 gc.freeze()
                 gc.unfreeze()
             gc.enable()
+
+
+def read(path: str | os.PathLike[str]) -> Document:
+    """Parse a file into a lossless Document (exact bytes kept, even non-UTF-8 ones)."""
+    from .fileio import read_text
+
+    return parse(read_text(path), str(path))
+
+
+def write(doc: Document, path: str | os.PathLike[str]) -> None:
+    """Write a Document's text atomically (temp file + rename)."""
+    from .fileio import write_text_atomic
+
+    write_text_atomic(path, doc.code)
 
 
 def _own_bom(doc: Document) -> Document:

@@ -36,7 +36,7 @@ from . import hints
 from .cst import Document, Field, MessageBody, encode_string, parse
 from .edit import Editor, Value
 from .errors import RewriterError
-from .layer_params import LOSS_LAYER_TYPES
+from .layer_params import is_loss_type
 
 __all__ = [
     "DEPLOY_KEYS",
@@ -56,10 +56,6 @@ _KEEP_BOTTOMLESS = frozenset({"Input", "Parameter"})
 
 class DeployError(RewriterError):
     """The deploy net cannot be made (or would not load in Caffe); the message says why."""
-
-
-def is_loss_type(layer_type: str) -> bool:
-    return layer_type in LOSS_LAYER_TYPES or layer_type.endswith("Loss")
 
 
 def _is_accuracy(layer_type: str) -> bool:
@@ -174,7 +170,7 @@ def deploy_document(
         raise DeployError(f"phase must be TRAIN or TEST, not {phase!r}")
     # Fork-only fields often sit in the data layers a deploy net drops: read the input
     # leniently; the result is held to the strict schema below (unless lenient).
-    from .model import require_net
+    from .bind import require_net
 
     require_net(doc)
     bound = bind(doc, schema, "caffe.NetParameter", lenient=True)

@@ -37,13 +37,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import Diagnostic, Location, RewriterError, did_you_mean
+from .errors import Diagnostic, Location, RewriterError
 
 if TYPE_CHECKING:
     from .cst import Document, Field, MessageBody
     from .graph import CaffeError
 
-__all__ = ["diagnostic", "from_refusal", "locate_error", "located", "net_init_diagnostics"]
+__all__ = ["diagnostic", "locate_error", "located", "net_init_diagnostics"]
 
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?")
 # V1 ``layers`` spell a layer's param blocks as parallel repeated fields
@@ -61,7 +61,7 @@ _V0_FIELDS = {"kernel_size": "kernelsize", "bias_term": "biasterm"}
 def located(path: str | Path, phase: str | None = None) -> Iterator[None]:
     """Place a Caffe error escaping the block in ``path`` (re-read only on that path)."""
     from .graph import CaffeError
-    from .upgrade import Refusal
+    from .upgrade_proto import Refusal, from_refusal
 
     try:
         yield
@@ -101,31 +101,6 @@ def net_init_diagnostics(source: Document | str | Path, message: Any) -> list[Di
         exact = found.error.location == "upgrade_proto.cpp" and found.error.layer is None
         out.append(diagnostic(found.error, doc, exact_index=exact))
     return out
-
-
-def from_refusal(r: RewriterError) -> CaffeError:
-    """The in-memory upgrade's :class:`~rewriter.upgrade.Refusal` as the CaffeError it is."""
-    from .graph import CaffeError
-
-    where = tuple(getattr(r, "where", ()))
-    layer_index = field = index = None
-    if len(where) >= 2 and where[0] == "layers" and isinstance(where[1], int):
-        layer_index = where[1]
-        if len(where) >= 3:
-            field = str(where[2])
-        if len(where) >= 4 and isinstance(where[3], int):
-            index = where[3]
-    elif where and where[0] in ("mixed", "v1type"):
-        layer_index = 0
-    msg = str(getattr(r, "message", r))
-    hint = None
-    if msg.startswith("Unknown layer name: "):
-        from .graph import V0_LAYER_TYPES
-
-        hint = did_you_mean(msg.partition(": ")[2], V0_LAYER_TYPES)
-    return CaffeError(
-        msg, "upgrade_proto.cpp", layer_index=layer_index, field=field, index=index, hint=hint
-    )
 
 
 def _read(path: str | Path) -> Document | None:

@@ -21,16 +21,15 @@ The result is a small immutable model: ``graph.layers``, ``graph.layer("conv1")`
 
 from __future__ import annotations
 
-import gc
 import math
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rewriter import hints
-from rewriter.errors import Diagnostic, RewriterError, did_you_mean
+from rewriter.caffe_errors import CaffeError, GraphWarning
+from rewriter.errors import did_you_mean
 from rewriter.layer_params import (
     FILLER_TYPES,
     READS_MESSAGE,
@@ -42,7 +41,16 @@ from rewriter.layer_params import (
 )
 from rewriter.layer_params import allow_force_backward as _allow_force
 from rewriter.lazyseq import LazySequence
+from rewriter.memory import gc_paused
 from rewriter.schema import is_repeated
+from rewriter.upgrade_proto import (
+    MIXED_LAYER_FORMATS,
+    V0_LAYER_TYPES,
+    V1_LAYER_TYPES,
+    upgrade_net_message,
+    v0_to_v1_message,
+    v1_to_v2_message,
+)
 
 if TYPE_CHECKING:
     from rewriter.netinit import Backward
@@ -58,6 +66,7 @@ __all__ = [
     "GraphWarning",
     "Layer",
     "Param",
+    "analyze_net",
     "build_graph",
     "upgrade_net_message",
     "v0_to_v1_message",
@@ -68,47 +77,6 @@ __all__ = [
 AUTOMATIC_TOP = "(automatic)"
 
 _PHASES = {0: "TRAIN", 1: "TEST"}
-
-
-class CaffeError(RewriterError):
-    """Caffe would stop here: ``message`` is the text of its FATAL line (after ``] ``).
-
-    The keyword-only attributes say what caused it, so :mod:`rewriter.diagnose` can point at
-    the offending field of the file (see the contract there): ``layer`` (its name),
-    ``layer_index`` (in the upgraded net's ``layer`` list: ``Layer.source_index``), ``field``
-    (a dotted path inside the layer: ``bottom``, ``param.name``, ``convolution_param.group``),
-    ``index`` (which occurrence of a repeated field) and ``hint`` (what to do next).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        location: str,
-        *,
-        layer: str | None = None,
-        layer_index: int | None = None,
-        field: str | None = None,
-        index: int | None = None,
-        hint: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        #: source file of the FATAL line, e.g. ``net.cpp`` or ``insert_splits.cpp``
-        self.location = location
-        self.layer: str | None = layer
-        self.layer_index = layer_index
-        self.field = field
-        self.index = index
-        self.hint = hint
-        #: the phase of the net being built (set by :func:`build_graph`)
-        self.phase: str | None = None
-        #: set by :func:`rewriter.diagnose.located` once the error is placed in its file
-        self.diagnostic: Diagnostic | None = None
-
-    def __str__(self) -> str:
-        if self.diagnostic is not None:
-            return self.diagnostic.render()
-        return f"{self.location}: {self.message}"
 
 
 class UnknownBottom(CaffeError):
@@ -145,16 +113,6 @@ def _explain_unknown_bottom(e: UnknownBottom, net: Any, excluded: list[int], pha
         e.hint = f"'{e.blob}' is produced only later, by layer '{later[0].name}': reorder them"
         return
     e.hint = did_you_mean(e.blob, e.produced) or "no layer before it produces such a top"
-
-
-@dataclass(frozen=True)
-class GraphWarning:
-    """Something Caffe would accept (or refuse only in some builds) that deserves a look."""
-
-    kind: str
-    message: str
-    layer: str | None = None
-    index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,332 +500,6 @@ def _layer_def(msg: Any, index: int, shared: _Shared) -> _LayerDef:
     )
 
 
-# --------------------------------------------------------------------------- legacy upgrade
-
-# V1LayerParameter.LayerType -> V2 type string (upgrade_proto.cpp: UpgradeV1LayerType)
-_V1_TYPES: dict[str, str] = {
-    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
-    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
-    "DECONVOLUTION": "Deconvolution", "DATA": "Data", "DROPOUT": "Dropout",
-    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
-    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
-    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
-    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
-    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
-    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
-    "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
-}  # fmt: skip
-
-# V0LayerParameter.type -> V1 enum name (upgrade_proto.cpp: UpgradeV0LayerType)
-_V0_TYPES: dict[str, str] = {
-    "accuracy": "ACCURACY", "bnll": "BNLL", "concat": "CONCAT", "conv": "CONVOLUTION",
-    "data": "DATA", "dropout": "DROPOUT", "euclidean_loss": "EUCLIDEAN_LOSS",
-    "flatten": "FLATTEN", "hdf5_data": "HDF5_DATA", "hdf5_output": "HDF5_OUTPUT",
-    "im2col": "IM2COL", "images": "IMAGE_DATA", "infogain_loss": "INFOGAIN_LOSS",
-    "innerproduct": "INNER_PRODUCT", "lrn": "LRN",
-    "multinomial_logistic_loss": "MULTINOMIAL_LOGISTIC_LOSS", "pool": "POOLING", "relu": "RELU",
-    "sigmoid": "SIGMOID", "softmax": "SOFTMAX", "softmax_loss": "SOFTMAX_LOSS", "split": "SPLIT",
-    "tanh": "TANH", "window_data": "WINDOW_DATA",
-}  # fmt: skip
-
-
-def _enum_name(msg: Any, field_name: str) -> str:
-    fd = msg.DESCRIPTOR.fields_by_name[field_name]
-    value = int(getattr(msg, field_name))
-    ev = fd.enum_type.values_by_number.get(value)
-    return str(ev.name) if ev is not None else str(value)
-
-
-def _enum_value(msg: Any, field_name: str, name: str) -> int:
-    fd = msg.DESCRIPTOR.fields_by_name[field_name]
-    return int(fd.enum_type.values_by_name[name].number)
-
-
-def v0_to_v1_message(net: Any) -> Any:
-    """In-memory ``UpgradeV0Net``: V0 ``layers { layer { ... } }`` -> V1 ``layers``.
-
-    Covers what Net::Init depends on (names, types, wiring, padding layers, blobs_lr,
-    weight_decay, bias terms, fillers and the common geometry fields). The comment-preserving
-    text upgrader is a separate tool.
-    """
-    out = type(net)()
-    if _has(net, "name"):
-        out.name = net.name
-    # UpgradeV0PaddingLayers: drop "padding" layers, give their pad to the reading conv/pool.
-    last_top: dict[str, int] = {name: -1 for name in net.input}
-    kept: list[Any] = []
-    for i, conn in enumerate(net.layers):
-        v0 = conn.layer
-        if v0.type != "padding":
-            kept.append(type(conn)())
-            kept[-1].CopyFrom(conn)
-        for j, blob in enumerate(conn.bottom):
-            if blob not in last_top:
-                raise CaffeError(
-                    f"Unknown blob input {blob} to layer {j}",
-                    "upgrade_proto.cpp",
-                    layer=str(v0.name) if _has(v0, "name") else None,
-                    layer_index=i,
-                    field="bottom",
-                    index=j,
-                    hint=did_you_mean(blob, last_top),
-                )
-            src = last_top[blob]
-            if src == -1:
-                continue
-            source = net.layers[src]
-            if source.layer.type == "padding":
-                if v0.type not in ("conv", "pool"):
-                    raise CaffeError(
-                        'Check failed: (layer_param.type() == "conv") || (layer_param.type() '
-                        '== "pool") Padding layer input to non-convolutional / non-pooling '
-                        f"layer type {v0.type}",
-                        "upgrade_proto.cpp",
-                    )
-                kept[-1].layer.pad = source.layer.pad
-                kept[-1].bottom[j] = source.bottom[0]
-        for blob in conn.top:
-            last_top[blob] = i
-    for conn in kept:
-        new = out.layers.add()
-        new.bottom.extend(conn.bottom)
-        new.top.extend(conn.top)
-        if not conn.HasField("layer"):
-            continue
-        v0 = conn.layer
-        if _has(v0, "name"):
-            new.name = v0.name
-        kind = str(v0.type)
-        if _has(v0, "type"):
-            if kind not in _V0_TYPES:
-                raise CaffeError(
-                    f"Unknown layer name: {kind}",
-                    "upgrade_proto.cpp",
-                    layer=str(v0.name) if _has(v0, "name") else None,
-                    field="type",
-                    hint=did_you_mean(kind, _V0_TYPES),
-                )
-            new.type = _enum_value(new, "type", _V0_TYPES[kind])
-        for b in v0.blobs:
-            new.blobs.add().CopyFrom(b)
-        new.blobs_lr.extend(v0.blobs_lr)
-        new.weight_decay.extend(v0.weight_decay)
-        sub = {"conv": "convolution_param", "innerproduct": "inner_product_param"}.get(kind)
-        if sub is not None:
-            target = getattr(new, sub)
-            if _has(v0, "num_output"):
-                target.num_output = v0.num_output
-            if _has(v0, "biasterm"):
-                target.bias_term = v0.biasterm
-            if _has(v0, "weight_filler"):
-                target.weight_filler.CopyFrom(v0.weight_filler)
-            if _has(v0, "bias_filler"):
-                target.bias_filler.CopyFrom(v0.bias_filler)
-        if kind == "conv":
-            cp = new.convolution_param
-            if _has(v0, "pad"):
-                cp.pad.append(v0.pad)
-            if _has(v0, "kernelsize"):
-                cp.kernel_size.append(v0.kernelsize)
-            if _has(v0, "stride"):
-                cp.stride.append(v0.stride)
-            if _has(v0, "group"):
-                cp.group = v0.group
-        elif kind == "pool":
-            pp = new.pooling_param
-            if _has(v0, "pad"):
-                pp.pad = v0.pad
-            if _has(v0, "kernelsize"):
-                pp.kernel_size = v0.kernelsize
-            if _has(v0, "stride"):
-                pp.stride = v0.stride
-            if _has(v0, "pool"):
-                pp.pool = int(v0.pool)
-        elif kind == "dropout" and _has(v0, "dropout_ratio"):
-            new.dropout_param.dropout_ratio = v0.dropout_ratio
-        elif kind == "lrn":
-            for name in ("local_size", "alpha", "beta", "k"):
-                if _has(v0, name):
-                    setattr(new.lrn_param, name, getattr(v0, name))
-        elif kind == "concat" and _has(v0, "concat_dim"):
-            new.concat_param.concat_dim = v0.concat_dim
-        elif kind == "hdf5_output" and _has(v0, "hdf5_output_param"):
-            new.hdf5_output_param.CopyFrom(v0.hdf5_output_param)
-    out.input.extend(net.input)
-    out.input_dim.extend(net.input_dim)
-    if _has(net, "force_backward"):
-        out.force_backward = net.force_backward
-    return out
-
-
-def v1_to_v2_message(net: Any) -> Any:
-    """In-memory ``UpgradeV1Net``: V1 ``layers`` (enum types, blobs_lr...) -> V2 ``layer``.
-
-    Mirrors upgrade_proto.cpp: ``type`` enum -> type string, ``param`` names, ``blob_share_mode``
-    -> ``param.share_mode``, ``blobs_lr`` -> ``param.lr_mult``, ``weight_decay`` ->
-    ``param.decay_mult``, ``loss_weight``, include/exclude, and every ``*_param`` /
-    ``transform_param`` sub-message copied by name. V1 has no ``propagate_down``. Any ``layer``
-    entries already present are dropped, as Caffe does.
-    """
-    out = _copy_without(net, ("layers", "layer"))
-    v2_fields = out.layer.add().DESCRIPTOR.fields_by_name
-    out.ClearField("layer")
-    for v1 in net.layers:
-        new = out.layer.add()
-        new.bottom.extend(v1.bottom)
-        new.top.extend(v1.top)
-        if _has(v1, "name"):
-            new.name = v1.name
-        for rule in v1.include:
-            new.include.add().CopyFrom(rule)
-        for rule in v1.exclude:
-            new.exclude.add().CopyFrom(rule)
-        if _has(v1, "type"):
-            enum_name = _enum_name(v1, "type")
-            if enum_name not in _V1_TYPES:
-                raise CaffeError(
-                    f"Unknown V1LayerParameter layer type: {int(v1.type)}",
-                    "upgrade_proto.cpp",
-                    layer=str(v1.name) if _has(v1, "name") else None,
-                    layer_index=len(out.layer) - 1,
-                    field="type",
-                )
-            new.type = _V1_TYPES[enum_name]
-        for b in v1.blobs:
-            new.blobs.add().CopyFrom(b)
-
-        def spec(i: int, new: Any = new) -> Any:
-            while len(new.param) <= i:
-                new.param.add()
-            return new.param[i]
-
-        for i, name in enumerate(v1.param):
-            spec(i).name = name
-        for i, mode in enumerate(v1.blob_share_mode):
-            spec(i).share_mode = int(mode)
-        for i, lr in enumerate(v1.blobs_lr):
-            spec(i).lr_mult = lr
-        for i, decay in enumerate(v1.weight_decay):
-            spec(i).decay_mult = decay
-        new.loss_weight.extend(v1.loss_weight)
-        for fd, value in v1.ListFields():
-            name = fd.name
-            if (name.endswith("_param") and name in v2_fields) and fd.message_type is not None:
-                getattr(new, name).CopyFrom(value)
-    return out
-
-
-def _upgrade_inputs(net: Any) -> Any:
-    """``UpgradeNetInput``: legacy ``input`` + ``input_dim``/``input_shape`` -> Input layer."""
-    out = _copy_without(net, ("input", "input_shape", "input_dim"))
-    has_shape = len(net.input_shape) > 0
-    has_dim = len(net.input_dim) > 0
-    if has_shape or has_dim:
-        if has_shape and len(net.input_shape) < len(net.input):
-            raise CaffeError(
-                "Exactly one input_shape must be specified per input.",
-                "upgrade_proto.cpp",
-                field="input",
-                index=len(net.input_shape),
-                hint=f"give one input_shape per input ({len(net.input)})",
-            )
-        if has_dim and not has_shape and len(net.input_dim) < 4 * len(net.input):
-            raise CaffeError(
-                "Incorrect input blob dimension specifications.",
-                "upgrade_proto.cpp",
-                field="input_dim",
-                hint=f"give 4 input_dim per input ({4 * len(net.input)} in all)",
-            )
-        alone = len(out.layer) == 0
-        layer = out.layer.add() if alone else type(out.layer[0])()
-        layer.name = "input"
-        layer.type = "Input"
-        for i, blob in enumerate(net.input):
-            layer.top.append(blob)
-            shape = layer.input_param.shape.add()
-            if has_shape:
-                shape.CopyFrom(net.input_shape[i])
-            else:
-                shape.dim.extend(net.input_dim[4 * i : 4 * i + 4])
-        if not alone:
-            out = with_first_layer(out, layer)
-    return out
-
-
-def _copy_without(net: Any, skip: tuple[str, ...]) -> Any:
-    """A copy of ``net`` without the fields in ``skip``. (Copying everything and clearing a
-    big list afterwards leaves the cleared list's memory with protobuf until the message
-    goes: on a V1 net that was the peak of the whole in-memory upgrade.)"""
-    out = type(net)()
-    for fd, value in net.ListFields():
-        if fd.name in skip:
-            continue
-        if is_repeated(fd):
-            getattr(out, fd.name).extend(value)
-        elif fd.message_type is not None:
-            getattr(out, fd.name).CopyFrom(value)
-        else:
-            setattr(out, fd.name, value)
-    return out
-
-
-def with_first_layer(net: Any, layer: Any) -> Any:
-    """``net`` (a copy of our own) with ``layer`` in front of its ``layer`` list: in place
-    where protobuf can insert, without copying the other layers."""
-    if hasattr(net.layer, "insert"):
-        net.layer.insert(0, layer)
-        return net
-    out = type(net)()  # protobuf without RepeatedCompositeContainer.insert
-    out.layer.add().CopyFrom(layer)
-    out.MergeFrom(net)
-    return out
-
-
-MIXED_LAYER_FORMATS = (
-    "Refusing to upgrade inconsistent NetParameter input; the definition includes both 'layer' "
-    "and 'layers' fields. The current format defines 'layer' fields with string type like "
-    "layer { type: 'Layer' ... } and not layers { type: LAYER ... }. Manually switch the "
-    "definition to 'layer' format to continue."
-)
-
-
-def upgrade_net_message(net: Any) -> Any:
-    """``UpgradeNetAsNeeded`` in memory: returns the V2 view Caffe would initialise.
-
-    Applies V0 -> V1, V1 -> V2, legacy inputs -> ``Input`` layer and the BatchNorm upgrade
-    (exactly three param blocks -> lr_mult 0 / decay_mult 0). The argument is not modified;
-    when nothing needs upgrading it is returned as is.
-    """
-    if len(net.layers) > 0 and len(net.layer) > 0:
-        # Caffe refuses such a file rather than dropping one of the two lists.
-        raise CaffeError(MIXED_LAYER_FORMATS, "upgrade_proto.cpp", field="layers")
-    if any(layer.HasField("layer") for layer in net.layers):
-        # V0 data layers carry source/batchsize/cropsize... that only the full upgrade (the port
-        # of upgrade_proto.cpp) moves into data_param/transform_param; shapes need them.
-        # It refuses, with Caffe's own CHECK text, what Caffe refuses.
-        from .upgrade import upgrade_net_message_caffe
-
-        return upgrade_net_message_caffe(net).message
-    if len(net.layers) > 0:
-        net = v1_to_v2_message(net)
-    if len(net.input) > 0:
-        net = _upgrade_inputs(net)
-    bn = [i for i, layer in enumerate(net.layer) if layer.type == "BatchNorm"]
-    if any(len(net.layer[i].param) == 3 for i in bn):
-        copy = type(net)()
-        copy.CopyFrom(net)
-        for i in bn:
-            layer = copy.layer[i]
-            if len(layer.param) == 3:
-                for p in layer.param:
-                    p.lr_mult = 0.0
-                    p.decay_mult = 0.0
-        net = copy
-    return net
-
-
 # --------------------------------------------------------------------------- Net::Init steps
 
 
@@ -1042,35 +674,6 @@ class _Owner:
     has_lr: bool
     decay: float
     has_decay: bool
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many small acyclic objects.
-
-    Building a graph allocates a few objects per layer and frees none; with 100k layers the
-    collector would rescan the growing heap over and over (quadratic time). Nothing here makes
-    reference cycles, so pausing it is safe; its previous state is restored.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            settle_survivors()
-            gc.enable()
-
-
-def settle_survivors() -> None:
-    """File every tracked object as old (``gc.freeze()`` + ``gc.unfreeze()``: two list splices,
-    no scan), so the objects a paused bulk step made are not all scanned again by the next
-    young collections: with 100k layers that deferred work cost ``rewriter explain`` 6 of its
-    13 seconds. They are still collected by the next regular full collection. Skipped when the
-    process uses ``gc.freeze`` itself (as rewriter.apply.bulk does)."""
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.unfreeze()
 
 
 def build_graph(
@@ -1576,7 +1179,15 @@ def _shared_params(pp: _PendingParams, layers: list[Layer]) -> tuple[Param, ...]
     return tuple(out)
 
 
-#: V1 ``LayerType`` enum name -> Caffe's V2 type string (``UpgradeV1LayerType``).
-V1_LAYER_TYPES = _V1_TYPES
-#: V0 layer type string -> V1 ``LayerType`` enum name (``UpgradeV0LayerParameter``).
-V0_LAYER_TYPES = _V0_TYPES
+def analyze_net(
+    net: Any,
+    phase: str = "TRAIN",
+    stages: Sequence[str] = (),
+    level: int = 0,
+    param_counts: Mapping[str, int] | None = None,
+    registered_types: Iterable[str] | None = None,
+) -> Backward:
+    """``build_graph`` then ``analyze``."""
+    from rewriter.netinit import analyze
+
+    return analyze(build_graph(net, phase, stages, level, param_counts, registered_types))

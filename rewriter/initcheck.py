@@ -55,8 +55,7 @@ def net_init_findings(msg: Any, known_types: Sequence[str] = ()) -> Findings:
 
     ``known_types``: layer types whose near misses are worth a warning.
     """
-    from .diagnose import from_refusal
-    from .upgrade import Refusal
+    from .upgrade_proto import Refusal, from_refusal
 
     ok_phases: set[str] = set()
     by_design: dict[str, CaffeError] = {}

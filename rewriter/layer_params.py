@@ -20,6 +20,7 @@ __all__ = [
     "ORACLE_BUILD_LAYER_TYPES",
     "BVLC_LAYER_TYPES",
     "LOSS_LAYER_TYPES",
+    "is_loss_type",
     "READS_MESSAGE",
     "allow_force_backward",
     "auto_top_count",
@@ -210,3 +211,7 @@ def fillers_used(layer_type: str, msg: Any, num_bottoms: int) -> list[str]:
         rp = msg.recurrent_param
         return [_filler_type(rp.weight_filler), _filler_type(rp.bias_filler)]
     return []
+
+
+def is_loss_type(layer_type: str) -> bool:
+    return layer_type in LOSS_LAYER_TYPES or layer_type.endswith("Loss")

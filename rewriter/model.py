@@ -1,114 +1,29 @@
-"""One Caffe text file as the rest of the project sees it: tree, binding and graph together.
+"""The front door of the Python API: ``load(path)`` and :class:`CaffeFile`.
 
-``load(path)`` is the front door of the Python API: it keeps the lossless tree (for edits and
-printing), binds it to the schema once (for the protobuf message and diagnostics) and builds
-Caffe's graph per phase on request.
+A :class:`CaffeFile` is a :class:`~rewriter.netfile.NetFile` (tree, binding and graphs, computed
+once) plus what sits above Caffe's semantics: running a recipe on it (the engine) and exporting
+it to ONNX. Those live here, above the engine and the exporter, so neither imports the façade.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .cst import Document, parse
-from .fileio import read_text, write_text_atomic
+from .cst import read, write
+from .netfile import NetFile
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
-    from .bind import Bound
-    from .graph import Graph
     from .schema import Schema
     from .setup_checks import SetupReport
 
 __all__ = ["CaffeFile", "load", "read", "write"]
 
 
-def read(path: str | os.PathLike[str]) -> Document:
-    """Parse a file into a lossless Document (exact bytes kept, even non-UTF-8 ones)."""
-    return parse(read_text(path), str(path))
-
-
-def require_net(doc: Document) -> None:
-    """Refuse a file with no fields where a net is expected (an empty net is no answer)."""
-    if doc.fields:
-        return
-    from .errors import RewriterError
-
-    what = "holds only comments and blank lines" if doc.code.strip() else "is empty"
-    if not doc.code:
-        what += " (0 bytes)"
-    raise RewriterError(f"{doc.path}: {what}: there is no net in it")
-
-
-def write(doc: Document, path: str | os.PathLike[str]) -> None:
-    """Write a Document's text atomically (temp file + rename)."""
-    write_text_atomic(path, doc.code)
-
-
 @dataclass
-class CaffeFile:
+class CaffeFile(NetFile):
     """A parsed net or solver plus what we learn from it, computed once."""
-
-    document: Document
-    lenient: bool = False
-    root: str | None = None
-    schema: Schema | None = None
-    _bound: Bound | None = field(default=None, repr=False)
-
-    @property
-    def path(self) -> str:
-        return self.document.path
-
-    @property
-    def code(self) -> str:
-        return self.document.code
-
-    @property
-    def bound(self) -> Bound:
-        if self._bound is None:
-            from .bind import bind
-
-            self._bound = bind(self.document, self.schema, self.root, self.lenient)
-        return self._bound
-
-    @property
-    def kind(self) -> str:
-        """ "net" or "solver"."""
-        return "solver" if self.bound.root.endswith("SolverParameter") else "net"
-
-    @property
-    def message(self) -> Any:
-        """The protobuf message (raises SchemaErrors when the file does not bind)."""
-        if self.root == "caffe.NetParameter":
-            require_net(self.document)
-        self.bound.raise_for_errors()
-        return self.bound.message
-
-    def graph(
-        self,
-        phase: str = "TRAIN",
-        stages: Sequence[str] = (),
-        level: int = 0,
-        param_counts: Mapping[str, int] | None = None,
-    ) -> Graph:
-        """Caffe's graph for ``phase``; a :class:`~rewriter.graph.CaffeError` comes located."""
-        from .graph import CaffeError, build_graph
-
-        try:
-            return build_graph(
-                self.message,
-                phase=phase,
-                stages=tuple(stages),
-                level=level,
-                param_counts=param_counts,
-            )
-        except CaffeError as e:
-            from .diagnose import diagnostic
-
-            e.diagnostic = e.diagnostic or diagnostic(e, self.document)
-            raise
 
     def setup(self, phase: str = "TRAIN", **options: Any) -> SetupReport:
         """Caffe's set-up checks for ``phase`` (:func:`rewriter.setup_checks.check_setup`:
@@ -117,9 +32,6 @@ class CaffeFile:
         from .setup_checks import check_setup
 
         return check_setup(self.message, phase, **options)
-
-    def write(self, path: str | os.PathLike[str]) -> None:
-        write(self.document, path)
 
     def to_onnx(self, weights: str | os.PathLike[str] | None = None, **options: Any) -> Any:
         """The net Caffe would build as an ``onnx.ModelProto`` (docs/onnx.md); needs

@@ -28,47 +28,20 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from rewriter.graph import (
-    AUTOMATIC_TOP,
-    Blob,
-    CaffeError,
-    Graph,
-    GraphWarning,
-    Layer,
-    Param,
-    build_graph,
-    gc_paused,
-    upgrade_net_message,
-    v0_to_v1_message,
-    v1_to_v2_message,
-)
+from rewriter.caffe_errors import GraphWarning
 from rewriter.lazyseq import LazySequence
+from rewriter.memory import gc_paused
 
 if TYPE_CHECKING:
+    from rewriter.graph import Graph, Layer, Param
     from rewriter.states import States
 
-__all__ = [
-    "AUTOMATIC_TOP",
-    "Backward",
-    "Blob",
-    "CaffeError",
-    "Graph",
-    "GraphWarning",
-    "Layer",
-    "LayerVerdict",
-    "Param",
-    "analyze",
-    "analyze_net",
-    "build_graph",
-    "upgrade_net_message",
-    "v0_to_v1_message",
-    "v1_to_v2_message",
-]
+__all__ = ["Backward", "LayerVerdict", "Verdicts", "analyze"]
 
 
 def _num(value: float) -> str:
@@ -682,15 +655,3 @@ def _frozen_upstream(graph: Graph, layer: Layer, max_steps: int = 64) -> str | N
             learned = any(p.local_lr_mult != 0 for p in current.params)
             return None if learned or current.type == "BatchNorm" else current.name
     return None
-
-
-def analyze_net(
-    net: Any,
-    phase: str = "TRAIN",
-    stages: Sequence[str] = (),
-    level: int = 0,
-    param_counts: Mapping[str, int] | None = None,
-    registered_types: Iterable[str] | None = None,
-) -> Backward:
-    """``build_graph`` then ``analyze``."""
-    return analyze(build_graph(net, phase, stages, level, param_counts, registered_types))

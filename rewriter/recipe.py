@@ -30,16 +30,16 @@ of included recipes are merged into the including recipe's options (its own decl
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Diagnostic, Location, RewriterError
+from .errors import Diagnostic, Location
+from .recipe_common import _PLACEHOLDER, RecipeError, _hint, placeholders
 
 __all__ = [
     "Option",
@@ -59,18 +59,7 @@ FORMATS = ("current", "V2", "V1", "V0", "any")
 _TOP_KEYS = ("name", "description", "include", "options", "steps", "preconditions")
 _OPTION_KEYS = ("type", "default", "description")
 _PRECONDITION_KEYS = ("has_layer", "has_type", "format", "on_fail")
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-class RecipeError(RewriterError):
-    """A recipe could not be loaded, validated or resolved; the message says where."""
-
-    #: a step's error: its message without the recipe location, so a built-in recipe's error
-    #: can be restated in the recipe's own options (rewriter/recipe_hints.py)
-    bare: str | None = None
-    #: what went wrong, for the restatement: "no-selection", "empty-selection" or None
-    reason: str | None = None
 
 
 def _toml() -> Any:
@@ -216,11 +205,6 @@ class _Source:
 
 def _error(loc: Location | None, message: str, expected: str | None = None) -> RecipeError:
     return RecipeError(Diagnostic("error", message, loc, expected, "recipe").render())
-
-
-def _hint(name: str, choices: Iterable[str]) -> str:
-    near = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean '{near[0]}'?" if near else ""
 
 
 # --------------------------------------------------------------------------- data model
@@ -521,7 +505,7 @@ class Recipe:
     def resolve(self, values: Mapping[str, Any] | None = None, /, **kw: Any) -> list[Step]:
         """The steps to run, with ``{option}`` placeholders substituted and values checked."""
         opts = self.option_values(values, **kw)
-        from .steps import validate_step
+        from .step_table import validate_step
 
         out: list[Step] = []
         for step in self.all_steps():
@@ -613,19 +597,9 @@ def _whole(value: str) -> str | None:
     return m.group(1) if m is not None and m.group(1) else None
 
 
-def placeholders(value: Any) -> Iterator[str]:
-    if isinstance(value, list):
-        for item in value:
-            yield from placeholders(item)
-    elif isinstance(value, str):
-        for m in _PLACEHOLDER.finditer(value):
-            if m.group(1):
-                yield m.group(1)
-
-
 def _check_steps(recipe: Recipe) -> None:
     """Static checks: known step kinds and keys, typed values, placeholders that exist."""
-    from .steps import validate_step
+    from .step_table import validate_step
 
     opts = recipe.all_options()
     for step in recipe.steps:
@@ -646,15 +620,19 @@ def _check_steps(recipe: Recipe) -> None:
 def builtin_dir() -> Path:
     """The built-in catalogue: ``recipes/`` at the repository root (next to ``rewriter/``).
 
-    An installed wheel carries the same files as ``rewriter/recipes``; both are searched.
+    An installed wheel carries the same files as package data, in ``rewriter/recipes/builtin``
+    (``rewriter/recipes`` in layouts before issue 17, where that name was the data folder
+    itself); all are searched. The package directory is found from this module's dotted name,
+    so the answer does not depend on how deep in the package this module sits.
     """
-    import rewriter
-
-    here = Path(rewriter.__file__).resolve().parent
-    for candidate in (here.parent / "recipes", here / "recipes"):
+    package = Path(__file__).resolve().parents[__name__.count(".") - 1]  # rewriter/
+    for candidate in (package.parent / "recipes", package / "recipes" / "builtin"):
         if candidate.is_dir():
             return candidate
-    return here.parent / "recipes"
+    legacy = package / "recipes"
+    if legacy.is_dir() and any(legacy.glob("*.toml")):
+        return legacy
+    return package.parent / "recipes"
 
 
 def builtin_names() -> list[str]:
@@ -859,7 +837,7 @@ def parse_step_spec(spec: str) -> Step:
     """
     import shlex
 
-    from .steps import STEPS, coerce_key
+    from .step_table import STEPS, coerce_key
 
     try:
         words = shlex.split(spec)

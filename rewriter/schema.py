@@ -168,8 +168,12 @@ class Schema:
 
 
 def default_descriptor_path() -> Path:
-    """Path of the committed descriptor set (``rewriter/data/caffe.desc``)."""
-    return Path(__file__).resolve().parent / "data" / "caffe.desc"
+    """Path of the committed descriptor set (``rewriter/data/caffe.desc``).
+
+    The package directory is found from this module's dotted name, so the data stays in
+    ``rewriter/data`` wherever in the package this module sits."""
+    package = Path(__file__).resolve().parents[__name__.count(".") - 1]  # rewriter/
+    return package / "data" / "caffe.desc"
 
 
 @functools.cache

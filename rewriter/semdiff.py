@@ -871,7 +871,8 @@ def _compute_facts(
     """One phase's facts (or Caffe's error) and whether they were derived from ``prev``, the
     other phase's: a net without include/exclude rules has the same layers and verdicts in both
     phases, only the TRAIN-only warnings differ."""
-    from .graph import build_graph, gc_paused
+    from .graph import build_graph
+    from .memory import gc_paused
     from .netinit import Backward
 
     try:
@@ -1457,7 +1458,7 @@ def diff_texts(
 
     Raises ParseError / SchemaErrors (exit 2 in the CLI) when a side is not a valid file.
     """
-    from .graph import gc_paused
+    from .memory import gc_paused
 
     with gc_paused():
         new_v = (

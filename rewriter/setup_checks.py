@@ -250,8 +250,7 @@ def check_setup(
         "width": width,
         "param_counts": param_counts,
     }
-    from .diagnose import from_refusal
-    from .upgrade import Refusal
+    from .upgrade_proto import Refusal, from_refusal
 
     try:
         upgraded = upgrade_net_message(net)

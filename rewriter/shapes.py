@@ -1605,7 +1605,7 @@ def _resolve(
 ) -> tuple[Graph, Any]:
     """(graph, upgraded message) from a Graph(+message), a message, a CaffeFile or a Document."""
     from .cst import Document
-    from .model import CaffeFile
+    from .netfile import NetFile
 
     if isinstance(net, Graph):
         if message is None:
@@ -1620,7 +1620,7 @@ def _resolve(
         bound = bind(net, root="caffe.NetParameter")
         bound.raise_for_errors()
         net = bound.message
-    elif isinstance(net, CaffeFile):
+    elif isinstance(net, NetFile):
         net = net.message
     upgraded = upgrade_net_message(net)
     graph = build_graph(upgraded, phase, tuple(stages), level, param_counts)

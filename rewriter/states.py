@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .graph import Graph, Layer, Param
@@ -92,6 +92,16 @@ def _param_state(p: Param, gradient: bool, statistics: bool) -> str:
     return STATISTICS_ONLY if statistics else FROZEN
 
 
+@runtime_checkable
+class _Columns(Protocol):
+    """:class:`rewriter.netinit.Verdicts`: the verdicts as flat columns (checked by shape, so
+    the vocabulary needs nothing from the analysis that uses it)."""
+
+    def final_flags(self) -> list[bool]: ...
+
+    def param_flags(self, i: int) -> tuple[bool, ...]: ...
+
+
 def compute(backward: Backward) -> States:
     """Every layer's and every parameter blob's state, in one linear pass over the net.
 
@@ -103,11 +113,9 @@ def compute(backward: Backward) -> States:
 def of(graph: Graph, verdicts: Sequence[LayerVerdict]) -> States:
     """:func:`compute` from the parts, for the analysis itself (its warnings are written
     before the :class:`~rewriter.netinit.Backward` exists)."""
-    from .netinit import Verdicts
-
     layers = graph.layers
     # the analysis' own columns when it has them: no verdict object per layer
-    if isinstance(verdicts, Verdicts):
+    if isinstance(verdicts, _Columns):
         final = verdicts.final_flags()
         param_flags = verdicts.param_flags
     else:

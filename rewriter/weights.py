@@ -269,8 +269,8 @@ def _blob(s: _Stream, end: int) -> BlobInfo:
 
 
 def _v1_type_names() -> dict[int, str]:
-    from .graph import _V1_TYPES
     from .schema import default_schema
+    from .upgrade_proto import _V1_TYPES
 
     cls: Any = default_schema().message_class("caffe.V1LayerParameter")
     enum = cls.DESCRIPTOR.fields_by_name["type"].enum_type

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from rewriter.netinit import AUTOMATIC_TOP, Blob, analyze, build_graph
+from rewriter.graph import AUTOMATIC_TOP, Blob, build_graph
+from rewriter.netinit import analyze
 
 
 def parse(text: str) -> Any:

@@ -20,15 +20,9 @@ from typing import Any
 
 import pytest
 
+from rewriter.graph import CaffeError, Graph, build_graph, upgrade_net_message
 from rewriter.layer_params import ORACLE_BUILD_LAYER_TYPES
-from rewriter.netinit import (
-    Backward,
-    CaffeError,
-    Graph,
-    analyze,
-    build_graph,
-    upgrade_net_message,
-)
+from rewriter.netinit import Backward, analyze
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BACKWARD = SHARED / "oracle" / "backward"

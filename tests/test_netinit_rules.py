@@ -8,17 +8,16 @@ from typing import Any
 
 import pytest
 
-from rewriter.layer_params import ORACLE_BUILD_LAYER_TYPES, param_blob_count
-from rewriter.netinit import (
+from rewriter.graph import (
     AUTOMATIC_TOP,
-    Backward,
     CaffeError,
     Graph,
-    analyze,
     build_graph,
     upgrade_net_message,
     v1_to_v2_message,
 )
+from rewriter.layer_params import ORACLE_BUILD_LAYER_TYPES, param_blob_count
+from rewriter.netinit import Backward, analyze
 
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "seed"
 

@@ -44,7 +44,7 @@ def graph(
         raise UsageError(f"--phase must be TRAIN or TEST, not {phase!r}")
     if fmt not in _FORMATS:
         raise UsageError(f"--format must be one of {', '.join(_FORMATS)}, not {fmt!r}")
-    from rewriter.graph import gc_paused
+    from rewriter.memory import gc_paused
     from rewriter.model import load
     from rewriter.render import build_view
     from rewriter.render.dot import dot_binary, run_dot, to_dot

@@ -1416,7 +1416,7 @@ def run_file(
     phase: str = "TRAIN",
     lenient: bool = False,
 ) -> dict[str, Any]:
-    """:func:`rewriter.apply.run_file` for a NetSpec script (``*.py``): the same plain-data
+    """:func:`rewriter.runfile.run_file` for a NetSpec script (``*.py``): the same plain-data
     shape (``ok``, ``error``, ``changed``, ``code``, ``diff``, ``changes``, ``checks``...),
     so ``rewriter apply RECIPE script.py`` can hand ``.py`` files here. Never raises for an
     expected error. ``lenient`` is accepted for the same signature (scripts are evaluated

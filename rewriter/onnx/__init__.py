@@ -9,24 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rewriter.errors import RewriterError
+from .errors import ExportError, MissingExtra
 
 if TYPE_CHECKING:
     import os
 
-    from rewriter.model import CaffeFile
+    from rewriter.netfile import NetFile
 
 __all__ = ["INSTALL_HINT", "ExportError", "MissingExtra", "require_extra", "to_onnx"]
 
 INSTALL_HINT = "pip install 'prototxt-rewriter[onnx]'"
-
-
-class ExportError(RewriterError):
-    """The net cannot be exported (a layer type or setting ONNX cannot express, bad weights)."""
-
-
-class MissingExtra(RewriterError):
-    """onnx / onnxruntime / numpy are not installed."""
 
 
 def require_extra(*modules: str) -> None:
@@ -47,7 +39,7 @@ def require_extra(*modules: str) -> None:
         )
 
 
-def to_onnx(net: CaffeFile | str | os.PathLike[str], weights: Any = None, **options: Any) -> Any:
+def to_onnx(net: NetFile | str | os.PathLike[str], weights: Any = None, **options: Any) -> Any:
     """The ``onnx.ModelProto`` of ``net`` (a path or a :class:`~rewriter.model.CaffeFile`);
     ``options`` are those of :func:`rewriter.onnx.export.export` (phase, stages, level, opset,
     input_shapes)."""

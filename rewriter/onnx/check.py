@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ExportError
+from .errors import ExportError
 
 #: what ``--check`` accepts by default: float32 sums reordered (see docs/onnx.md)
 DEFAULT_TOLERANCE = 1e-4

@@ -18,7 +18,7 @@ from onnx import TensorProto
 
 from rewriter.shapes import _pool_output
 
-from .export import Converter, Ctx
+from .builder import Converter, Ctx
 
 _FLOAT = TensorProto.FLOAT
 _INT64 = TensorProto.INT64
@@ -622,7 +622,7 @@ _TRAINING_ONLY = (
 
 def refusal(layer_type: str, msg: Any) -> tuple[str, str | None] | None:
     """Why a layer of this type (and settings) cannot be exported, with the field at fault."""
-    from rewriter.deploy import is_loss_type
+    from rewriter.layer_params import is_loss_type
 
     if layer_type == "Input":
         return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .export import Ctx
+from .builder import Ctx
 
 
 def _matmul_t(c: Ctx, x: str, w: str) -> str:
