@@ -249,14 +249,29 @@ def new_name(old: str) -> str | None:
     return None
 
 
+def is_package(dotted: str) -> bool:
+    """``dotted`` (a MAPPING key) is a subpackage that moves whole, not a module."""
+    return (Path(*dotted.split(".")) / "__init__.py").is_file() and not MAPPING[dotted].startswith(
+        dotted + "."
+    )
+
+
 def src_path(dotted: str) -> Path:
+    """Where a MAPPING key is before the move (a package's folder or a module's file)."""
     base = Path(*dotted.split("."))
-    return base if base.is_dir() else base.with_suffix(".py")
+    return base if is_package(dotted) else base.with_suffix(".py")
 
 
 def dst_path(dotted_old: str, dotted_new: str) -> Path:
+    """Where it goes (call before the move: a package is recognised by its folder)."""
     base = Path(*dotted_new.split("."))
-    return base if Path(*dotted_old.split(".")).is_dir() else base.with_suffix(".py")
+    return base if is_package(dotted_old) else base.with_suffix(".py")
+
+
+def exists_as_module(dotted: str) -> bool:
+    """A module file or a package folder by that dotted name."""
+    base = Path(*dotted.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
 # =============================================================================== rewriting
@@ -635,7 +650,7 @@ def check_state(root: Path) -> bool:
         raise Stop("run from the repository root (pyproject.toml and rewriter/ not found)")
     moving = {k: v for k, v in MAPPING.items() if k != v}
     present = [k for k in moving if src_path(k).exists()]
-    placed = [v for k, v in moving.items() if dst_path(k, v).exists()]
+    placed = [v for v in moving.values() if exists_as_module(v)]
     if not present and placed:
         return False
     if placed:
