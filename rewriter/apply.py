@@ -69,6 +69,11 @@ class Result:
     #: again on first use: the checks' copies are dropped to save memory
     net: NetView | None = field(default=None, repr=False)
     net_before: NetView | None = field(default=None, repr=False)
+    #: (step, rewriter.weightsteps.store.WeightOp, needs the weights) of the steps that changed
+    #: the net, in order; run on ``apply(weights=...)``
+    weight_ops: list[tuple[Any, Any, bool]] = field(default_factory=list, repr=False)
+    #: the new weights, written and checked (rewriter.weightsteps.pair.WeightPair)
+    weights: Any = field(default=None, repr=False)
     _diff: str | None = field(default=None, repr=False)
     _code: str | None = field(default=None, repr=False)
     _offsets: list[int] | None = field(default=None, repr=False)
@@ -108,9 +113,25 @@ class Result:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
-    def write(self, path: str | os.PathLike[str] | None = None) -> None:
-        """Write the new text atomically (to ``path``, default the input file)."""
+    def write(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        weights_out: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Write the new text atomically (to ``path``, default the input file); with
+        ``weights_out``, the new weights too: both files or neither."""
         from .fileio import write_text_atomic
+
+        if weights_out is not None or self.weights is not None:
+            from .weightsteps.pair import write_pair
+
+            if weights_out is None:
+                raise RewriterError(
+                    f"{self.path}: the weights changed too: write them with --weights-out "
+                    "OUT.caffemodel (Result.write(path, weights_out))"
+                )
+            write_pair(self, path, weights_out)
+            return
 
         target = path if path is not None else self.path
         if target is None or str(target).startswith("<"):
@@ -184,13 +205,17 @@ def apply(
     lenient: bool | None = None,
     schema: Schema | None = None,
     param_counts: Mapping[str, int] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    weights_out: str | os.PathLike[str] | None = None,
     **option_values: Any,
 ) -> Result:
     """Apply ``recipe`` to a net (a path, a :class:`~rewriter.model.CaffeFile` or a parsed
     :class:`~rewriter.cst.Document`) and check the result; raise
     :class:`~rewriter.checks.CheckFailed` if a check fails. Recipe options come as keyword
     arguments (``upto="pool2"``) or as ``options={...}``; ``phase`` is the default phase of
-    the steps' selectors."""
+    the steps' selectors. With ``weights`` (a .caffemodel) the weights follow the net (renamed
+    layers, folded BatchNorm...) and the pair is checked (rewriter.weightsteps.pair); a temporary
+    file next to ``weights_out`` holds them until :meth:`Result.write`."""
     from .cst import Document, read
     from .netfile import NetFile
 
@@ -208,10 +233,16 @@ def apply(
     rec = as_recipe(recipe)
     steps = rec.resolve(values)
     if steps and steps[0].kind == "upgrade":
-        return _upgrade_then_run(
+        result = _upgrade_then_run(
             doc, rec, values, phase.upper(), bool(lenient), schema, param_counts
         )
-    return _run(doc, rec, values, phase.upper(), bool(lenient), schema, param_counts)
+    else:
+        result = _run(doc, rec, values, phase.upper(), bool(lenient), schema, param_counts)
+    if weights is not None or result.weight_ops:
+        from .weightsteps.pair import carry_weights
+
+        carry_weights(result, weights, weights_out)
+    return result
 
 
 def _upgrade_then_run(
@@ -272,7 +303,8 @@ def _run(
     from .edit import Editor
     from .recipe import RecipeError
     from .select import NetView
-    from .steps import STEPS, STRUCTURAL_KINDS, fast_doc, plan_step
+    from .step_table import STEPS, plan_step
+    from .steps import STRUCTURAL_KINDS, fast_doc
 
     if phase not in ("TRAIN", "TEST"):
         raise RewriterError(f"phase must be TRAIN or TEST, not {phase!r}")
@@ -370,6 +402,8 @@ def _run(
                     origin = grown
                     effects[ADDED] = effects.get(ADDED, frozenset()) | {("*",)}
                 result.steps.append(label)
+                if plan.weights is not None:
+                    result.weight_ops.append((step, plan.weights, plan.needs_weights))
             if plan.promise is not None:
                 promised += 1
                 for layer, why in plan.promise(after):
@@ -490,7 +524,8 @@ def _idempotence(
 ) -> CheckResult:
     """Check (e): the recipe run again on its own output changes nothing."""
     from .checks import rebind
-    from .steps import fast_doc, is_idempotent, plan_step
+    from .step_table import plan_step
+    from .steps import fast_doc, is_idempotent
 
     scaling = [f"{n}:{s.kind}" for n, s in enumerate(steps, 1) if not is_idempotent(s)]
     if scaling:
@@ -865,14 +900,25 @@ def run_file(
     values: Mapping[str, Any],
     phase: str = "TRAIN",
     lenient: bool = False,
+    weights: str | None = None,
+    weights_out: str | None = None,
+    write_to: str | None = None,
 ) -> dict[str, Any]:
     """Apply to one net file and return plain data (for the CLI and its worker processes).
+
+    With ``weights`` the .caffemodel follows; with ``write_to`` (and ``weights_out``) the pair
+    is written here, both files or neither (``data["written"]``).
 
     Never raises for an expected error: ``{"ok": False, "error": message}`` instead.
     :func:`rewriter.runfile.run_file` sends NetSpec scripts (``*.py``) to the codemod instead.
     """
     try:
-        result = apply(path, recipe, options=values, phase=phase, lenient=lenient)
+        result = apply(
+            path, recipe, options=values, phase=phase, lenient=lenient,
+            weights=weights, weights_out=weights_out,
+        )  # fmt: skip
+        if write_to is not None and weights_out is not None and result.weights is not None:
+            result.write(write_to, weights_out)
     except CheckFailed as e:
         return {
             "path": path,
@@ -884,5 +930,8 @@ def run_file(
         return {"path": path, "ok": False, "error": str(e)}
     data = result.to_json()
     data["ok"] = True
+    if result.weights is not None:
+        data["weights"] = {"source": result.weights.source, "written": result.weights.written}
+        data["written"] = result.weights.written is not None
     data["code"] = result.code if result.changed else None
     return data

@@ -28,6 +28,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -55,6 +56,8 @@ class _LayerRef:
     light: bytes
     blobs: list[tuple[int, int]] = field(default_factory=list)  # (payload offset, length)
     v0_blobs: list[tuple[int, int]] = field(default_factory=list)
+    #: the whole record (key to end) in the file, for copying it as it is
+    span: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -167,6 +170,7 @@ def scan(path: str | os.PathLike[str], schema: Any = None) -> Scan:
     with fh:
         size = os.fstat(fh.fileno()).st_size
         while fh.tell() < size:
+            start = fh.tell()
             key = _varint(fh, spath)
             fno, wt = key >> 3, key & 7
             if wt == 2:
@@ -179,10 +183,10 @@ def scan(path: str | os.PathLike[str], schema: Any = None) -> Scan:
                     )
                 if fno == _LAYERS_V1:
                     light, blobs, v0_blobs = _light(fh, spath, p, n, _BLOBS_V1, True)
-                    refs.append(_LayerRef(fno, light, blobs, v0_blobs))
+                    refs.append(_LayerRef(fno, light, blobs, v0_blobs, (start, p + n)))
                 elif fno == _LAYER_V2:
                     light, blobs, _ = _light(fh, spath, p, n, _BLOBS_V2, False)
-                    refs.append(_LayerRef(fno, light, blobs))
+                    refs.append(_LayerRef(fno, light, blobs, span=(start, p + n)))
                 else:
                     rest += _key(fno, 2) + _enc(n) + fh.read(n)
                 fh.seek(p + n)
@@ -346,16 +350,26 @@ def upgrade_caffemodel(
     result = CaffemodelUpgrade(up.changed, up.log, n_in, n_out, s.size)
     if dst is None:
         return result
+
+    def body(in_fd: int, out: _Out) -> None:
+        if up.changed:
+            result.blobs = _write(s, up.message, up.sources, out, in_fd)
+        else:
+            out.copy_from(in_fd, 0, s.size)
+
+    result.bytes_out = write_streamed(s.path, dst, body)
+    return result
+
+
+def write_streamed(src: str, dst: str | os.PathLike[str], body: Callable[[int, _Out], None]) -> int:
+    """Write ``dst`` atomically with ``body(input fd, output)``; returns the bytes written."""
     target = Path(os.path.realpath(dst))
     fd, tmp, mode = _atomic_output(target)
     done = False
     try:
-        with open(s.path, "rb") as fin:
+        with open(src, "rb") as fin:
             out = _Out(fd)
-            if up.changed:
-                result.blobs = _write(s, up.message, up.sources, out, fin.fileno())
-            else:
-                out.copy_from(fin.fileno(), 0, s.size)
+            body(fin.fileno(), out)
             os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -363,7 +377,6 @@ def upgrade_caffemodel(
             os.chmod(tmp, mode)
         os.replace(tmp, target)
         done = True
-        result.bytes_out = out.written
     except OSError as e:
         raise CaffemodelError(f"{dst}: cannot write: {e.strerror or e}") from None
     finally:
@@ -372,4 +385,4 @@ def upgrade_caffemodel(
         if not done:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-    return result
+    return out.written

@@ -63,13 +63,19 @@ class CheckResult:
     ok: bool
     detail: str = ""
     layer: str | None = None
+    #: not run (the numeric check without the [onnx] extra): ok, but never "passed"
+    skipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"check": self.name, "ok": self.ok, "detail": self.detail, "layer": self.layer}
+        out = {"check": self.name, "ok": self.ok, "detail": self.detail, "layer": self.layer}
+        if self.skipped:
+            out["skipped"] = True
+        return out
 
     def render(self) -> str:
         where = f" (layer '{self.layer}')" if self.layer else ""
-        return f"check '{self.name}' {'passed' if self.ok else 'FAILED'}{where}: {self.detail}"
+        verdict = "skipped" if self.skipped else "passed" if self.ok else "FAILED"
+        return f"check '{self.name}' {verdict}{where}: {self.detail}"
 
 
 class CheckFailed(RewriterError):

@@ -505,7 +505,7 @@ class Recipe:
     def resolve(self, values: Mapping[str, Any] | None = None, /, **kw: Any) -> list[Step]:
         """The steps to run, with ``{option}`` placeholders substituted and values checked."""
         opts = self.option_values(values, **kw)
-        from .steps import validate_step
+        from .step_table import validate_step
 
         out: list[Step] = []
         for step in self.all_steps():
@@ -599,7 +599,7 @@ def _whole(value: str) -> str | None:
 
 def _check_steps(recipe: Recipe) -> None:
     """Static checks: known step kinds and keys, typed values, placeholders that exist."""
-    from .steps import validate_step
+    from .step_table import validate_step
 
     opts = recipe.all_options()
     for step in recipe.steps:
@@ -837,7 +837,7 @@ def parse_step_spec(spec: str) -> Step:
     """
     import shlex
 
-    from .steps import STEPS, coerce_key
+    from .step_table import STEPS, coerce_key
 
     try:
         words = shlex.split(spec)

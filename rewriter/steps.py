@@ -13,13 +13,14 @@ only the lines it needs change. With the edits it returns a :class:`Plan` declar
   that no parameter of the selected layers is updated any more, ``stop-gradient`` that the
   bottom flag of the cut edge is false...).
 
-Steps never execute anything from a recipe: keys are data, typed by :data:`STEPS`.
+Steps never execute anything from a recipe: keys are data, typed by
+:data:`rewriter.step_table.STEPS`.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,23 +28,21 @@ from .cst import Document, Field, ListBody, MessageBody, encode_string
 from .edit import Editor
 from .errors import RewriterError
 from .schema import is_repeated
-from .select import SELECTOR_KEYS, NetView, select
+from .select import NetView, select
 
 if TYPE_CHECKING:
     from .recipe import Step
 
 __all__ = [
-    "STEPS",
+    "Key",
+    "LayerEditor",
     "Plan",
     "StepContext",
+    "StepSpec",
     "StructChange",
-    "coerce_key",
-    "LayerEditor",
     "fast_doc",
     "is_idempotent",
-    "plan_step",
     "structure",
-    "validate_step",
 ]
 
 FieldPath = tuple[str, ...]
@@ -73,31 +72,7 @@ class StepSpec:
     analysis_warnings: bool = True
 
 
-_SELECTOR_SPECS: dict[str, Key] = {
-    "layers": Key("strlist", doc="layer names"),
-    "glob": Key("strlist", doc="shell patterns on layer names"),
-    "regex": Key("strlist", doc="regular expressions searched in layer names"),
-    "type": Key("strlist", doc="layer types"),
-    "upto": Key("strlist", doc="this layer and all its ancestors"),
-    "after": Key("strlist", doc="every descendant of this layer"),
-    "between": Key("pair", doc="[from, to]: layers on a path between the two"),
-}
-_COMMON: dict[str, Key] = {
-    "phase": Key("choice", choices=("TRAIN", "TEST"), doc="graph used by selectors (TRAIN)"),
-    "allow_empty": Key("bool", default=False, doc="an empty selection is not an error"),
-}
-
-
-def _spec_keys(kind: str) -> dict[str, Key]:
-    spec = STEPS[kind]
-    keys = dict(spec.keys)
-    keys.update(_COMMON)
-    if spec.selection != "none":
-        keys.update(_SELECTOR_SPECS)
-    return keys
-
-
-def _type_ok(key: Key, value: Any) -> Any:
+def type_ok(key: Key, value: Any) -> Any:
     """The value normalised for its key type, or raise ValueError with what was expected."""
     t = key.type
     if t == "str":
@@ -155,94 +130,6 @@ def _type_ok(key: Key, value: Any) -> Any:
     raise ValueError(f"unknown key type {t}")  # pragma: no cover
 
 
-def validate_step(step: Step, resolved_values: bool) -> None:
-    """Known kind, known keys, typed values. Before options are substituted
-    (``resolved_values=False``) values holding a ``{placeholder}`` are not type-checked."""
-    from .recipe_common import _hint, placeholders
-
-    if step.kind not in STEPS:
-        raise step.error(
-            f"unknown step{_hint(step.kind, STEPS)}",
-            None,
-            "one of " + ", ".join(sorted(STEPS)),
-        )
-    keys = _spec_keys(step.kind)
-    for k, v in list(step.params.items()):
-        spec = keys.get(k)
-        if spec is None:
-            extra = ""
-            if k in SELECTOR_KEYS:
-                extra = f" (step '{step.kind}' takes no selector)"
-            raise step.error(
-                f"unknown key '{k}'{_hint(k, keys)}{extra}",
-                k,
-                "one of " + ", ".join(sorted(keys)),
-            )
-        if not resolved_values and any(True for _ in placeholders(v)):
-            continue
-        try:
-            step.params[k] = _type_ok(spec, v)
-        except ValueError as e:
-            raise step.error(f"'{k}' takes {e}, not {v!r}", k) from None
-    missing = [k for k, spec in keys.items() if spec.required and k not in step.params]
-    if missing:
-        raise step.error(f"missing required key '{missing[0]}' ({keys[missing[0]].doc})")
-    if resolved_values or not any(True for v in step.params.values() for _ in placeholders(v)):
-        STEP_CHECKS.get(step.kind, _no_check)(step)
-
-
-def _no_check(step: Step) -> None:
-    return None
-
-
-def coerce_key(kind: str, key: str, text: str, spec: str) -> Any:
-    """A ``--step`` value typed by the step's key type."""
-    keys = _spec_keys(kind)
-    k = keys.get(key)
-    if k is None:
-        from .recipe_common import RecipeError, _hint
-
-        raise RecipeError(
-            f"--step {spec!r}: step '{kind}' has no key '{key}'{_hint(key, keys)} "
-            f"(keys: {', '.join(sorted(keys))})"
-        )
-    t = k.type
-    try:
-        if t in ("str", "choice"):
-            return text
-        if t == "int":
-            return int(text, 0)
-        if t == "number":
-            return float(text)
-        if t == "bool":
-            low = text.lower()
-            if low in ("true", "1", "yes"):
-                return True
-            if low in ("false", "0", "no"):
-                return False
-            raise ValueError(text)
-        if t in ("strlist", "pair"):
-            return [p.strip() for p in text.split(",") if p.strip()]
-        if t == "intlist":
-            return [int(p, 0) for p in text.split(",") if p.strip()]
-        # scalar: a number, a bool, or else the text itself
-        low = text.lower()
-        if low in ("true", "false"):
-            return low == "true"
-        for conv in (int, float):
-            try:
-                return conv(text)
-            except ValueError:
-                pass
-        if "," in text:
-            return [p.strip() for p in text.split(",")]
-        return text
-    except ValueError:
-        from .recipe_common import RecipeError
-
-        raise RecipeError(f"--step {spec!r}: '{key}' takes a {t}, not {text!r}") from None
-
-
 # --------------------------------------------------------------------------- plans
 
 
@@ -256,8 +143,17 @@ class StructChange:
     #: remove-layer: the removed layer's bottom and top blob names
     bottom: str = ""
     top: str = ""
+    #: relayer (rewriter.weightsteps): layers removed, and layer ``old``'s new type/bottoms/tops
+    removed: tuple[str, ...] = ()
+    type: str | None = None
+    bottoms: tuple[str, ...] | None = None
+    tops: tuple[str, ...] | None = None
 
     def describe(self) -> str:
+        if self.kind == "relayer" and self.removed:
+            return f"{self.new}: '{self.old}' takes over {', '.join(self.removed)}"
+        if self.kind == "relayer":
+            return f"{self.new}: '{self.old}' becomes a {self.type}"
         if self.kind == "rewrite":
             return f"{self.old}: the net is rewritten as a whole ({self.new})"
         if self.kind == "remove-layer":
@@ -278,6 +174,13 @@ def transform(st: Struct, change: StructChange) -> Struct:
             return tuple(change.new if x == change.old else x for x in names)
 
         return [(n, t, m(b), m(o)) for n, t, b, o in st]
+    if change.kind == "relayer":
+        return [
+            (n, change.type or t, change.bottoms or b, change.tops or o) if n == change.old
+            else (n, t, b, o)
+            for n, t, b, o in st
+            if n not in change.removed
+        ]  # fmt: skip
     out: Struct = []
     seen = False
     for n, t, b, o in st:
@@ -293,7 +196,9 @@ def transform(st: Struct, change: StructChange) -> Struct:
 
 #: step kinds that may change the structure (StructChange); a recipe of other steps keeps
 #: only a digest of the input's structure for the check (rewriter.apply._release_graphs)
-STRUCTURAL_KINDS = frozenset({"rename-layer", "rename-blob", "remove-layer", "deploy"})
+STRUCTURAL_KINDS = frozenset(
+    {"rename-layer", "rename-blob", "remove-layer", "deploy", "fold-bn", "fc-to-conv"}
+)
 
 
 class StructDigest(NamedTuple):
@@ -358,6 +263,10 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     #: why nothing was done, when nothing was done
     note: str = ""
+    #: what the step does to the .caffemodel (rewriter.weightsteps.store.WeightOp), if anything
+    weights: Callable[[Any], None] | None = None
+    #: the step cannot run without the weights (fold-bn, fc-to-conv)
+    needs_weights: bool = False
 
     def declare(self, k: int, *paths: FieldPath) -> None:
         old = self.effects.get(k)
@@ -371,6 +280,8 @@ class StepContext:
     view: NetView
     step: Step
     phase: str
+    #: the step's entry in rewriter.step_table.STEPS (its selection mode, keys, planner)
+    spec: StepSpec
     #: re-running on the recipe's own output (idempotence check): missing targets are fine
     rerun: bool = False
 
@@ -384,12 +295,6 @@ class StepContext:
 def is_idempotent(step: Step) -> bool:
     """False for steps that multiply (``scale``): running them twice multiplies twice."""
     return not (step.kind in ("set-lr", "set-decay") and step.get("scale") is not None)
-
-
-def plan_step(view: NetView, step: Step, default_phase: str = "TRAIN", rerun: bool = False) -> Plan:
-    phase = step.get("phase") or default_phase
-    ctx = StepContext(view, step, phase, rerun)
-    return STEPS[step.kind].plan(ctx)
 
 
 # --------------------------------------------------------------------------- documents
@@ -701,7 +606,7 @@ class _Params:
 
 
 def _selection(ctx: StepContext, plan: Plan) -> list[int]:
-    spec = STEPS[ctx.step.kind]
+    spec = ctx.spec
     view = ctx.view
     view.require_current(f"step '{ctx.step.kind}'")
     chosen = select(view, ctx.step, ctx.phase, missing_ok=ctx.rerun)
@@ -785,7 +690,7 @@ def _graph_layer(view: NetView, phase: str, k: int) -> Any:
 # --------------------------------------------------------------------------- freeze & co.
 
 
-def _plan_freeze(ctx: StepContext) -> Plan:
+def plan_freeze(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     chosen = _selection(ctx, plan)
@@ -847,7 +752,7 @@ def _plan_freeze(ctx: StepContext) -> Plan:
     return plan
 
 
-def _plan_unfreeze(ctx: StepContext) -> Plan:
+def plan_unfreeze(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     chosen = _selection(ctx, plan)
@@ -912,7 +817,7 @@ def _mult_promise(
     return promise
 
 
-def _plan_set_mult(ctx: StepContext, name: str, fixed: float | None = None) -> Plan:
+def plan_set_mult(ctx: StepContext, name: str, fixed: float | None = None) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     chosen = _selection(ctx, plan)
@@ -938,19 +843,19 @@ def _plan_set_mult(ctx: StepContext, name: str, fixed: float | None = None) -> P
     return plan
 
 
-def _plan_set_lr(ctx: StepContext) -> Plan:
-    return _plan_set_mult(ctx, "lr_mult")
+def plan_set_lr(ctx: StepContext) -> Plan:
+    return plan_set_mult(ctx, "lr_mult")
 
 
-def _plan_set_decay(ctx: StepContext) -> Plan:
-    return _plan_set_mult(ctx, "decay_mult")
+def plan_set_decay(ctx: StepContext) -> Plan:
+    return plan_set_mult(ctx, "decay_mult")
 
 
-def _plan_zero_decay(ctx: StepContext) -> Plan:
-    return _plan_set_mult(ctx, "decay_mult", fixed=0.0)
+def plan_zero_decay(ctx: StepContext) -> Plan:
+    return plan_set_mult(ctx, "decay_mult", fixed=0.0)
 
 
-def _plan_zero_decay_frozen(ctx: StepContext) -> Plan:
+def plan_zero_decay_frozen(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     chosen = _selection(ctx, plan)
@@ -1005,7 +910,7 @@ def _plan_zero_decay_frozen(ctx: StepContext) -> Plan:
     return plan
 
 
-def _plan_remove_param_blocks(ctx: StepContext) -> Plan:
+def plan_remove_param_blocks(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     chosen = _selection(ctx, plan)
@@ -1078,7 +983,7 @@ def fed_by(graph: Any, writers: list[list[int | None]], li: int, j: int, source:
     return False
 
 
-def _plan_stop_gradient(ctx: StepContext) -> Plan:
+def plan_stop_gradient(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     view.require_current("step 'stop-gradient'")
@@ -1227,7 +1132,7 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
 # --------------------------------------------------------------------------- renames
 
 
-def _plan_rename_layer(ctx: StepContext) -> Plan:
+def plan_rename_layer(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     view.require_current("step 'rename-layer'")
@@ -1247,6 +1152,7 @@ def _plan_rename_layer(ctx: StepContext) -> Plan:
         plan.declare(k, ("name",))
     plan.structural.append(StructChange("rename-layer", old, new))
     plan.selected = list(hits)
+    plan.weights = lambda store: store.rename(old, new)  # the .caffemodel's name follows
 
     def promise(after: NetView) -> list[Failure]:
         return [(old, "not renamed") for k in hits if after.names[k] != new]
@@ -1266,7 +1172,7 @@ def _blob_fields(view: NetView, k: int, blob: str) -> list[tuple[int, str]]:
     return out
 
 
-def _plan_rename_blob(ctx: StepContext) -> Plan:
+def plan_rename_blob(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     view.require_current("step 'rename-blob'")
@@ -1379,7 +1285,7 @@ def _render_typed(ctx: StepContext, info: Any, value: Any) -> tuple[str, Any]:
     raise ctx.error(f"{info.name} takes an integer ({t}), not {value!r}", "value")
 
 
-def _plan_set_field(ctx: StepContext) -> Plan:
+def plan_set_field(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     names, info = _field_chain(ctx, str(step.get("field")))
@@ -1456,7 +1362,7 @@ def _set_repeated(ctx: StepContext, plan: Plan, k: int, names: list[str], texts:
 # --------------------------------------------------------------------------- remove-layer
 
 
-def _plan_remove_layer(ctx: StepContext) -> Plan:
+def plan_remove_layer(ctx: StepContext) -> Plan:
     step, view = ctx.step, ctx.view
     plan = Plan(step, LayerEditor(view.doc))
     chosen = _selection(ctx, plan)
@@ -1511,7 +1417,7 @@ def _plan_remove_layer(ctx: StepContext) -> Plan:
     return plan
 
 
-def _plan_upgrade(ctx: StepContext) -> Plan:
+def plan_upgrade(ctx: StepContext) -> Plan:
     """Caffe's legacy upgrade. It runs before the net is read (rewriter.apply), because the
     other steps need the current format; here, on a current-format net, it has nothing to do."""
     plan = Plan(ctx.step, Editor(ctx.view.doc))
@@ -1519,7 +1425,7 @@ def _plan_upgrade(ctx: StepContext) -> Plan:
     return plan
 
 
-def _plan_deploy(ctx: StepContext) -> Plan:
+def plan_deploy(ctx: StepContext) -> Plan:
     """train/val -> deploy (rewriter.deploy): a whole-net rewrite verified by its own promise.
 
     The per-field and per-edge checks cannot describe it (layers are removed, converted and
@@ -1581,188 +1487,16 @@ def _plan_deploy(ctx: StepContext) -> Plan:
 # --------------------------------------------------------------------------- value checks
 
 
-def _check_mult_keys(step: Step) -> None:
+def check_mult_keys(step: Step) -> None:
     has_value = step.get("value") is not None
     has_scale = step.get("scale") is not None
     if has_value == has_scale:
         raise step.error("give exactly one of 'value' (set) or 'scale' (multiply)")
 
 
-def _check_from_to(step: Step) -> None:
+def check_from_to(step: Step) -> None:
     for key in ("from", "to"):
         if not step.get(key):
             raise step.error(f"'{key}' must be a non-empty name", key)
     if step.get("from") == step.get("to"):
         raise step.error("'from' and 'to' are the same", "to")
-
-
-STEP_CHECKS: dict[str, Callable[[Step], None]] = {
-    "set-lr": _check_mult_keys,
-    "set-decay": _check_mult_keys,
-    "stop-gradient": _check_from_to,
-    "rename-layer": _check_from_to,
-    "rename-blob": _check_from_to,
-}
-
-_SHARED = Key(
-    "choice", default="unit", choices=("unit", "reject"),
-    doc="shared parameters (same param name) are frozen together (unit) or refused (reject)",
-)  # fmt: skip
-_BN = Key("bool", default=True, doc="BatchNorm layers: use_global_stats follows (default true)")
-_PARAMS = Key("intlist", doc="parameter indices (default: all)")
-
-STEPS: dict[str, StepSpec] = {
-    "freeze": StepSpec(
-        "freeze",
-        "lr_mult: 0 on every parameter blob of the selected layers (param blocks added where "
-        "missing); BatchNorm layers get use_global_stats: true",
-        {
-            "shared": _SHARED,
-            "zero_decay": Key("bool", default=False, doc="also set decay_mult: 0"),
-            "batchnorm": _BN,
-        },
-        "required",
-        _plan_freeze,
-        analysis_warnings=False,
-    ),
-    "unfreeze": StepSpec(
-        "unfreeze",
-        "lr_mult back to 'value' (default 1) where it is 0; BatchNorm loses use_global_stats",
-        {
-            "value": Key("number", default=1.0, doc="new lr_mult"),
-            "bias_value": Key("number", doc="new lr_mult of bias blobs (default: value)"),
-            "batchnorm": _BN,
-        },
-        "required",
-        _plan_unfreeze,
-    ),
-    "set-lr": StepSpec(
-        "set-lr",
-        "set (value) or multiply (scale) lr_mult of the selected layers' parameters",
-        {
-            "value": Key("number", doc="new lr_mult"),
-            "scale": Key("number", doc="factor"),
-            "params": _PARAMS,
-        },
-        "required",
-        _plan_set_lr,
-    ),  # fmt: skip
-    "set-decay": StepSpec(
-        "set-decay",
-        "set (value) or multiply (scale) decay_mult of the selected layers' parameters",
-        {
-            "value": Key("number", doc="new decay_mult"),
-            "scale": Key("number", doc="factor"),
-            "params": _PARAMS,
-        },
-        "required",
-        _plan_set_decay,
-    ),  # fmt: skip
-    "zero-decay": StepSpec(
-        "zero-decay",
-        "decay_mult: 0 on the selected layers' parameters",
-        {"params": _PARAMS},
-        "required",
-        _plan_zero_decay,
-    ),
-    "zero-decay-frozen": StepSpec(
-        "zero-decay-frozen",
-        "decay_mult: 0 on every parameter whose lr_mult is 0 (every layer unless selected)",
-        {},
-        "optional",
-        _plan_zero_decay_frozen,
-    ),
-    "stop-gradient": StepSpec(
-        "stop-gradient",
-        "propagate_down: false on the bottom(s) of 'to' fed by 'from'",
-        {
-            "from": Key("str", required=True, doc="the layer above the cut"),
-            "to": Key("str", required=True, doc="the layer below the cut"),
-        },
-        "none",
-        _plan_stop_gradient,
-        analysis_warnings=False,
-    ),
-    "rename-layer": StepSpec(
-        "rename-layer",
-        "rename a layer (pretrained weights are matched by layer name)",
-        {
-            "from": Key("str", required=True, doc="old name"),
-            "to": Key("str", required=True, doc="new name"),
-        },
-        "none",
-        _plan_rename_layer,
-        analysis_warnings=False,
-    ),  # fmt: skip
-    "rename-blob": StepSpec(
-        "rename-blob",
-        "rename a blob in every bottom and top (and legacy input) that uses it",
-        {
-            "from": Key("str", required=True, doc="old blob name"),
-            "to": Key("str", required=True, doc="new blob name"),
-        },
-        "none",
-        _plan_rename_blob,
-        analysis_warnings=False,
-    ),  # fmt: skip
-    "set-field": StepSpec(
-        "set-field",
-        "set a LayerParameter field by dotted path (convolution_param.num_output), typed by "
-        "the schema; missing blocks are created",
-        {
-            "field": Key("str", required=True, doc="dotted field path"),
-            "value": Key("scalar", required=True, doc="the value (a list for repeated fields)"),
-        },
-        "required",
-        _plan_set_field,
-    ),  # fmt: skip
-    "remove-param-blocks": StepSpec(
-        "remove-param-blocks",
-        "remove the param blocks of the selected layers (a block with a sharing name keeps it)",
-        {},
-        "required",
-        _plan_remove_param_blocks,
-    ),
-    "upgrade": StepSpec(
-        "upgrade",
-        "Caffe's legacy upgrade (V0/V1 layers, input fields, BatchNorm params) as a minimal "
-        "diff; must be the recipe's first step",
-        {},
-        "none",
-        _plan_upgrade,
-        analysis_warnings=False,
-    ),
-    "deploy": StepSpec(
-        "deploy",
-        "train/val -> deploy: data layers become an Input layer, the loss becomes its output "
-        "(Softmax 'prob'), losses/accuracy/labels go, TEST-phase rules are dropped",
-        {
-            "batch": Key("int", doc="batch size of the Input layer (default 1)"),
-            "channels": Key(
-                "int", doc="input channels when the data layer does not say (0: derive)"
-            ),
-            "height": Key("int", doc="input height if crop_size/resize do not say (0: derive)"),
-            "width": Key("int", doc="input width (0: derive)"),
-            "output": Key("str", doc="name of the output layer and blob (default prob)"),
-            "outputs": Key("strlist", doc="last (default), all, or output blob names"),
-            "stage": Key("strlist", doc="stages whose layers are kept"),
-            "strip_params": Key("bool", default=False, doc="remove param blocks"),
-            "strip_fillers": Key("bool", default=False, doc="remove weight/bias fillers"),
-            "strip_dropout": Key("bool", default=False, doc="remove Dropout layers"),
-        },
-        "none",
-        _plan_deploy,
-        analysis_warnings=False,
-    ),
-    "remove-layer": StepSpec(
-        "remove-layer",
-        "remove one-bottom one-top layers; readers of the top read the bottom instead",
-        {},
-        "required",
-        _plan_remove_layer,
-    ),
-}
-
-
-def describe_keys(kind: str) -> Iterable[tuple[str, Key]]:
-    return sorted(_spec_keys(kind).items())

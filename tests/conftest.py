@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ ORACLE = SHARED / "oracle"
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 120
+    *args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user does, through the interpreter running the tests.
 
@@ -30,6 +31,7 @@ def run_cli(
         cwd=cwd,
         timeout=timeout,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
 
 

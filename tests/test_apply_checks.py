@@ -16,7 +16,8 @@ from rewriter.cst import parse
 from rewriter.edit import Editor
 from rewriter.recipe import Recipe, Step
 from rewriter.select import NetView
-from rewriter.steps import STEPS, Plan, StepContext, StepSpec, StructChange, fast_doc
+from rewriter.step_table import STEPS
+from rewriter.steps import Plan, StepContext, StepSpec, StructChange, fast_doc
 from tests.conftest import corpus_params, read_corpus
 from tests.test_apply_fixtures import CASES, apply_patch, run_case, split_lines
 
@@ -165,7 +166,8 @@ def _assert_rebind_exact(text: str, path: str, step: Step) -> None:
     view = NetView(doc, bound.message, path=path)
     resolved = Recipe(steps=[step]).resolve()[0]
     try:
-        plan = STEPS[step.kind].plan(StepContext(view, resolved, "TRAIN"))
+        spec = STEPS[step.kind]
+        plan = spec.plan(StepContext(view, resolved, "TRAIN", spec))
     except RewriterError as e:
         pytest.skip(str(e))
     new_doc = fast_doc(plan.editor.apply())

@@ -5,29 +5,19 @@ The CLI runs as ``python -m rewriter.cli`` with the interpreter running the test
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from rewriter.cli_help import reflow
 
-from .conftest import CORPUS, REPO, need_shared
+from .conftest import CORPUS, REPO, need_shared, run_cli
 
 SEED = REPO / "examples" / "seed_net.prototxt"
 
 
 def cli(*args: str, cwd: Path | None = None, columns: int = 80) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"}
-    return subprocess.run(
-        [sys.executable, "-m", "rewriter.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-        cwd=cwd,
-    )
+    env = {"COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"}
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 def test_reflow_joins_lines_inside_a_paragraph_only() -> None:

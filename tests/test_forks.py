@@ -7,7 +7,6 @@ The sweep runs every fork file of ../shared/corpus (MANIFEST.tsv, fork_specific)
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from rewriter.cst import parse
 from rewriter.errors import RewriterError, SchemaErrors
 from rewriter.upgrade import UpgradeError, upgrade_text
 
-from .conftest import CORPUS, manifest, need_shared
+from .conftest import CORPUS, manifest, need_shared, run_cli
 
 DEEPLAB = "TheLegendAli-DeepLab-Context/voc12/vgg128_noup/test_val.prototxt"
 CRFRNN = "torrvision-crfasrnn/python-scripts/TVG_CRFRNN_COCO_VOC.prototxt"
@@ -40,13 +39,7 @@ def _line_of(text: str, needle: str) -> int:
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rewriter.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.mark.parametrize(

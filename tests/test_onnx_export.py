@@ -4,7 +4,6 @@ reproduce what real Caffe computed (../shared/oracle/forward), plus the CLI's co
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ORACLE, REPO, need_shared
+from .conftest import ORACLE, REPO, need_shared, run_cli
 
 np = pytest.importorskip("numpy")
 onnx = pytest.importorskip("onnx")
@@ -66,13 +65,7 @@ def _input_layer(*shapes: tuple[int, ...], tops: str = "data") -> str:
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rewriter.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd or REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    return run_cli(*args, cwd=cwd or REPO)
 
 
 @pytest.mark.parametrize("case", CASES or ["(no ../shared)"])

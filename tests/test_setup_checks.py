@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from rewriter.setup_checks import check_setup, field_of
-from tests.conftest import ORACLE, need_shared
+from tests.conftest import ORACLE, need_shared, run_cli
 from tests.test_shapes import _caffe_shape, _net
 
 SETUP = ORACLE / "setup"
@@ -303,13 +302,7 @@ def test_apply_does_not_blame_the_rewrite_for_an_old_failure() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rewriter.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args)
 
 
 def test_cli_explain_and_check_refuse_like_caffe() -> None:

@@ -27,20 +27,14 @@ from rewriter.bind import NET, bind
 from rewriter.cst import parse
 from rewriter.graph import build_graph
 
-from .conftest import REPO, SHARED, need_shared
+from .conftest import REPO, SHARED, need_shared, run_cli
 
 SEED = REPO / "examples" / "seed_net.prototxt"
 BACKWARD = SHARED / "oracle" / "backward"
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rewriter.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+    return run_cli(*args, cwd=cwd)
 
 
 def _graph(text: str, phase: str = "TRAIN") -> Any:

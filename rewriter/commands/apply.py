@@ -137,6 +137,14 @@ def apply_cmd(
         str, typer.Option("--color", help="auto (on a terminal), always or never")
     ] = "auto",
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary on stderr.")] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="The net's .caffemodel: the weights follow the rewrite."),
+    ] = None,
+    weights_out: Annotated[
+        Path | None,
+        typer.Option("--weights-out", help="Write the new .caffemodel here (with -o/--in-place)."),
+    ] = None,
 ) -> None:
     """Apply a recipe (see _APPLY_HELP)."""
     from rewriter.recipe import Recipe, parse_step_spec, recipe_from_steps
@@ -172,13 +180,23 @@ def apply_cmd(
     values = _option_values(recipe, set_ or [])
     recipe.option_values(values)  # required options are reported before any file is read
 
-    results = _run_all(files, recipe, values, phase, lenient, jobs)
+    if weights is not None or weights_out is not None:
+        results = [
+            _run_pair(
+                files, recipe, values, phase, lenient, weights, weights_out, output, in_place, check
+            )
+        ]
+    else:
+        results = _run_all(files, recipe, values, phase, lenient, jobs)
 
     errors = 0
     changed = 0
     for data in results:
         if not data["ok"]:
             errors += 1
+            continue
+        if data.get("written"):
+            changed += 1
             continue
         if data["changed"]:
             changed += 1
@@ -216,17 +234,56 @@ def apply_cmd(
     raise typer.Exit(EXIT_OK)
 
 
+def _run_pair(
+    files: list[str],
+    recipe: Recipe,
+    values: dict[str, Any],
+    phase: str,
+    lenient: bool,
+    weights: Path | None,
+    weights_out: Path | None,
+    output: Path | None,
+    in_place: bool,
+    check: bool,
+) -> dict[str, Any]:
+    """One net and its weights: both written (with -o/--in-place and --weights-out) or neither."""
+    from rewriter.apply import run_file
+
+    if weights is None:
+        raise UsageError("--weights-out needs --weights IN.caffemodel")
+    if len(files) != 1:
+        raise UsageError("--weights goes with one net (the pair); got " + str(len(files)))
+    writes = output is not None or in_place
+    if writes and weights_out is None:
+        raise UsageError(
+            "the weights follow the net: give --weights-out OUT.caffemodel with -o/--in-place"
+        )
+    if weights_out is not None and not writes and not check:
+        raise UsageError("--weights-out writes with the net: add -o OUT.prototxt or --in-place")
+    target = str(output) if output is not None else files[0] if in_place else None
+    return run_file(
+        files[0], recipe, values, phase, lenient, str(weights),
+        str(weights_out) if weights_out is not None and writes else None, target,
+    )  # fmt: skip
+
+
 def _summary(data: dict[str, Any], written: bool) -> str:
     if data.get("skipped"):
         return f"{data['path']}: no change: {data['skipped']}"
     n_checks = len(data["checks"])
+    skipped = [c["check"] for c in data["checks"] if c.get("skipped")]
+    if skipped:
+        n_checks -= len(skipped)
+        verb_skip = f", {len(skipped)} skipped ({', '.join(skipped)})"
+    else:
+        verb_skip = ""
     if not data["changed"]:
         return f"{data['path']}: no change ({n_checks} checks passed)"
     layers = {c["layer"] for c in data["changes"] if c["layer"] is not None}
     verb = "written" if written else "not written (use -o or --in-place)"
     return (
         f"{data['path']}: {len(data['changes'])} change(s) in {len(layers)} layer(s), "
-        f"{n_checks} checks passed, {verb}"
+        f"{n_checks} checks passed{verb_skip}, {verb}"
     )
 
 
