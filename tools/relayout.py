@@ -88,6 +88,8 @@ MAPPING: dict[str, str] = {
     "rewriter.recipe_hints": "rewriter.recipes.hints",
     "rewriter.select": "rewriter.recipes.select",
     "rewriter.steps": "rewriter.recipes.steps",
+    "rewriter.step_table": "rewriter.recipes.step_table",
+    "rewriter.weightsteps": "rewriter.recipes.weightsteps",
     "rewriter.deploy": "rewriter.recipes.deploy",
     "rewriter.apply": "rewriter.recipes.engine",
     "rewriter.checks": "rewriter.recipes.checks",
@@ -123,8 +125,9 @@ PACKAGE_DOCS: dict[str, str] = {
     "rewriter.upgrade": "Caffe's legacy-format upgrade as minimal edits: nets and solvers "
     "(``document``) and streaming ``.caffemodel`` files (``caffemodel``).",
     "rewriter.recipes": "Recipes: the recipe files (``recipe``; the built-in TOML files ship as "
-    "``rewriter.recipes.builtin``), selectors (``select``), the step catalogue (``steps``, "
-    "``deploy``), the engine (``engine``) and its round-trip checks (``checks``).",
+    "``rewriter.recipes.builtin``), selectors (``select``), the step catalogue (``step_table``, "
+    "``steps``, ``deploy``, ``weightsteps``), the engine (``engine``) and its round-trip "
+    "checks (``checks``).",
     "rewriter.review": "Reviewing a change: the semantic diff (``semdiff``), the backward "
     "analysis as text (``explain_text``) and the renderers (``render``: text, JSON, Markdown, "
     "Mermaid, DOT, HTML).",
