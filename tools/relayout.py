@@ -57,6 +57,7 @@ MAPPING: dict[str, str] = {
     # ---- util: helpers with no knowledge of Caffe
     "rewriter.lazyseq": "rewriter.util.lazyseq",
     "rewriter.memory": "rewriter.util.memory",
+    "rewriter.plaindiff": "rewriter.util.plaindiff",  # from the perf branch
     # ---- text: the lossless tree, edits, file IO
     "rewriter.cst": "rewriter.text.cst",
     "rewriter.edit": "rewriter.text.edit",
@@ -110,7 +111,7 @@ MAPPING: dict[str, str] = {
 #: The docstring of each package the move creates.
 PACKAGE_DOCS: dict[str, str] = {
     "rewriter.util": "Helpers that know nothing of Caffe: lazy sequences, pausing the garbage "
-    "collector for bulk steps.",
+    "collector for bulk steps, differences between plain values.",
     "rewriter.text": "The lossless tree of a protobuf text file (``cst``), edits on it that leave "
     "every other byte alone (``edit``) and file IO that loses nothing (``fileio``).",
     "rewriter.schema": "``caffe.proto`` at run time (``runtime``: descriptors in a private pool), "
