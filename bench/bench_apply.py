@@ -39,8 +39,8 @@ MIDDLE = {
 def _job(path: str, upto: str, out: io.StringIO) -> Any:
     """The whole ``rewriter apply --step 'freeze upto=...' FILE`` job; returns the Result (the
     caller frees it after stopping the clock, as it does with text_format's message)."""
-    from rewriter.apply import apply
-    from rewriter.recipe import Step
+    from rewriter.recipes.engine import apply
+    from rewriter.recipes.recipe import Step
 
     result = apply(path, Step("freeze", upto=upto))
     out.write(result.diff)  # what the CLI prints
@@ -51,7 +51,7 @@ def _job(path: str, upto: str, out: io.StringIO) -> Any:
 def _tf_parse(text: str) -> Any:
     from google.protobuf import text_format
 
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     msg = default_schema().message_class("caffe.NetParameter")()
     text_format.Parse(text, msg)

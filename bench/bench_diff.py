@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from google.protobuf import text_format
 
-    from rewriter import semdiff
-    from rewriter.render.text import render_text
-    from rewriter.schema import default_schema
+    from rewriter.review import semdiff
+    from rewriter.review.render.text import render_text
+    from rewriter.schema.runtime import default_schema
 
     old_text = chain(args.layers)
     new_text = _one_layer_changed(old_text, f"conv{args.layers // 4}")

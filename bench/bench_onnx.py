@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from google.protobuf import text_format
 
     from rewriter.onnx.export import export
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     cls = default_schema().message_class("caffe.NetParameter")
     blob = weights.read_bytes()

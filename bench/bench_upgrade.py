@@ -4,7 +4,8 @@ Target (issue 5): the binary upgrade streams, so its peak memory stays under 1.5
 (ideally far less). Every measurement runs in a fresh child process and reads that child's own
 ``ru_maxrss`` after the imports (baseline) and after the work (peak):
 
-* ``stream``: :func:`rewriter.caffemodel.upgrade_caffemodel` (what ``rewriter upgrade`` runs);
+* ``stream``: :func:`rewriter.upgrade.caffemodel.upgrade_caffemodel` (what ``rewriter upgrade``
+  runs);
 * ``stream_tracemalloc``: the same with tracemalloc on (peak Python-heap allocations);
 * ``in_memory``: what Caffe's ``upgrade_net_proto_binary`` does - parse the whole file, upgrade
   the message, serialise it - for comparison; its output must be byte-identical to ours;
@@ -36,8 +37,8 @@ sys.path.insert(0, str(REPO))
 
 _CHILD_PRELUDE = """
 import json, resource, sys, time
-import rewriter.caffemodel, rewriter.upgrade, rewriter.graph
-from rewriter.schema import default_schema
+import rewriter.upgrade.caffemodel, rewriter.upgrade.document, rewriter.caffe.graph
+from rewriter.schema.runtime import default_schema
 default_schema()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 """
@@ -46,7 +47,7 @@ _STREAM = (
     _CHILD_PRELUDE
     + """
 t0 = time.perf_counter()
-r = rewriter.caffemodel.upgrade_caffemodel(sys.argv[1], sys.argv[2])
+r = rewriter.upgrade.caffemodel.upgrade_caffemodel(sys.argv[1], sys.argv[2])
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": dt, "base_kb": base, "peak_kb": peak, "blobs": r.blobs,
@@ -59,7 +60,7 @@ _TRACED = (
     + """
 import tracemalloc
 tracemalloc.start()
-rewriter.caffemodel.upgrade_caffemodel(sys.argv[1], sys.argv[2])
+rewriter.upgrade.caffemodel.upgrade_caffemodel(sys.argv[1], sys.argv[2])
 print(json.dumps({"traced_peak_bytes": tracemalloc.get_traced_memory()[1]}))
 """
 )
@@ -67,7 +68,7 @@ print(json.dumps({"traced_peak_bytes": tracemalloc.get_traced_memory()[1]}))
 _IN_MEMORY = (
     _CHILD_PRELUDE
     + """
-from rewriter.graph import upgrade_net_message
+from rewriter.caffe.graph import upgrade_net_message
 t0 = time.perf_counter()
 with open(sys.argv[1], "rb") as fh:
     data = fh.read()
@@ -86,7 +87,7 @@ _TEXT = (
     _CHILD_PRELUDE
     + """
 from bench.bench_upgrade import v1_text
-from rewriter.upgrade import upgrade_text
+from rewriter.upgrade.document import upgrade_text
 def hwm_kb():
     # VmHWM, not ru_maxrss: after fork + exec ru_maxrss starts at the (large) parent's RSS
     try:
@@ -108,7 +109,7 @@ print(json.dumps({"seconds": dt, "base_kb": base, "peak_kb": peak, "changed": ch
 
 _GENERATE = """
 import struct, sys
-from rewriter.schema import default_schema
+from rewriter.schema.runtime import default_schema
 net_cls = default_schema().message_class("caffe.NetParameter")
 path, layers, floats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
@@ -252,7 +253,7 @@ def main() -> None:
             }
             mem_out.unlink()
 
-        from rewriter.upgrade import upgrade_text
+        from rewriter.upgrade.document import upgrade_text
 
         text = v1_text(args.text_layers)
         t0 = time.perf_counter()

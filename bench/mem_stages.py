@@ -33,8 +33,8 @@ def main(argv: list[str]) -> int:
     mb = len(text.encode()) / 2**20
 
     from rewriter import parse
-    from rewriter.bind import NET, bind
-    from rewriter.graph import build_graph
+    from rewriter.caffe.graph import build_graph
+    from rewriter.schema.bind import NET, bind
 
     warm = bind(parse(gen.chain(10)), root=NET)  # imports, schema, caches
     build_graph(warm.message, phase="TRAIN").backward()

@@ -27,15 +27,15 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports():
-    from rewriter.bind import NET, bind
-    from rewriter.cst import parse
+    from rewriter.caffe.graph import build_graph
     from rewriter.errors import ParseError, RewriterError
-    from rewriter.explain_text import render_table
-    from rewriter.graph import build_graph
+    from rewriter.review.explain_text import render_table
+    from rewriter.schema.bind import NET, bind
+    from rewriter.text.cst import parse
 
 from google.protobuf import text_format  # noqa: E402  (not instrumented: not ours)
 
-from rewriter.schema import default_schema  # noqa: E402
+from rewriter.schema.runtime import default_schema  # noqa: E402
 
 _NET_CLASS = default_schema().message_class(NET)
 

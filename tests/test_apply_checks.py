@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from rewriter.apply import apply, unified_diff
-from rewriter.bind import bind
-from rewriter.checks import CheckFailed, rebind
-from rewriter.cst import parse
-from rewriter.edit import Editor
-from rewriter.recipe import Recipe, Step
-from rewriter.select import NetView
-from rewriter.step_table import STEPS
-from rewriter.steps import Plan, StepContext, StepSpec, StructChange, fast_doc
+from rewriter.recipes.checks import CheckFailed, rebind
+from rewriter.recipes.engine import apply, unified_diff
+from rewriter.recipes.recipe import Recipe, Step
+from rewriter.recipes.select import NetView
+from rewriter.recipes.step_table import STEPS
+from rewriter.recipes.steps import Plan, StepContext, StepSpec, StructChange, fast_doc
+from rewriter.schema.bind import bind
+from rewriter.text.cst import parse
+from rewriter.text.edit import Editor
 from tests.conftest import corpus_params, read_corpus
 from tests.test_apply_fixtures import CASES, apply_patch, run_case, split_lines
 
@@ -229,10 +229,10 @@ def test_fixture_results_equal_a_fresh_parse() -> None:
 
 def test_layer_editor_equals_one_editor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-layer Editors (the default) give exactly what one whole-document Editor gives."""
-    import rewriter.steps
+    import rewriter.recipes.steps
 
     split = [run_case(case)[0].code for case in CASES]
-    monkeypatch.setattr(rewriter.steps, "LayerEditor", Editor)
+    monkeypatch.setattr(rewriter.recipes.steps, "LayerEditor", Editor)
     whole = [run_case(case)[0].code for case in CASES]
     assert split == whole
 
@@ -244,7 +244,7 @@ def test_large_unindented_file_is_linear() -> None:
     import time
 
     from bench.gen import chain
-    from rewriter.apply import apply_text
+    from rewriter.recipes.engine import apply_text
 
     text = re.sub(r"(?m)^[ ]+", "", chain(4000))
     start = time.process_time()
@@ -264,16 +264,16 @@ MULTI = [
 
 def _copying_rebind(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every step copy its input's message again (the engine before it edited in place)."""
-    import rewriter.checks
+    import rewriter.recipes.checks
 
-    plain = rewriter.checks.rebind
+    plain = rewriter.recipes.checks.rebind
 
     def copy(*args: object, **kw: object) -> object:
         kw.pop("keep", None)
         kw.pop("origin", None)
         return plain(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(rewriter.checks, "rebind", copy)
+    monkeypatch.setattr(rewriter.recipes.checks, "rebind", copy)
 
 
 def _summary(result: object) -> tuple[object, ...]:
@@ -311,7 +311,7 @@ def test_diff_of_edits_in_many_layers_splits_only_the_changed_lines(
     """Freezing half of a net edits a value or two in hundreds of layers a few lines apart.
     The diff equals difflib's, and only the few lines around each edit are split into lines
     (splitting whole layers made one stretch of half the file, twice: ~4x its size)."""
-    import rewriter.apply
+    import rewriter.recipes.engine
 
     parts = ['name: "n"\n']
     for i in range(400):
@@ -324,13 +324,13 @@ def test_diff_of_edits_in_many_layers_splits_only_the_changed_lines(
         )
     text = 'layer { name: "data" type: "Input" top: "data" }\n' + "".join(parts)
     split: list[int] = []
-    plain_split = rewriter.apply._split_lines
+    plain_split = rewriter.recipes.engine._split_lines
 
     def spy(t: str) -> list[str]:
         split.append(len(t))
         return plain_split(t)
 
-    monkeypatch.setattr(rewriter.apply, "_split_lines", spy)
+    monkeypatch.setattr(rewriter.recipes.engine, "_split_lines", spy)
     result = apply(parse(text), Step("freeze", upto="c199"))
     diff = result.diff
     assert apply_patch(text, diff) == result.code
@@ -343,8 +343,8 @@ def test_diff_of_edits_in_many_layers_splits_only_the_changed_lines(
 def test_structure_digest_keeps_what_the_check_compares() -> None:
     """A recipe with no structural step keeps only digests of the input's structures; they
     tell apart exactly what the rows do (names, types, bottoms, tops, order)."""
-    from rewriter.apply import _release_graphs
-    from rewriter.steps import StructDigest, structure
+    from rewriter.recipes.engine import _release_graphs
+    from rewriter.recipes.steps import StructDigest, structure
 
     doc = parse(NET)
     view = NetView(doc, bind(doc, None, "caffe.NetParameter").message)

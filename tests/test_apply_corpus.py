@@ -12,10 +12,10 @@ import re
 
 import pytest
 
-from rewriter.apply import apply
+from rewriter.api import load
 from rewriter.errors import RewriterError
-from rewriter.model import load
-from rewriter.recipe import Step
+from rewriter.recipes.engine import apply
+from rewriter.recipes.recipe import Step
 from tests.conftest import corpus_params, read_corpus
 
 # What a freeze may add or rewrite, line by line.
@@ -83,7 +83,7 @@ def _freeze_middle(row: dict[str, str] | None, lenient: bool) -> None:
     backward = result.net.backward("TRAIN")
     graph = result.net.graph("TRAIN")
     idx = graph.layer(middle).index
-    from rewriter.select import graph_edges
+    from rewriter.recipes.select import graph_edges
 
     preds, _ = graph_edges(graph)
     seen, stack = {idx}, [idx]

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from rewriter.apply import apply
-from rewriter.cst import parse
-from rewriter.deploy import deploy_document
-from rewriter.model import read
-from rewriter.recipe import Recipe, Step
+from rewriter.api import read
+from rewriter.recipes.deploy import deploy_document
+from rewriter.recipes.engine import apply
+from rewriter.recipes.recipe import Recipe, Step
+from rewriter.text.cst import parse
 
 from .conftest import CORPUS, need_shared
 from .test_deploy import PAIRS

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from rewriter.apply import apply
-from rewriter.recipe import Recipe
+from rewriter.recipes.engine import apply
+from rewriter.recipes.recipe import Recipe
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CASES = sorted(p for p in FIXTURES.glob("apply-*") if (p / "recipe.toml").is_file())
@@ -123,8 +123,8 @@ def test_fixture(case: Path) -> None:
 
 
 def test_every_step_and_builtin_has_a_fixture() -> None:
-    from rewriter.recipe import builtin_names
-    from rewriter.step_table import STEPS
+    from rewriter.recipes.recipe import builtin_names
+    from rewriter.recipes.step_table import STEPS
 
     used_steps: set[str] = set()
     used_builtins: set[str] = set()

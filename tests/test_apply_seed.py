@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from rewriter.apply import apply
-from rewriter.recipe import Recipe, Step
+from rewriter.recipes.engine import apply
+from rewriter.recipes.recipe import Recipe, Step
 from tests.conftest import SHARED, need_shared
 
 SEED = SHARED / "seed" / "seed_net.prototxt"

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from rewriter.bind import bind
-from rewriter.cst import parse
 from rewriter.errors import RewriterError
-from rewriter.recipe import Recipe, Step
-from rewriter.select import NetView, select
-from rewriter.steps import bottom_writers, fed_by
+from rewriter.recipes.recipe import Recipe, Step
+from rewriter.recipes.select import NetView, select
+from rewriter.recipes.steps import bottom_writers, fed_by
+from rewriter.schema.bind import bind
+from rewriter.text.cst import parse
 from tests.conftest import corpus_params, read_corpus
 
 # data -> stem -> stem_relu (in place) -> {left, right, merge}; merge(left, stem, right) -> loss
@@ -90,7 +90,7 @@ def test_phase_rules() -> None:
 
 
 def test_empty_selection_is_an_error_unless_allowed() -> None:
-    from rewriter.apply import apply
+    from rewriter.recipes.engine import apply
 
     with pytest.raises(RewriterError, match="selection is empty"):
         apply(parse(NET), Step("freeze", type="BatchNorm"))
@@ -101,7 +101,7 @@ def test_empty_selection_is_an_error_unless_allowed() -> None:
 
 
 def test_legacy_formats_are_refused_clearly() -> None:
-    from rewriter.apply import apply
+    from rewriter.recipes.engine import apply
 
     v1 = 'name: "v1"\nlayers { name: "fc" type: INNER_PRODUCT bottom: "data" top: "fc" }\n'
     v1 = 'input: "data"\ninput_dim: 1\ninput_dim: 2\ninput_dim: 1\ninput_dim: 1\n' + v1
@@ -121,7 +121,7 @@ def test_fed_by_walks_splits_and_in_place_chains() -> None:
 
 
 def test_stop_gradient_errors_and_warnings() -> None:
-    from rewriter.apply import apply
+    from rewriter.recipes.engine import apply
 
     with pytest.raises(RewriterError, match="'data' does not feed 'merge'.*left, stem_relu, right"):
         apply(parse(NET), Step("stop-gradient", from_="data", to="merge"))
@@ -160,7 +160,7 @@ def _naive_edges(graph: object) -> tuple[list[list[int]], list[list[int]]]:
 def test_packed_edges_and_index_maps_equal_plain_lists(row: dict[str, str] | None) -> None:
     """The packed neighbour lists and document -> graph index maps read exactly like the
     lists and dicts they replace (order and repeated edges included)."""
-    from rewriter.select import graph_edges
+    from rewriter.recipes.select import graph_edges
 
     path, text = read_corpus(row)
     doc = parse(text, str(path))

@@ -746,7 +746,9 @@ def _have(module: str) -> bool:
 
 
 ALL_ROWS = (
-    ROWS + (RECIPE_ROWS if _have("apply") else []) + (UPGRADE_ROWS if _have("upgrade") else [])
+    ROWS
+    + (RECIPE_ROWS if _have("recipes.engine") else [])
+    + (UPGRADE_ROWS if _have("upgrade.document") else [])
 )
 
 
@@ -970,7 +972,7 @@ def test_full_disk_leaves_the_original_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ENOSPC in the middle of a write: a clean FileError, the old file intact, no temp file."""
-    import rewriter.fileio as fileio
+    import rewriter.text.fileio as fileio
     from rewriter.errors import RewriterError
 
     target = tmp_path / "net.prototxt"

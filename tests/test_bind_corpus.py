@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from google.protobuf import text_format
 
-from rewriter.bind import NET, SOLVER, bind, diagnose
-from rewriter.cst import parse
-from rewriter.schema import default_schema
+from rewriter.schema.bind import NET, SOLVER, bind, diagnose
+from rewriter.schema.runtime import default_schema
+from rewriter.text.cst import parse
 
 from .conftest import corpus_params, read_corpus
 

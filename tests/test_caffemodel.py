@@ -1,10 +1,10 @@
 """Streaming ``.caffemodel`` upgrade against the message API.
 
 Each test builds a NetParameter with the schema's classes (weights included), writes it, upgrades
-it with :func:`rewriter.caffemodel.upgrade_caffemodel` (which never parses the weights) and
+it with :func:`rewriter.upgrade.caffemodel.upgrade_caffemodel` (which never parses the weights) and
 compares with parsing the whole file and upgrading the message in memory: the colleague's
 ``graph.upgrade_net_message`` (Caffe's V1 -> V2 / inputs / BatchNorm rules) where it applies, and
-:func:`rewriter.upgrade.upgrade_net_message_caffe` (checked against real Caffe in
+:func:`rewriter.upgrade.document.upgrade_net_message_caffe` (checked against real Caffe in
 test_upgrade_oracle.py) for the data-transformation and V0 rules.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from rewriter.caffemodel import CaffemodelError, scan, upgrade_caffemodel
-from rewriter.graph import upgrade_net_message
-from rewriter.schema import default_schema
-from rewriter.upgrade import upgrade_net_message_caffe
+from rewriter.caffe.graph import upgrade_net_message
+from rewriter.schema.runtime import default_schema
+from rewriter.upgrade.caffemodel import CaffemodelError, scan, upgrade_caffemodel
+from rewriter.upgrade.document import upgrade_net_message_caffe
 
 from .conftest import REPO
 
@@ -213,9 +213,9 @@ def test_scan_reads_no_weights(tmp_path: Path) -> None:
 
 _MEASURE = """
 import json, resource, sys
-from rewriter.caffemodel import upgrade_caffemodel
-import rewriter.upgrade, rewriter.graph, rewriter.schema
-rewriter.schema.default_schema()
+from rewriter.upgrade.caffemodel import upgrade_caffemodel
+import rewriter.upgrade.document, rewriter.caffe.graph, rewriter.schema.runtime
+rewriter.schema.runtime.default_schema()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 r = upgrade_caffemodel(sys.argv[1], sys.argv[2])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

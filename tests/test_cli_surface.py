@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from rewriter.cli_help import reflow
+from rewriter.cli.help import reflow
 
 from .conftest import CORPUS, REPO, need_shared, run_cli
 

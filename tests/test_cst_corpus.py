@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rewriter.cst import parse
+from rewriter.api import read
 from rewriter.errors import ParseError
-from rewriter.model import read
+from rewriter.text.cst import parse
 
 from .conftest import corpus_params, read_corpus
 

@@ -1,4 +1,4 @@
-"""The parsed tree keeps each top-level block's subtree as packed records (rewriter.cst) and
+"""The parsed tree keeps each top-level block's subtree as packed records (rewriter.text.cst) and
 builds Field objects on demand. These tests pin down that the records describe every byte
 exactly as the objects did, that nothing built from them depends on object identity, and that
 the memory stays bounded."""
@@ -10,8 +10,8 @@ import tracemalloc
 
 import pytest
 
-from rewriter.cst import Document, Field, ListBody, MessageBody, parse
-from rewriter.edit import Editor
+from rewriter.text.cst import Document, Field, ListBody, MessageBody, parse
+from rewriter.text.edit import Editor
 
 from .conftest import corpus_params, read_corpus
 
@@ -179,7 +179,7 @@ def test_tree_memory_stays_a_small_multiple_of_the_file() -> None:
 def test_an_edit_shows_only_its_own_children_as_changed() -> None:
     # The checks re-read (and diff) only the children an edit touched; they find them by field
     # equality, which must hold between a parsed body's fields read at different times.
-    from rewriter.checks import changed_names
+    from rewriter.recipes.checks import changed_names
 
     doc = parse(TRICKY)
     ed = Editor(doc)
@@ -278,7 +278,7 @@ def test_records_go_into_chunks_at_top_level_blocks() -> None:
 def test_a_new_value_gives_the_field_a_parse_would(row: dict[str, str] | None) -> None:
     """Edit.with_value computes the boundaries of a field with a new one-token value instead
     of parsing its text; they equal the parse's, and other values still go to the parser."""
-    from rewriter.edit import make_field, with_value
+    from rewriter.text.edit import make_field, with_value
 
     path, text = read_corpus(row)
     try:

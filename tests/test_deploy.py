@@ -1,4 +1,4 @@
-"""train_val -> deploy (rewriter.deploy) against the deploy nets the model authors shipped.
+"""train_val -> deploy (rewriter.recipes.deploy) against the deploy nets the model authors shipped.
 
 The pairs: every corpus folder holding a net with "deploy" in its name next to a
 train_val / trainval / train_test net (found by ``_discover_pairs``, listed in ``PAIRS``).
@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
-from rewriter.bind import bind
-from rewriter.cst import parse
-from rewriter.deploy import DeployError, deploy_document, parse_settings
+from rewriter.api import read
+from rewriter.caffe.graph import build_graph, upgrade_net_message
+from rewriter.caffe.shapes import infer_shapes
 from rewriter.errors import UsageError
-from rewriter.graph import build_graph, upgrade_net_message
-from rewriter.model import read
-from rewriter.shapes import infer_shapes
+from rewriter.recipes.deploy import DeployError, deploy_document, parse_settings
+from rewriter.schema.bind import bind
+from rewriter.text.cst import parse
 from tests.conftest import CORPUS, manifest, need_shared, run_cli
 
 # (folder, train/val net, shipped deploy net, deploy options, known differences, reason)
@@ -381,8 +381,8 @@ def test_deploy_options() -> None:
 
 def test_edits_can_be_recorded_into_a_callers_editor() -> None:
     """For the recipe engine: record into an Editor, apply later, then verify."""
-    from rewriter.deploy import verify_deploy
-    from rewriter.edit import Editor
+    from rewriter.recipes.deploy import verify_deploy
+    from rewriter.text.edit import Editor
 
     doc = parse(TRAIN_VAL, "tiny.prototxt")
     ed = Editor(doc)

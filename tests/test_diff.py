@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from rewriter import semdiff
-from rewriter.cst import parse
-from rewriter.edit import Editor
+from rewriter.review import semdiff
+from rewriter.text.cst import parse
+from rewriter.text.edit import Editor
 
 from .conftest import ORACLE, REPO, SHARED, corpus_params, need_shared, read_corpus
 
@@ -47,7 +47,7 @@ CHAIN = [
 
 
 # ``python -m rewriter.cli`` would run cli.py as __main__, a second module object on which
-# the commands of rewriter/commands/ do not register: call the console entry point instead.
+# the commands of rewriter/cli/commands/ do not register: call the console entry point instead.
 CLI = [sys.executable, "-c", "import sys; sys.argv[0] = 'rewriter'; "
        "from rewriter.cli import main; main()"]  # fmt: skip
 
@@ -64,7 +64,7 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 
 def _apply_available() -> bool:
     """`rewriter apply` exists (another issue builds it; until then the Editor stands in)."""
-    if importlib.util.find_spec("rewriter.apply") is None:
+    if importlib.util.find_spec("rewriter.recipes.engine") is None:
         return False
     return run("apply", "--help").returncode == 0
 
@@ -607,7 +607,7 @@ def test_corpus_reformatted_by_protobuf_is_semantically_identical(row: Any) -> N
     from google.protobuf import text_format
 
     from rewriter.errors import RewriterError
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     net_class = default_schema().message_class("caffe.NetParameter")
     try:

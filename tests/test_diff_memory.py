@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from rewriter import semdiff
-from rewriter.bind import NET, bind
-from rewriter.cst import parse
-from rewriter.graph import Graph, build_graph
-from rewriter.netinit import Backward
-from rewriter.states import compute
+from rewriter.caffe.graph import Graph, build_graph
+from rewriter.caffe.netinit import Backward
+from rewriter.caffe.states import compute
+from rewriter.review import semdiff
+from rewriter.schema.bind import NET, bind
+from rewriter.text.cst import parse
 
 SEED = Path(__file__).resolve().parents[1] / "examples" / "seed_net.prototxt"
 

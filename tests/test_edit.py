@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rewriter.cst import parse
-from rewriter.edit import Editor
+from rewriter.text.cst import parse
+from rewriter.text.edit import Editor
 
 SRC = """name: "n"
 

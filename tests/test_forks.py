@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rewriter.bind import NET, SOLVER, bind, diagnose
-from rewriter.cst import parse
 from rewriter.errors import RewriterError, SchemaErrors
-from rewriter.upgrade import UpgradeError, upgrade_text
+from rewriter.schema.bind import NET, SOLVER, bind, diagnose
+from rewriter.text.cst import parse
+from rewriter.upgrade.document import UpgradeError, upgrade_text
 
 from .conftest import CORPUS, manifest, need_shared, run_cli
 
@@ -228,7 +228,7 @@ layers {
 
 
 def test_v0_input_shape_becomes_an_input_layer() -> None:
-    from rewriter.graph import CaffeError, build_graph
+    from rewriter.caffe.graph import CaffeError, build_graph
 
     original = bind(parse(V0_INPUT_SHAPE), None, NET).message
     # What Caffe does (upgrade_proto.cpp UpgradeV0Net copies input and input_dim only): the

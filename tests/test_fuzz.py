@@ -34,9 +34,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rewriter.bind import NET, bind, diagnose
-from rewriter.cst import parse
 from rewriter.errors import ParseError, RewriterError
+from rewriter.schema.bind import NET, bind, diagnose
+from rewriter.text.cst import parse
 
 from .conftest import CORPUS, manifest
 
@@ -338,8 +338,8 @@ def check_bind(text: str, doc: Any) -> Any:
 
 
 def check_explain(message: Any) -> None:
-    from rewriter.explain_text import render_table
-    from rewriter.graph import build_graph
+    from rewriter.caffe.graph import build_graph
+    from rewriter.review.explain_text import render_table
 
     for phase in ("TRAIN", "TEST"):
         try:
@@ -359,7 +359,7 @@ def check_against_protobuf(text: str, bound: Any) -> None:
         return
     from google.protobuf import text_format
 
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     theirs = default_schema().message_class(NET)()
     # (protobuf's Python parser refuses a byte order mark that C++ protobuf >= 3 skips)
@@ -450,7 +450,7 @@ def _legacy() -> list[tuple[str, str, str]]:
     ]
 
 
-@pytest.mark.skipif(not _have("upgrade"), reason="rewriter.upgrade not present")
+@pytest.mark.skipif(not _have("upgrade.document"), reason="rewriter.upgrade.document not present")
 @pytest.mark.timeout(400)
 @SHARD
 @settings(FAST, max_examples=1500 // SHARDS)
@@ -458,7 +458,7 @@ def _legacy() -> list[tuple[str, str, str]]:
 def test_fuzz_upgrade(seed: int, shard: int) -> None:
     """Mutated legacy files: upgrade refuses with our error, or gives a file that parses,
     round-trips and needs no further upgrade."""
-    from rewriter.upgrade import upgrade_text
+    from rewriter.upgrade.document import upgrade_text
 
     _need_corpus()
     rng = random.Random(sharded(seed, shard))
@@ -497,15 +497,15 @@ _STEPS = [
 ]
 
 
-@pytest.mark.skipif(not _have("apply"), reason="rewriter.apply not present")
+@pytest.mark.skipif(not _have("recipes.engine"), reason="rewriter.recipes.engine not present")
 @pytest.mark.timeout(400)
 @SHARD
 @settings(FAST, max_examples=1500 // SHARDS)
 @given(seed=SEEDS)
 def test_fuzz_apply(seed: int, shard: int) -> None:
     """Random steps on mutated nets: a checked result that parses and binds, or our error."""
-    from rewriter.apply import apply
-    from rewriter.recipe import parse_step_spec
+    from rewriter.recipes.engine import apply
+    from rewriter.recipes.recipe import parse_step_spec
 
     _need_corpus()
     rng = random.Random(sharded(seed, shard))
@@ -537,16 +537,16 @@ def test_fuzz_apply(seed: int, shard: int) -> None:
         assert out == text
 
 
-@pytest.mark.skipif(not _have("semdiff"), reason="rewriter.semdiff not present")
+@pytest.mark.skipif(not _have("review.semdiff"), reason="rewriter.review.semdiff not present")
 @pytest.mark.timeout(400)
 @SHARD
 @settings(FAST, max_examples=1500 // SHARDS)
 @given(seed=SEEDS)
 def test_fuzz_diff(seed: int, shard: int) -> None:
     """diff of a net against a mutated copy: a report in every format, or our error."""
-    from rewriter.render.json_ import render_json
-    from rewriter.render.text import render_text
-    from rewriter.semdiff import DiffResult, diff_texts
+    from rewriter.review.render.json_ import render_json
+    from rewriter.review.render.text import render_text
+    from rewriter.review.semdiff import DiffResult, diff_texts
 
     _need_corpus()
     rng = random.Random(sharded(seed, shard))

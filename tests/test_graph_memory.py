@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from rewriter.graph import AUTOMATIC_TOP, Blob, build_graph
-from rewriter.netinit import analyze
+from rewriter.caffe.graph import AUTOMATIC_TOP, Blob, build_graph
+from rewriter.caffe.netinit import analyze
 
 
 def parse(text: str) -> Any:
     from google.protobuf import text_format
 
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     return text_format.Parse(text, default_schema().message_class("caffe.NetParameter")())
 
@@ -133,8 +133,8 @@ def test_reasons_are_written_once_when_read() -> None:
 def _retained_per_layer(n: int) -> float:
     from bench.gen import densenet
     from rewriter import parse as cst_parse
-    from rewriter.bind import NET as NET_ROOT
-    from rewriter.bind import bind
+    from rewriter.schema.bind import NET as NET_ROOT
+    from rewriter.schema.bind import bind
 
     text = densenet(n)
     msg = bind(cst_parse(text), root=NET_ROOT).message
@@ -169,7 +169,7 @@ def test_graph_shares_the_callers_layer_names() -> None:
 
 
 def test_verdicts_are_built_on_read_and_equal_each_time() -> None:
-    from rewriter.netinit import LayerVerdict, Verdicts
+    from rewriter.caffe.netinit import LayerVerdict, Verdicts
 
     result = analyze(build_graph(parse(NET)))
     verdicts = result.layers

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from rewriter.model import load
-from rewriter.render import build_view
-from rewriter.render.dot import to_dot
-from rewriter.render.mermaid import CLASS_DEFS, to_mermaid
-from rewriter.semdiff import phase_facts
+from rewriter.api import load
+from rewriter.review.render import build_view
+from rewriter.review.render.dot import to_dot
+from rewriter.review.render.mermaid import CLASS_DEFS, to_mermaid
+from rewriter.review.semdiff import phase_facts
 
 from .conftest import REPO, SHARED, need_shared
 from .test_diff import CLI, SEED, frozen_seed, mermaid_block, run
@@ -399,7 +399,7 @@ def test_graph_html_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     pixels = set(screenshot(page, tmp_path))
     assert len(pixels) > 1, "blank page"
     # the inline SVG is drawn: trainable (green) and no-backward (grey) node fills are on screen
-    from rewriter.render.dot import FILL
+    from rewriter.review.render.dot import FILL
 
     assert _hex(FILL["trainable"][0]) in pixels
     assert _hex(FILL["no backward"][0]) in pixels
@@ -416,8 +416,8 @@ def test_diff_html_page_renders_in_headless_chromium(tmp_path: Path) -> None:
 
 
 def test_dot_of_a_diff_view_marks_the_change(tmp_path: Path) -> None:
-    from rewriter import semdiff
-    from rewriter.render import diff_view
+    from rewriter.review import semdiff
+    from rewriter.review.render import diff_view
 
     frozen = frozen_seed(tmp_path)
     fd = semdiff.diff_files(SEED, frozen)

@@ -188,9 +188,9 @@ def _initialised_corpus_nets() -> list[Path]:
 
 def test_nets_caffe_initialises_pass_check() -> None:
     need_shared()
-    from rewriter.bind import diagnose
-    from rewriter.diagnose import net_init_diagnostics
-    from rewriter.fileio import read_text
+    from rewriter.caffe.diagnose import net_init_diagnostics
+    from rewriter.schema.bind import diagnose
+    from rewriter.text.fileio import read_text
 
     nets = _initialised_corpus_nets()
     assert len(nets) > 90
@@ -314,9 +314,9 @@ def test_a_name_shared_by_phases_is_located_in_the_phase_kept(phase: str, want: 
     """An error naming only the layer (as shape checks may) goes to the block the phase
     keeps: lenet's TRAIN and TEST data layers are both called "mnist"."""
     need_shared()
-    from rewriter.cst import parse
-    from rewriter.diagnose import diagnostic
-    from rewriter.graph import CaffeError
+    from rewriter.caffe.diagnose import diagnostic
+    from rewriter.caffe.graph import CaffeError
+    from rewriter.text.cst import parse
 
     path = CORPUS / "BVLC-caffe" / "examples" / "mnist" / "lenet_train_test.prototxt"
     text = path.read_text()
@@ -338,9 +338,9 @@ def test_a_name_shared_by_phases_is_located_in_the_phase_kept(phase: str, want: 
 )
 def test_an_unwritten_field_falls_back_to_what_encloses_it(field: str, anchor: str) -> None:
     need_shared()
-    from rewriter.cst import parse
-    from rewriter.diagnose import diagnostic
-    from rewriter.graph import CaffeError
+    from rewriter.caffe.diagnose import diagnostic
+    from rewriter.caffe.graph import CaffeError
+    from rewriter.text.cst import parse
 
     path = ORACLE / "backward" / "dup_top_error.prototxt"
     text = path.read_text()

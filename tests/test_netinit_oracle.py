@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from rewriter.graph import CaffeError, Graph, build_graph, upgrade_net_message
-from rewriter.layer_params import ORACLE_BUILD_LAYER_TYPES
-from rewriter.netinit import Backward, analyze
+from rewriter.caffe.graph import CaffeError, Graph, build_graph, upgrade_net_message
+from rewriter.caffe.layer_params import ORACLE_BUILD_LAYER_TYPES
+from rewriter.caffe.netinit import Backward, analyze
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BACKWARD = SHARED / "oracle" / "backward"
@@ -37,7 +37,7 @@ def _need(path: Path) -> None:
 
 
 def _net_class() -> Any:
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     return default_schema().message_class("caffe.NetParameter")
 

@@ -1,4 +1,5 @@
-"""Targeted tests of the Net::Init rules reproduced by rewriter.graph / rewriter.netinit."""
+"""Targeted tests of the Net::Init rules reproduced by rewriter.caffe.graph /
+rewriter.caffe.netinit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rewriter.graph import (
+from rewriter.caffe.graph import (
     AUTOMATIC_TOP,
     CaffeError,
     Graph,
@@ -16,14 +17,14 @@ from rewriter.graph import (
     upgrade_net_message,
     v1_to_v2_message,
 )
-from rewriter.layer_params import ORACLE_BUILD_LAYER_TYPES, param_blob_count
-from rewriter.netinit import Backward, analyze
+from rewriter.caffe.layer_params import ORACLE_BUILD_LAYER_TYPES, param_blob_count
+from rewriter.caffe.netinit import Backward, analyze
 
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "seed"
 
 
 def net_class() -> Any:
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     return default_schema().message_class("caffe.NetParameter")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rewriter.recipe import Step
+from rewriter.recipes.recipe import Step
 from tests.conftest import REPO
 
 FIX = REPO / "tests" / "fixtures" / "netspec"
@@ -55,8 +55,8 @@ def _expected_nets(script: Path, step: Step | str) -> list[tuple[str, object]]:
     """The recipe applied by the prototxt engine to each net the original script writes."""
     from google.protobuf import text_format
 
-    from rewriter.apply import apply_text
-    from rewriter.schema import default_schema
+    from rewriter.recipes.engine import apply_text
+    from rewriter.schema.runtime import default_schema
 
     out = []
     cls = default_schema().message_class("caffe.NetParameter")

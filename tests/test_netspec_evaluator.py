@@ -22,7 +22,7 @@ FIX = REPO / "tests" / "fixtures" / "netspec"
 def _parse(text: str) -> Any:
     from google.protobuf import text_format
 
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     msg = default_schema().message_class("caffe.NetParameter")()
     text_format.Parse(text, msg)

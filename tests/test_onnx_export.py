@@ -180,7 +180,7 @@ def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_version_does_not_import_onnx() -> None:
     code = (
-        "import sys; from rewriter.commands import load_all; load_all(); "
+        "import sys; from rewriter.cli.commands import load_all; load_all(); "
         "print(any(m in sys.modules for m in ('onnx', 'onnxruntime', 'numpy')))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -358,7 +358,7 @@ def test_v1_caffemodel_weights(tmp_path: Path) -> None:
     """Old snapshots hold V1 ``layers`` records; their blobs are read the same way."""
     need_shared()
     import rewriter
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     folder = FORWARD / "lenet"
     schema = default_schema()
@@ -383,7 +383,7 @@ def test_batchnorm_factor_zero_means_zero_statistics(tmp_path: Path) -> None:
     """Caffe: scale_factor = blob2 == 0 ? 0 : 1 / blob2, so a zero factor zeroes mean and
     variance; both the folded (weights) and the in-graph (weights as inputs) paths agree."""
     import rewriter
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     net = tmp_path / "bn.prototxt"
     net.write_text(

@@ -1,4 +1,4 @@
-"""rewriter.plaindiff reports exactly what deepdiff reports, on random message-like values."""
+"""rewriter.util.plaindiff reports exactly what deepdiff reports, on random message-like values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from rewriter import plaindiff
-from rewriter.plaindiff import plain_diff
+from rewriter.util import plaindiff
+from rewriter.util.plaindiff import plain_diff
 
 KEYS = ["name", "type", "lr_mult", "decay_mult", "param", "bottom", "top", "convolution_param"]
 

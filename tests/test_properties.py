@@ -5,7 +5,7 @@
   ``parse(t).code == t``.
 * Documents that are valid for ``caffe.NetParameter`` bind to exactly the message protobuf's own
   ``text_format.Parse`` builds from the same text.
-* One random edit through :class:`rewriter.edit.Editor` changes only the text of the edited
+* One random edit through :class:`rewriter.text.edit.Editor` changes only the text of the edited
   field: everything before and after that field's span is byte-for-byte the old text.
 
 The strategies here are shared with ``tests/test_fuzz.py``.
@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rewriter.cst import Document, MessageBody, parse
+from rewriter.text.cst import Document, MessageBody, parse
 
 # --- building blocks ---------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ def _value_for(draw: st.DrawFn, fd: Any, depth: int) -> str:
 
 
 def _utf8_ok(token: str) -> bool:
-    from rewriter.cst import decode_string
+    from rewriter.text.cst import decode_string
 
     try:
         decode_string(token).encode("utf-8")
@@ -308,7 +308,7 @@ def valid_fields(draw: st.DrawFn, desc: Any, depth: int = 0) -> str:
 
 
 def net_descriptor() -> Any:
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     return default_schema().net_descriptor
 
@@ -336,8 +336,8 @@ def test_any_document_round_trips(text: str) -> None:
 def test_valid_nets_bind_as_protobuf_parses_them(text: str) -> None:
     from google.protobuf import text_format
 
-    from rewriter.bind import NET, bind
-    from rewriter.schema import default_schema
+    from rewriter.schema.bind import NET, bind
+    from rewriter.schema.runtime import default_schema
 
     doc = parse(text)
     assert doc.code == text
@@ -422,7 +422,7 @@ def _body_at(doc: Document, parent: tuple[int, ...]) -> MessageBody:
 @SETTINGS
 @given(edits())
 def test_one_edit_changes_only_its_field(case: tuple[str, str, tuple[int, ...], Any]) -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     text, kind, path, arg = case
     doc = parse(text)
@@ -479,7 +479,7 @@ def test_one_edit_changes_only_its_field(case: tuple[str, str, tuple[int, ...], 
 
 
 def test_remove_last_field_after_a_trailing_comment() -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     text = "layer {\n  name: 'a'  # the name\n  top: 'b' }\n"
     ed = Editor(parse(text))
@@ -491,7 +491,7 @@ def test_remove_last_field_after_a_trailing_comment() -> None:
 
 
 def test_replace_before_a_glued_next_field() -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     text = "x {}A: 1\n"
     ed = Editor(parse(text))
@@ -501,7 +501,7 @@ def test_replace_before_a_glued_next_field() -> None:
 
 
 def test_remove_after_a_trailing_comment_keeps_the_next_field_on_its_own_line() -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     text = "layer {\n  name: 'a'  # the name\n  top: 'b' type: 'c'\n}\n"
     ed = Editor(parse(text))
@@ -511,7 +511,7 @@ def test_remove_after_a_trailing_comment_keeps_the_next_field_on_its_own_line() 
 
 
 def test_replace_with_a_comment_moves_a_field_sharing_its_line() -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     text = "layer {\n  name: 'a'\n  top: 'b' type: 'c' }\n"
     ed = Editor(parse(text))
@@ -525,7 +525,7 @@ def test_replace_with_a_comment_moves_a_field_sharing_its_line() -> None:
 
 
 def test_insert_at_the_top_of_an_indented_first_line_keeps_its_indentation() -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     for bom in ("", "\ufeff"):
         ed = Editor(parse(bom + "  A: 0\n"))
@@ -534,7 +534,7 @@ def test_insert_at_the_top_of_an_indented_first_line_keeps_its_indentation() -> 
 
 
 def test_insert_before_first_field_of_file() -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     for text in ('name: "a"\n', '\ufeffname: "a"\n', '# head\nname: "a"\n', "\ufeff"):
         ed = Editor(parse(text))
@@ -547,7 +547,7 @@ def test_insert_before_first_field_of_file() -> None:
 
 
 def test_insert_before_field_on_same_line() -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     text = 'layer {\n  name: "a" type: "ReLU"\n}\n'
     ed = Editor(parse(text))
@@ -558,7 +558,7 @@ def test_insert_before_field_on_same_line() -> None:
 
 
 def test_replace_keeps_separation_from_next_field() -> None:
-    from rewriter.edit import Editor
+    from rewriter.text.edit import Editor
 
     text = "layer { name: 'a' top: 'b' }\n"
     ed = Editor(parse(text))
@@ -586,7 +586,7 @@ def test_generators_reach_the_interesting_shapes() -> None:
 
 
 def test_float_equality_helper_treats_nan_as_equal() -> None:
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     cls = default_schema().message_class("caffe.NetParameter")
     a, b = cls(), cls()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rewriter.recipe import (
+from rewriter.recipes.recipe import (
     Option,
     Recipe,
     RecipeError,
@@ -324,9 +324,9 @@ def test_parse_step_spec() -> None:
 
 
 def test_preconditions(tmp_path: Path) -> None:
-    from rewriter.apply import apply
-    from rewriter.cst import parse
     from rewriter.errors import RewriterError
+    from rewriter.recipes.engine import apply
+    from rewriter.text.cst import parse
 
     net = parse(
         'layer { name: "data" type: "Input" top: "data" '

@@ -1,4 +1,4 @@
-"""Tests for rewriter.schema: the bundled BVLC Caffe schema and run-time fork schemas."""
+"""Tests for rewriter.schema.runtime: the bundled BVLC Caffe schema and run-time fork schemas."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format
 
-from rewriter.schema import (
+from rewriter.schema.runtime import (
     Schema,
     SchemaError,
     compile_descriptor_set,
@@ -387,7 +387,7 @@ def test_coexists_with_a_user_caffe_pb2_in_the_default_pool() -> None:
     # fresh interpreter (so this process' default pool stays clean) and use the schema alongside.
     code = (
         "from google.protobuf import descriptor_pb2, descriptor_pool, message_factory\n"
-        "from rewriter.schema import default_schema, default_descriptor_path\n"
+        "from rewriter.schema.runtime import default_schema, default_descriptor_path\n"
         "fds = descriptor_pb2.FileDescriptorSet.FromString("
         "default_descriptor_path().read_bytes())\n"
         "pool = descriptor_pool.Default()\n"
@@ -416,7 +416,7 @@ def test_importing_schema_module_does_not_import_protobuf() -> None:
         "import sys\n"
         "import rewriter\n"
         "before = 'google.protobuf' in sys.modules\n"
-        "import rewriter.schema\n"
+        "import rewriter.schema.runtime\n"
         "after = 'google.protobuf' in sys.modules\n"
         "print(before, after)\n"
     )
@@ -427,7 +427,7 @@ def test_importing_schema_module_does_not_import_protobuf() -> None:
     before, after = result.stdout.split()
     if before == "True":
         pytest.skip("the rewriter package itself already imports protobuf")
-    assert after == "False", "importing rewriter.schema must not import google.protobuf"
+    assert after == "False", "importing rewriter.schema.runtime must not import google.protobuf"
 
 
 def test_schema_from_descriptor_set(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rewriter.setup_checks import check_setup, field_of
+from rewriter.caffe.setup_checks import check_setup, field_of
 from tests.conftest import ORACLE, need_shared, run_cli
 from tests.test_shapes import _caffe_shape, _net
 
@@ -168,8 +168,8 @@ def test_failure_is_located_at_its_field(case: Any, run: Any) -> None:
     """path:line:col with the caret on the field that makes the check fail (on the layer's
     name when that field is not written, e.g. a missing input_dim)."""
     need_shared()
-    from rewriter.bind import bind
-    from rewriter.cst import parse
+    from rewriter.schema.bind import bind
+    from rewriter.text.cst import parse
 
     path = SETUP / case["prototxt"]
     text = path.read_text()
@@ -206,7 +206,7 @@ def _first_error(layer: str) -> tuple[str, str]:
 def test_every_known_type_names_a_real_source_file() -> None:
     """error_location is the file of the FATAL line: it must exist in Caffe's sources."""
     need_shared()
-    from rewriter.shapes import KNOWN_TYPES, _source_file
+    from rewriter.caffe.shapes import KNOWN_TYPES, _source_file
 
     layers = ORACLE.parent / "reference" / "caffe-9b89154" / "src" / "caffe" / "layers"
     include = ORACLE.parent / "reference" / "caffe-9b89154" / "include" / "caffe" / "layers"
@@ -265,10 +265,10 @@ def test_checks_outside_the_oracle_follow_caffe_sources() -> None:
 def test_apply_refuses_a_result_that_fails_setup() -> None:
     """The 'setup' round-trip check: the input sets up, the result would not (a group that
     does not divide the 3 input channels), so nothing is written."""
-    from rewriter.apply import apply
-    from rewriter.checks import CheckFailed
-    from rewriter.cst import parse
-    from rewriter.recipe import Step
+    from rewriter.recipes.checks import CheckFailed
+    from rewriter.recipes.engine import apply
+    from rewriter.recipes.recipe import Step
+    from rewriter.text.cst import parse
 
     text = _INPUT + (
         'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
@@ -288,9 +288,9 @@ def test_apply_refuses_a_result_that_fails_setup() -> None:
 
 def test_apply_does_not_blame_the_rewrite_for_an_old_failure() -> None:
     """An input Caffe already refuses: the check passes and says so."""
-    from rewriter.apply import apply
-    from rewriter.cst import parse
-    from rewriter.recipe import Step
+    from rewriter.recipes.engine import apply
+    from rewriter.recipes.recipe import Step
+    from rewriter.text.cst import parse
 
     text = _INPUT + (
         'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
@@ -349,7 +349,7 @@ def test_corpus_nets_caffe_initialised_pass_setup(row: Any, run: Any, notes: lis
     """Every corpus net real Caffe initialised passes every set-up check (sharing included),
     with nothing skipped: no false refusal."""
     need_shared()
-    from rewriter.model import load
+    from rewriter.api import load
     from tests.conftest import CORPUS
 
     assert row is not None
@@ -363,8 +363,8 @@ def test_corpus_nets_caffe_initialised_pass_setup(row: Any, run: Any, notes: lis
 def test_deploy_refuses_a_deploy_net_caffe_would_refuse() -> None:
     """deploy's verification makes the set-up checks: two layers sharing 'w' with different
     weight shapes give a deploy net Caffe refuses, reported located."""
-    from rewriter.cst import parse
-    from rewriter.deploy import DeployError, deploy_document
+    from rewriter.recipes.deploy import DeployError, deploy_document
+    from rewriter.text.cst import parse
 
     text = _INPUT + (
         'layer { name: "fa" type: "Convolution" bottom: "data" top: "fa" param { name: "w" }'

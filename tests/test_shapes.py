@@ -1,4 +1,4 @@
-"""Shape inference (rewriter.shapes) against Caffe's own answers.
+"""Shape inference (rewriter.caffe.shapes) against Caffe's own answers.
 
 Three kinds of truth, none of them our own output:
 
@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from rewriter.graph import upgrade_net_message
-from rewriter.model import load
-from rewriter.shapes import ShapeError, infer_shapes, shape_string
+from rewriter.api import load
+from rewriter.caffe.graph import upgrade_net_message
+from rewriter.caffe.shapes import ShapeError, infer_shapes, shape_string
 from tests.conftest import CORPUS, ORACLE, manifest, need_shared
 
 BACKWARD = ORACLE / "backward"
@@ -36,7 +36,7 @@ CORPUS_BACKWARD = ORACLE / "corpus-backward"
 def _net(text: str) -> Any:
     from google.protobuf import text_format
 
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     cls = default_schema().message_class("caffe.NetParameter")
     return text_format.Parse(text, cls())

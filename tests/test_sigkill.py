@@ -38,7 +38,7 @@ _HELPER = textwrap.dedent(
     import json, os, signal, stat, sys, time
     sys.path.insert(0, {repo!r})
     from rewriter.cli import main
-    from rewriter.commands import load_all
+    from rewriter.cli.commands import load_all
     load_all()
     job = json.loads(sys.stdin.read())
     target, link, mode = job["target"], job["link"], job["mode"]
@@ -221,7 +221,7 @@ def test_sigkill_during_large_atomic_writes(tmp_path: Path) -> None:
         f"""
         import os, random, signal, sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from rewriter.fileio import write_text_atomic
+        from rewriter.text.fileio import write_text_atomic
         a = "# A\\n" + "layer {{ name: 'a' }}\\r\\n" * 400_000
         b = "# B\\n" + "layer {{ name: 'b' }}\\r\\n" * 400_000
         rng = random.Random(7)

@@ -1,4 +1,4 @@
-"""One vocabulary for layer and parameter states (rewriter.states), across every command.
+"""One vocabulary for layer and parameter states (rewriter.caffe.states), across every command.
 
 - the states follow from what real Caffe decided (shared/oracle/backward): a blob with rate 0
   is frozen, one with a rate is trainable when Caffe gives it a gradient, else decay-only;
@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from rewriter import states as st
-from rewriter.bind import NET, bind
-from rewriter.cst import parse
-from rewriter.graph import build_graph
+from rewriter.caffe import states as st
+from rewriter.caffe.graph import build_graph
+from rewriter.schema.bind import NET, bind
+from rewriter.text.cst import parse
 
 from .conftest import REPO, SHARED, need_shared, run_cli
 
@@ -139,8 +139,8 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 
 
 def test_renderers_know_every_state() -> None:
-    from rewriter.render import STATES
-    from rewriter.render.dot import FILL
+    from rewriter.review.render import STATES
+    from rewriter.review.render.dot import FILL
 
     assert tuple(STATES) == st.LAYER_STATES
     assert tuple(FILL) == st.LAYER_STATES

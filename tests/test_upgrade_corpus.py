@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from google.protobuf import text_format
 
-from rewriter.bind import bind
-from rewriter.cst import parse
+from rewriter.caffe.graph import build_graph
 from rewriter.errors import RewriterError, SchemaErrors
-from rewriter.graph import build_graph
-from rewriter.schema import default_schema
-from rewriter.upgrade import upgrade_net_message_caffe, upgrade_text
+from rewriter.schema.bind import bind
+from rewriter.schema.runtime import default_schema
+from rewriter.text.cst import parse
+from rewriter.upgrade.document import upgrade_net_message_caffe, upgrade_text
 
 from .conftest import ORACLE, corpus_params, read_corpus
 from .test_upgrade_oracle import LEGACY_LINE, comments, removed_lines

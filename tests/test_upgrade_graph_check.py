@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from rewriter.bind import NET, bind
-from rewriter.cst import parse
-from rewriter.graph import upgrade_net_message
-from rewriter.upgrade import UpgradeError, check_same_graph, upgrade_text
+from rewriter.caffe.graph import upgrade_net_message
+from rewriter.schema.bind import NET, bind
+from rewriter.text.cst import parse
+from rewriter.upgrade.document import UpgradeError, check_same_graph, upgrade_text
 
 V1_NET = """\
 name: "tiny"

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from google.protobuf import text_format
 
-from rewriter.bind import bind
-from rewriter.cst import parse
-from rewriter.schema import default_schema
-from rewriter.upgrade import (
+from rewriter.schema.bind import bind
+from rewriter.schema.runtime import default_schema
+from rewriter.text.cst import parse
+from rewriter.upgrade.document import (
     Refusal,
     UpgradeError,
     upgrade_net_message_caffe,

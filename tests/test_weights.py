@@ -1,4 +1,4 @@
-"""Pretrained-weight check (rewriter.weights) on generated .caffemodel files.
+"""Pretrained-weight check (rewriter.caffe.weights) on generated .caffemodel files.
 
 The weight files are built with the schema's own message classes (``caffe.NetParameter``,
 ``LayerParameter``, ``BlobProto``) and written to tmp_path. Their blob shapes are the published
@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from rewriter.model import load
-from rewriter.schema import default_schema
-from rewriter.weights import (
+from rewriter.api import load
+from rewriter.caffe.weights import (
     BlobInfo,
     WeightError,
     check_weights,
     read_caffemodel,
     shape_equals,
 )
+from rewriter.schema.runtime import default_schema
 from tests.conftest import CORPUS, need_shared, run_cli
 
 Shape = tuple[int, ...]
@@ -211,8 +211,8 @@ def test_caffenet_weights_into_flickr_style_finetuning(tmp_path: Path) -> None:
 def test_deploy_net_takes_the_train_val_weights(tmp_path: Path) -> None:
     """deploy(train_val) keeps every learnable layer's name and shape: all weights load."""
     need_shared()
-    from rewriter.deploy import deploy_document
-    from rewriter.model import read
+    from rewriter.api import read
+    from rewriter.recipes.deploy import deploy_document
 
     path = CORPUS / "BVLC-caffe@11a4c16/models/bvlc_reference_caffenet/train_val.prototxt"
     result = deploy_document(read(path))
@@ -224,7 +224,7 @@ def test_deploy_net_takes_the_train_val_weights(tmp_path: Path) -> None:
 
 def test_graph_and_message_api(tmp_path: Path) -> None:
     """What ``explain --weights`` / ``--shapes`` call: a Graph plus the message it came from."""
-    from rewriter.shapes import infer_shapes
+    from rewriter.caffe.shapes import infer_shapes
 
     f = _lenet()
     graph = f.graph("TEST")

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from rewriter.apply import apply
-from rewriter.checks import CheckFailed
 from rewriter.errors import RewriterError
-from rewriter.recipe import Recipe, Step
+from rewriter.recipes.checks import CheckFailed
+from rewriter.recipes.engine import apply
+from rewriter.recipes.recipe import Recipe, Step
 from tests.conftest import ORACLE, need_shared, run_cli
 from tests.weightgen import digests, make_caffemodel
 
@@ -68,7 +68,7 @@ def test_fixture_weights(case: Path, tmp_path: Path) -> None:
     assert (tmp_path / "out.prototxt").read_text() == result.code
     assert digests(tmp_path / "out.caffemodel") == expected["after"]
     # untouched layers: their records are copied byte for byte
-    from rewriter.weightsteps.store import WeightStore
+    from rewriter.recipes.weightsteps.store import WeightStore
 
     old, new = WeightStore.open(src), WeightStore.open(tmp_path / "out.caffemodel")
     old_bytes, new_bytes = src.read_bytes(), (tmp_path / "out.caffemodel").read_bytes()
@@ -215,7 +215,7 @@ def test_numeric_check_catches_a_wrong_fold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxruntime")
-    from rewriter.weightsteps import fold_bn
+    from rewriter.recipes.weightsteps import fold_bn
 
     real = fold_bn._weight_op
 
@@ -305,7 +305,7 @@ def test_phase_twins_are_refused(tmp_path: Path) -> None:
 
 
 def test_result_writes_twice_and_json_names_the_weights(tmp_path: Path) -> None:
-    from rewriter.apply import run_file
+    from rewriter.recipes.engine import run_file
 
     case = FIXTURES / "apply-weights_rename"
     result, src = _pair(case, tmp_path)

@@ -1,7 +1,7 @@
 """Deterministic ``.caffemodel`` files for hand-written nets, and digests of their blobs.
 
 Every layer with parameters gets values drawn from a generator seeded by the crc32 of its name,
-of the shapes Caffe gives them (:func:`rewriter.shapes.infer_shapes`): BatchNorm mean
+of the shapes Caffe gives them (:func:`rewriter.caffe.shapes.infer_shapes`): BatchNorm mean
 ``U(-0.5, 0.5) * F``, variance ``U(0.5, 1.5) * F`` and factor ``F`` (``F`` = 999.982 as in the
 oracle, or 0 for a layer whose name ends in ``_f0``); Scale factors ``U(0.5, 1.5)``; anything
 else ``U(-0.5, 0.5)``. The file is a V2 NetParameter as Caffe's ``Net::ToProto`` writes it.
@@ -22,9 +22,9 @@ def make_caffemodel(prototxt: Path, out: Path, phase: str = "TEST", legacy: bool
     InnerProduct's weights 1 x 1 x N x K, biases 1 x 1 x 1 x N)."""
     import numpy as np
 
-    from rewriter.model import load
-    from rewriter.schema import default_schema
-    from rewriter.shapes import infer_shapes
+    from rewriter.api import load
+    from rewriter.caffe.shapes import infer_shapes
+    from rewriter.schema.runtime import default_schema
 
     cf = load(prototxt)
     shapes = infer_shapes(cf.message, phase)
@@ -67,7 +67,7 @@ def digests(caffemodel: Path) -> dict[str, list[str]]:
     float32 values."""
     import numpy as np
 
-    from rewriter.schema import default_schema
+    from rewriter.schema.runtime import default_schema
 
     net: Any = (
         default_schema().message_class("caffe.NetParameter").FromString(caffemodel.read_bytes())

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from rewriter.schema import SchemaError, compile_descriptor_set
+    from rewriter.schema.runtime import SchemaError, compile_descriptor_set
 
     try:
         data = compile_descriptor_set(args.proto)

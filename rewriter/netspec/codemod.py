@@ -34,7 +34,7 @@ from typing import Any
 import libcst as cst
 
 from rewriter.errors import RewriterError
-from rewriter.schema import is_repeated
+from rewriter.schema.runtime import is_repeated
 
 from .evaluator import LayerEntry, NetOutput, ScriptRun, Site, assign_proto, run_script
 from .render import Renderer, fmt, is_identifier, is_message
@@ -104,8 +104,8 @@ class CodemodResult:
 
 
 def as_recipe(recipe: Any) -> Any:
-    """A :class:`rewriter.recipe.Recipe` from a Recipe, a Step, steps, a name or a path."""
-    from rewriter.apply import as_recipe as _as_recipe
+    """A :class:`rewriter.recipes.recipe.Recipe` from a Recipe, a Step, steps, a name or a path."""
+    from rewriter.recipes.engine import as_recipe as _as_recipe
 
     return _as_recipe(recipe)
 
@@ -114,9 +114,9 @@ def apply_recipe_to_text(
     text: str, name: str, recipe: Any, options: Mapping[str, Any], phase: str = "TRAIN"
 ) -> Any:
     """The recipe applied to one prototxt text by rewriter's own engine (checks included):
-    a :class:`rewriter.apply.Result`."""
-    from rewriter.apply import apply
-    from rewriter.cst import parse
+    a :class:`rewriter.recipes.engine.Result`."""
+    from rewriter.recipes.engine import apply
+    from rewriter.text.cst import parse
 
     return apply(parse(text, name), recipe, options=options, phase=phase)
 
@@ -1283,9 +1283,10 @@ def apply_to_script(
     options: Mapping[str, Any] | None = None,
     **option_values: Any,
 ) -> CodemodResult:
-    """Apply ``recipe`` (a :class:`rewriter.recipe.Recipe`, a Step, a list of Steps, a built-in
+    """Apply ``recipe`` (a :class:`rewriter.recipes.recipe.Recipe`, a Step, a list of Steps, a
+    built-in
     name or a recipe path; recipe options as keywords or ``options``) to the NetSpec script
-    ``source``, as :func:`rewriter.apply.apply` applies it to a prototxt.
+    ``source``, as :func:`rewriter.recipes.engine.apply` applies it to a prototxt.
 
     The script is executed (twice with ``verify``: the original and the rewritten one), as
     :func:`rewriter.netspec.evaluator.run_script` does. ``path`` names it in messages and sets
@@ -1296,7 +1297,7 @@ def apply_to_script(
 
     path = os.fspath(path)
     if schema is None:
-        from rewriter.schema import default_schema
+        from rewriter.schema.runtime import default_schema
 
         schema = default_schema()
     values = dict(options or {})
@@ -1379,7 +1380,7 @@ def apply_file(
     **option_values: Any,
 ) -> CodemodResult:
     """:func:`apply_to_script` on a file (nothing is written: use ``result.code``)."""
-    from rewriter.fileio import read_text
+    from rewriter.text.fileio import read_text
 
     return apply_to_script(
         read_text(path),
@@ -1416,7 +1417,7 @@ def run_file(
     phase: str = "TRAIN",
     lenient: bool = False,
 ) -> dict[str, Any]:
-    """:func:`rewriter.runfile.run_file` for a NetSpec script (``*.py``): the same plain-data
+    """:func:`rewriter.cli.runfile.run_file` for a NetSpec script (``*.py``): the same plain-data
     shape (``ok``, ``error``, ``changed``, ``code``, ``diff``, ``changes``, ``checks``...),
     so ``rewriter apply RECIPE script.py`` can hand ``.py`` files here. Never raises for an
     expected error. ``lenient`` is accepted for the same signature (scripts are evaluated

@@ -5,7 +5,7 @@ pycaffe's ``python/caffe/net_spec.py`` (BVLC master) is a thin layer over the ge
 ``Top``; assigning tops to a ``NetSpec`` names them; ``NetSpec.to_proto()`` walks the tops in
 assignment order, depth first through the inputs, and builds one ``LayerParameter`` per
 function. This module reproduces those semantics exactly, backed by the bundled Caffe schema
-(:func:`rewriter.schema.default_schema`) instead of a compiled Caffe:
+(:func:`rewriter.schema.runtime.default_schema`) instead of a compiled Caffe:
 
 * layer name = the name of the function's first top (its ``NetSpec`` attribute), an automatic
   ``<Type><n>`` name for unnamed tops, or the ``name=`` keyword (assigned last, so it wins);
@@ -174,7 +174,7 @@ class Session:
 
     def __init__(self, schema: Any = None) -> None:
         if schema is None:
-            from rewriter.schema import default_schema
+            from rewriter.schema.runtime import default_schema
 
             schema = default_schema()
         self.schema = schema
@@ -726,7 +726,7 @@ def run_script(
     script = Path(path).resolve()
     text = source
     if text is None:
-        from rewriter.fileio import read_text
+        from rewriter.text.fileio import read_text
 
         text = read_text(script)
     filename = str(script)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rewriter.errors import RewriterError
-from rewriter.schema import is_repeated
+from rewriter.schema.runtime import is_repeated
 
 from .render import Atom, Call, Expr, ListExpr, Renderer, fmt, is_identifier, is_message, py_str
 
@@ -332,7 +332,7 @@ def export_file(
 ) -> str:
     """Export the net in ``path`` (current-format prototxt); raises on unreadable input.
     ``lenient``: a fork's fields and enum values are carried verbatim (:mod:`.forkfields`)."""
-    from rewriter.model import load
+    from rewriter.api import load
 
     root = f"{(schema.package if schema else 'caffe')}.NetParameter"
     f = load(path, schema=schema, root=root, lenient=lenient)

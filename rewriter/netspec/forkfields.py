@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rewriter.cst import Field, MessageBody
+from rewriter.text.cst import Field, MessageBody
 
 if TYPE_CHECKING:
     from google.protobuf.descriptor import Descriptor
 
-    from rewriter.cst import Document
+    from rewriter.text.cst import Document
 
 __all__ = ["fork_fields"]
 
@@ -37,7 +37,7 @@ def _unknown_value(f: Field, info: Any) -> bool:
 def fork_fields(doc: Document, desc: Descriptor, var: str = "net") -> list[tuple[str, str]]:
     """(Python expression of the message holding it, the field's text) for each field or enum
     value the schema does not know, in file order. Iterative: nesting depth is the file's."""
-    from rewriter.bind import field_table
+    from rewriter.schema.bind import field_table
 
     out: list[tuple[str, str]] = []
     stack: list[tuple[list[Field], Descriptor, str]] = [(list(doc.fields), desc, var)]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..schema import is_repeated
+from rewriter.schema.runtime import is_repeated
 
 __all__ = [
     "Atom",

@@ -14,7 +14,7 @@ from .errors import ExportError, MissingExtra
 if TYPE_CHECKING:
     import os
 
-    from rewriter.netfile import NetFile
+    from rewriter.caffe.netfile import NetFile
 
 __all__ = ["INSTALL_HINT", "ExportError", "MissingExtra", "require_extra", "to_onnx"]
 
@@ -40,7 +40,7 @@ def require_extra(*modules: str) -> None:
 
 
 def to_onnx(net: NetFile | str | os.PathLike[str], weights: Any = None, **options: Any) -> Any:
-    """The ``onnx.ModelProto`` of ``net`` (a path or a :class:`~rewriter.model.CaffeFile`);
+    """The ``onnx.ModelProto`` of ``net`` (a path or a :class:`~rewriter.api.CaffeFile`);
     ``options`` are those of :func:`rewriter.onnx.export.export` (phase, stages, level, opset,
     input_shapes)."""
     require_extra("numpy", "onnx")

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from rewriter.graph import Layer
+from rewriter.caffe.graph import Layer
 
 from .errors import ExportError
 

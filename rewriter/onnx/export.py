@@ -3,7 +3,7 @@
 Caffe blobs are rewritten in place (``conv1 -> bn -> relu`` is one blob); ONNX values are
 written once. Each layer's top therefore gets a fresh ONNX value, and the *last* write of a
 blob takes the blob's own name, so every net output keeps its Caffe name. Inserted Split layers
-are aliases (no node). Shapes come from :mod:`rewriter.shapes` (Caffe's own Reshape
+are aliases (no node). Shapes come from :mod:`rewriter.caffe.shapes` (Caffe's own Reshape
 arithmetic), so every Reshape/Slice here is static.
 
 Weights are read one layer record at a time from the ``.caffemodel`` (only the layers the
@@ -22,15 +22,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from rewriter.caffe.graph import CaffeError, Layer, build_graph, upgrade_net_message
+from rewriter.caffe.shapes import LayerShapes, ShapeError, Shapes, infer_shapes
 from rewriter.errors import Location
-from rewriter.graph import CaffeError, Layer, build_graph, upgrade_net_message
-from rewriter.shapes import LayerShapes, ShapeError, Shapes, infer_shapes
 
 from .builder import DEFAULT_OPSET, MIN_OPSET, Builder, Ctx
 from .errors import ExportError
 
 if TYPE_CHECKING:
-    from rewriter.netfile import NetFile
+    from rewriter.caffe.netfile import NetFile
 
 # --------------------------------------------------------------------------- locations
 
@@ -80,8 +80,8 @@ def _read_weights(
     """The blobs of each wanted layer (by name), as arrays of the net's parameter shapes; one
     layer record is in memory at a time. A later file layer of the same name overwrites an
     earlier one, as ``CopyTrainedLayersFrom`` copies each into the same net layer."""
-    from rewriter.schema import default_schema
-    from rewriter.weights import WeightError, _Stream
+    from rewriter.caffe.weights import WeightError, _Stream
+    from rewriter.schema.runtime import default_schema
 
     schema = default_schema()
     v2 = schema.message_class("caffe.LayerParameter")
@@ -139,7 +139,7 @@ def _blobs(path: str, name: str, blobs: Any, shapes: list[tuple[int, ...]], net:
 
 
 def _load(net: Any) -> NetFile:
-    from rewriter.netfile import NetFile, load_file
+    from rewriter.caffe.netfile import NetFile, load_file
 
     if isinstance(net, NetFile):
         return net

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
-from rewriter.shapes import _pool_output
+from rewriter.caffe.shapes import _pool_output
 
 from .builder import Converter, Ctx
 
@@ -45,7 +45,7 @@ def _broadcast(c: Ctx, x: str, shape: Sequence[int], axis: int, ndim: int) -> st
 
 
 def _geometry(c: Ctx) -> tuple[int, list[int], list[int], list[int], list[int]]:
-    from rewriter.shapes import _conv_geometry, _Ctx, _Options
+    from rewriter.caffe.shapes import _conv_geometry, _Ctx, _Options
 
     sctx = _Ctx(
         c.name,
@@ -622,7 +622,7 @@ _TRAINING_ONLY = (
 
 def refusal(layer_type: str, msg: Any) -> tuple[str, str | None] | None:
     """Why a layer of this type (and settings) cannot be exported, with the field at fault."""
-    from rewriter.layer_params import is_loss_type
+    from rewriter.caffe.layer_params import is_loss_type
 
     if layer_type == "Input":
         return None

@@ -1,0 +1,716 @@
+"""Round-trip checks: nothing is written unless the rewrite provably did what it declared.
+
+Run on every apply (:func:`rewriter.recipes.engine.apply`), in this order:
+
+``parse-bind``
+    The edited text re-parses and binds to the schema (strictly, or leniently when the input
+    itself needed ``--lenient``). Only what changed is re-read: the top-level fields an edit did
+    not touch are the very same text, so they bind to the very same messages. Within an edited
+    layer only its edited fields are re-parsed and re-bound (all fields of the same name
+    together, so a duplicated singular field is still caught) and spliced into a copy of the
+    layer's message.
+``semantic-diff``
+    Per changed layer, the protobuf values before and after are compared with DeepDiff; every
+    path that differs must lie inside a field path a step declared (``param``,
+    ``batch_norm_param.use_global_stats``...). Identical (before, after) pairs, common when one
+    step touches hundreds of similar layers, are diffed once.
+``structure``
+    Caffe's net for TRAIN and for TEST (layers after include/exclude filtering, with their
+    types, bottoms and tops; Split layers folded back) equals the original one, transformed by
+    the structural changes steps declared (renames, removed layers) and nothing else.
+``setup``
+    The result passes Caffe's set-up checks (:mod:`rewriter.caffe.setup_checks`: shapes, parameter
+    sharing...) in every phase where the input passed them.
+``promises``
+    Each step's promise, checked with Caffe's backward analysis on the document it produced.
+``idempotence``
+    Running the recipe again on its own output changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rewriter.errors import RewriterError
+from rewriter.schema.runtime import is_repeated
+from rewriter.text.cst import Document, Field, MessageBody
+
+if TYPE_CHECKING:
+    from rewriter.schema.runtime import Schema
+
+    from .select import NetView
+    from .steps import Struct, StructChange, StructDigest
+
+__all__ = [
+    "CheckFailed",
+    "CheckResult",
+    "Change",
+    "changed_names",
+    "rebind",
+    "semantic_diff",
+    "structure_check",
+    "to_py",
+]
+
+NET = "caffe.NetParameter"
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str = ""
+    layer: str | None = None
+    #: not run (the numeric check without the [onnx] extra): ok, but never "passed"
+    skipped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"check": self.name, "ok": self.ok, "detail": self.detail, "layer": self.layer}
+        if self.skipped:
+            out["skipped"] = True
+        return out
+
+    def render(self) -> str:
+        where = f" (layer '{self.layer}')" if self.layer else ""
+        verdict = "skipped" if self.skipped else "passed" if self.ok else "FAILED"
+        return f"check '{self.name}' {verdict}{where}: {self.detail}"
+
+
+class CheckFailed(RewriterError):
+    """A round-trip check failed: the rewrite is refused and nothing is written."""
+
+    def __init__(self, path: str, failures: Sequence[CheckResult]) -> None:
+        self.path = path
+        self.failures = list(failures)
+        lines = [f"{path}: rewrite refused, nothing written:"]
+        lines += ["  " + f.render() for f in failures]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Change:
+    """One semantic change of one layer (or of the net, ``layer`` None)."""
+
+    layer: str | None
+    index: int | None
+    path: str
+    old: Any
+    new: Any
+    kind: str = "changed"  # changed | added | removed
+    step: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "index": self.index,
+            "path": self.path,
+            "kind": self.kind,
+            "old": self.old,
+            "new": self.new,
+            "step": self.step,
+        }
+
+    def render(self) -> str:
+        who = f"{self.layer}: " if self.layer is not None else ""
+        if self.kind == "added":
+            return f"{who}+ {self.path} = {self.new!r}"
+        if self.kind == "removed":
+            return f"{who}- {self.path} (was {self.old!r})"
+        return f"{who}{self.path}: {self.old!r} -> {self.new!r}"
+
+
+# --------------------------------------------------------------------------- protobuf -> data
+
+
+def _scalar(fd: Any, value: Any) -> Any:
+    if fd.type == 14:  # enum: by name, as written in prototxt
+        ev = fd.enum_type.values_by_number.get(int(value))
+        return ev.name if ev is not None else int(value)
+    if fd.type == 12:  # bytes
+        return bytes(value).decode("utf-8", "surrogateescape")
+    if fd.type in (1, 2):
+        return float(value)
+    return value
+
+
+def message_to_py(msg: Any) -> dict[str, Any]:
+    """A message as plain data: set fields only, enums by name (like MessageToDict, but with
+    the prototxt field names and presence kept exactly)."""
+    out: dict[str, Any] = {}
+    for fd, value in msg.ListFields():
+        out[fd.name] = _value_to_py(fd, value)
+    return out
+
+
+def _value_to_py(fd: Any, value: Any) -> Any:
+    is_msg = fd.message_type is not None
+    if is_repeated(fd):
+        return [message_to_py(v) if is_msg else _scalar(fd, v) for v in value]
+    return message_to_py(value) if is_msg else _scalar(fd, value)
+
+
+def to_py(msg: Any, names: Iterable[str]) -> dict[str, Any]:
+    """The given fields of a message as plain data (unset and unknown names left out)."""
+    fields = msg.DESCRIPTOR.fields_by_name
+    out: dict[str, Any] = {}
+    for name in names:
+        fd = fields.get(name)
+        if fd is None:
+            continue
+        if is_repeated(fd):
+            value = getattr(msg, name)
+            if len(value):
+                out[name] = _value_to_py(fd, value)
+        elif msg.HasField(name):
+            out[name] = _value_to_py(fd, getattr(msg, name))
+    return out
+
+
+# --------------------------------------------------------------------------- what text changed
+
+
+def changed_names(old: Field, new: Field) -> set[str] | None:
+    """Names of the child fields an edit added, removed or rewrote inside one block.
+
+    Edits keep untouched children (the same span of the same text, see ``Field.__eq__``), so
+    equality tells what changed. None when the block was rewritten as a whole (compare every
+    field then).
+    """
+    ob, nb = old.body, new.body
+    if not isinstance(ob, MessageBody) or not isinstance(nb, MessageBody) or new.pristine:
+        return None
+    if old.name != new.name:
+        return None
+    fast = nb.edited_names(ob)
+    if fast is not None:
+        return fast
+    old_kids, new_kids = ob.fields, nb.fields
+    old_set, new_set = set(old_kids), set(new_kids)
+    names = {c.name for c in new_kids if c not in old_set}
+    names.update(c.name for c in old_kids if c not in new_set)
+    return names
+
+
+def _fail(name: str, detail: str, layer: str | None = None) -> CheckResult:
+    return CheckResult(name, False, detail, layer)
+
+
+def _full_bind(doc: Document, lenient: bool, schema: Schema | None, path: str) -> Any:
+    """Parse and bind the whole text (the slow, exact path); raise CheckFailed on errors."""
+    from rewriter.errors import ParseError
+    from rewriter.schema.bind import bind
+    from rewriter.text.cst import parse
+
+    try:
+        fresh = parse(doc.code, path)
+    except ParseError as e:
+        raise CheckFailed(path, [_fail("parse-bind", f"the output does not parse: {e}")]) from None
+    bound = bind(fresh, schema, NET, lenient)
+    if bound.errors:
+        raise CheckFailed(
+            path,
+            [_fail("parse-bind", "the output does not bind to the schema:\n" + str(d.render()))
+             for d in bound.errors[:5]],
+        )  # fmt: skip
+    return bound.message
+
+
+#: original values of the layers the engine edited in place: original layer index ->
+#: (the field names kept, or None for the whole layer; a LayerParameter holding those values)
+Kept = dict[int, tuple[frozenset[str] | None, Any]]
+
+
+def rebind(
+    old: NetView,
+    new_doc: Document,
+    *,
+    lenient: bool,
+    schema: Schema | None,
+    keep: Kept | None = None,
+    origin: Sequence[int | None] | None = None,
+) -> Any:
+    """The message of ``new_doc``, re-reading only what changed since ``old`` (check a).
+
+    Each edited layer contributes the text of its edited fields (every field of an edited
+    name); identical texts -- one step making the same edit in hundreds of similar layers --
+    are parsed and bound once, as the same text always binds to the same values.
+
+    With ``keep``, ``old``'s message is edited in place instead of copied (``old`` is
+    detached: see :meth:`NetView.detach`), and the original values of what changes are saved
+    in ``keep`` under their original layer index (``origin`` maps ``old``'s layer indices to
+    the original ones), for the semantic diff.
+    """
+    from rewriter.errors import ParseError
+    from rewriter.schema.bind import bind
+    from rewriter.text.cst import parse
+
+    path = old.path
+    of, nf = old.doc.fields, new_doc.fields
+    if len(of) != len(nf):
+        return _full_bind(new_doc, lenient, schema, path)
+    layer_of: dict[int, int] = {i: k for k, i in enumerate(old.layer_fields)}
+    unique: dict[tuple[tuple[str, ...] | None, str], int] = {}
+    parts: list[str] = []
+    targets: list[tuple[int, set[str] | None, int]] = []
+    for i, (a, b) in enumerate(zip(of, nf, strict=True)):
+        if a is b:
+            continue
+        if a.name != "layer" or b.name != "layer" or i not in layer_of:
+            return _full_bind(new_doc, lenient, schema, path)
+        names = changed_names(a, b)
+        if names is None:
+            text = "\n" + b.code + "\n"
+            key: tuple[tuple[str, ...] | None, str] = (None, text)
+        else:
+            if not names:
+                continue
+            assert isinstance(b.body, MessageBody)
+            body = b.body
+            kids = "".join(
+                body.child(i).code for i, name in enumerate(body.names()) if name in names
+            )
+            text = "layer {\n" + kids + "\n}\n"
+            key = (tuple(sorted(names)), text)
+        slot = unique.get(key)
+        if slot is None:
+            slot = unique[key] = len(parts)
+            parts.append(text)
+        targets.append((layer_of[i], names, slot))
+    if not targets:
+        return old.message if keep is None else _detach(old, lenient, schema)
+    try:
+        part_doc = parse("".join(parts), path)
+    except ParseError:
+        return _full_bind(new_doc, lenient, schema, path)
+    bound = bind(part_doc, schema, NET, lenient)
+    parts_msg: Any = bound.message
+    if bound.errors or len(parts_msg.layer) != len(parts):
+        return _full_bind(new_doc, lenient, schema, path)
+    if keep is None:
+        msg = type(old.message)()
+        msg.CopyFrom(old.message)
+    else:
+        msg = _detach(old, lenient, schema)
+    bound_parts = list(parts_msg.layer)
+    for k, names, slot in targets:
+        layer = msg.layer[k]
+        part = bound_parts[slot]
+        if keep is not None:
+            ko = origin[k] if origin is not None else k
+            if ko is not None:
+                _keep(keep, ko, layer, names)
+        if names is None:
+            layer.CopyFrom(part)
+            continue
+        known = layer.DESCRIPTOR.fields_by_name
+        for name in names:
+            if name in known:
+                layer.ClearField(name)
+        layer.MergeFrom(part)
+    return msg
+
+
+def _detach(view: NetView, lenient: bool, schema: Schema | None) -> Any:
+    """Take ``view``'s message to edit it in place; ``view`` binds its text again if asked."""
+    doc, path = view.doc, view.path
+    return view.detach(lambda: _full_bind(doc, lenient, schema, path))
+
+
+def _keep(keep: Kept, ko: int, layer: Any, names: set[str] | None) -> None:
+    """Save the values of ``names`` (None: all) of ``layer`` before they are edited, unless
+    an earlier step saved them already (those are the original values)."""
+    entry = keep.get(ko)
+    if entry is None:
+        saved = type(layer)()
+        if names is None:
+            saved.CopyFrom(layer)
+            keep[ko] = (None, saved)
+        else:
+            _copy_fields(layer, saved, names)
+            keep[ko] = (_shared(frozenset(names)), saved)
+        return
+    have, saved = entry
+    if have is None:
+        return
+    if names is None:
+        whole = type(layer)()
+        whole.CopyFrom(layer)
+        for name in have:
+            if name in whole.DESCRIPTOR.fields_by_name:
+                whole.ClearField(name)
+        whole.MergeFrom(saved)
+        keep[ko] = (None, whole)
+        return
+    _copy_fields(layer, saved, names - have)
+    keep[ko] = (_shared(have | names), saved)
+
+
+_NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _shared(names: frozenset[str]) -> frozenset[str]:
+    """One object per distinct set of names (thousands of layers keep the same few)."""
+    return _NAME_SETS.setdefault(names, names)
+
+
+def _copy_fields(source: Any, target: Any, names: Iterable[str]) -> None:
+    known = source.DESCRIPTOR.fields_by_name
+    for name in names:
+        fd = known.get(name)
+        if fd is None:
+            continue
+        if is_repeated(fd):
+            getattr(target, name).extend(getattr(source, name))
+        elif fd.message_type is not None:
+            if source.HasField(name):
+                getattr(target, name).CopyFrom(getattr(source, name))
+        elif source.HasField(name):
+            setattr(target, name, getattr(source, name))
+
+
+def kept_layer(orig: NetView, kept: Kept | None, ko: int, names: set[str] | None) -> Any:
+    """The original layer ``ko`` for comparing ``names`` (None: every field): its saved
+    values when they cover ``names``, else the original message's layer."""
+    entry = kept.get(ko) if kept else None
+    if entry is not None:
+        have, saved = entry
+        if have is None or (names is not None and names <= have):
+            return saved
+    return orig.layer(ko)
+
+
+# --------------------------------------------------------------------------- semantic diff
+
+
+def _covered(path: Sequence[str | int], value: Any, effects: AbstractSet[tuple[str, ...]]) -> bool:
+    if ("*",) in effects:
+        return True
+    names = tuple(p for p in path if isinstance(p, str))
+    for e in effects:
+        if names[: len(e)] == e:
+            return True
+    # An added/removed block that holds only declared fields (batch_norm_param { use_global_stats })
+    if any(e[: len(names)] == names and len(e) > len(names) for e in effects):
+        return all(_covered(tuple(path) + sub, None, effects) for sub in _leaves(value))
+    return False
+
+
+def _leaves(value: Any) -> list[tuple[str | int, ...]]:
+    if isinstance(value, dict):
+        if not value:
+            return [()]
+        return [(k,) + rest for k, v in value.items() for rest in _leaves(v)]
+    if isinstance(value, list):
+        if not value:
+            return [()]
+        return [(i,) + rest for i, v in enumerate(value) for rest in _leaves(v)]
+    return [()]
+
+
+def _path_text(path: Sequence[str | int]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+_KIND = {
+    "values_changed": "changed",
+    "type_changes": "changed",
+    "dictionary_item_added": "added",
+    "dictionary_item_removed": "removed",
+    "iterable_item_added": "added",
+    "iterable_item_removed": "removed",
+}
+
+
+def _deepdiff(
+    old: dict[str, Any], new: dict[str, Any]
+) -> list[tuple[tuple[str | int, ...], str, Any, Any]]:
+    """deepdiff's reports (default threshold), sorted by path; rewriter.util.plaindiff computes
+    them without importing deepdiff for what it models (every step's usual edits)."""
+    from rewriter.util.plaindiff import plain_diff
+
+    out = [(p, _KIND.get(report, "changed"), t1, t2) for p, report, t1, t2 in plain_diff(old, new)]
+    out.sort(key=lambda x: [str(p) for p in x[0]])
+    return out
+
+
+#: key of ``effects`` under which a step declares that it adds layers
+ADDED = -1
+
+
+def semantic_diff(
+    orig: NetView,
+    final: NetView,
+    origin: Sequence[int | None],
+    effects: Mapping[int, AbstractSet[tuple[str, ...]]],
+    net_effects: set[tuple[str, ...]],
+    removed: Iterable[int],
+    step_of: Mapping[int, Mapping[tuple[str, ...], str]] | None = None,
+    kept: Kept | None = None,
+) -> tuple[list[Change], list[CheckResult]]:
+    """Changes between the original and final messages, and any outside declared effects.
+    ``kept``: original values of the layers :func:`rebind` edited in place."""
+    # Layers whose edited fields read the same before and after (the same text binds to the
+    # same values) share one DeepDiff: keyed by the texts.
+    memo: dict[tuple[Any, ...], list[tuple[tuple[str | int, ...], str, str, Any, Any]]] = {}
+    verdicts: dict[tuple[Any, ...], list[tuple[bool, str]]] = {}
+    changes: list[Change] = []
+    failures: list[CheckResult] = []
+    for kf, ko in enumerate(origin):
+        if ko is None:  # a layer a step added
+            name = final.names[kf]
+            if ("*",) not in effects.get(ADDED, set()):
+                failures.append(_fail("semantic-diff", "layer added but no step declared it", name))
+            changes.append(Change(name, kf, "layer", None, message_to_py(final.layer(kf)), "added"))
+            continue
+        fo, ff = orig.field(ko), final.field(kf)
+        if fo is ff:
+            continue
+        names = changed_names(fo, ff)
+        om, nm = kept_layer(orig, kept, ko, names), final.layer(kf)
+        if names is None:
+            names = {fd.name for fd, _ in om.ListFields()} | {fd.name for fd, _ in nm.ListFields()}
+            key: tuple[Any, ...] = (ko, kf)
+        else:
+            order = tuple(sorted(names))
+            key = (order, _kids_text(fo, order), _kids_text(ff, order))
+        diffs = memo.get(key)
+        if diffs is None:
+            a, b = to_py(om, names), to_py(nm, names)
+            diffs = [(p, _path_text(p), kind, t1, t2) for p, kind, t1, t2 in
+                     (_deepdiff(a, b) if a != b else [])]  # fmt: skip
+            memo[key] = diffs
+        if not diffs:
+            continue
+        # the verdict for these diffs under this layer's declarations, computed once per
+        # (diffs, declarations, declaring steps) combination
+        declared = effects.get(ko, set())
+        steps_here = step_of.get(ko) if step_of else None
+        vkey = (id(diffs), frozenset(declared), tuple(steps_here.items()) if steps_here else ())
+        verdict = verdicts.get(vkey)
+        if verdict is None:
+            verdict = [
+                (
+                    _covered(p, t2 if kind == "added" else t1, declared),
+                    _step_for(step_of, ko, p),
+                )
+                for p, _, kind, t1, t2 in diffs
+            ]
+            verdicts[vkey] = verdict
+        name = final.names[kf]
+        for (_, text, kind, t1, t2), (ok, label) in zip(diffs, verdict, strict=True):
+            if not ok:
+                failures.append(
+                    _fail(
+                        "semantic-diff",
+                        f"{text} changed ({t1!r} -> {t2!r}) but no step declared it",
+                        name,
+                    )
+                )
+            changes.append(Change(name, kf, text, t1, t2, kind, label))
+    for ko in removed:
+        name = orig.names[ko]
+        if ("*",) not in effects.get(ko, set()):
+            failures.append(_fail("semantic-diff", "layer removed but no step declared it", name))
+        changes.append(Change(name, None, "layer", message_to_py(orig.layer(ko)), None, "removed"))
+    # top-level fields other than layers
+    o_other = [f for f in orig.doc.fields if f.name != "layer"]
+    n_other = [f for f in final.doc.fields if f.name != "layer"]
+    oid = {id(f) for f in o_other}
+    nid = {id(f) for f in n_other}
+    names = {f.name for f in n_other if id(f) not in oid} | {
+        f.name for f in o_other if id(f) not in nid
+    }
+    if names:
+        a, b = to_py(orig.message, names), to_py(final.message, names)
+        for p, kind, t1, t2 in _deepdiff(a, b) if a != b else []:
+            if not _covered(p, t2 if kind == "added" else t1, net_effects):
+                failures.append(
+                    _fail("semantic-diff", f"net field {_path_text(p)} changed undeclared")
+                )
+            changes.append(Change(None, None, _path_text(p), t1, t2, kind))
+    return changes, failures
+
+
+def _kids_text(f: Field, names: Iterable[str]) -> str:
+    body = f.body
+    assert isinstance(body, MessageBody)
+    return "\x00".join(c.code for name in names for c in body.get_all(name))
+
+
+def _step_for(
+    step_of: Mapping[int, Mapping[tuple[str, ...], str]] | None,
+    ko: int,
+    path: Sequence[str | int],
+) -> str:
+    """The first step that declared a field path covering (or inside) this change."""
+    if not step_of or ko not in step_of:
+        return ""
+    names = tuple(p for p in path if isinstance(p, str))
+    declared = step_of[ko]
+    for n in range(len(names), 0, -1):
+        hit = declared.get(names[:n])
+        if hit:
+            return hit
+    for p, label in declared.items():
+        if p[: len(names)] == names or p == ("*",):
+            return label
+    return ""
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def phase_independent(view: NetView) -> bool:
+    """No include/exclude rule and no NetState: both phases see the same layers."""
+    got = view.phase_free
+    if got is None:
+        msg = view.message
+        got = not msg.HasField("state") and not any(
+            len(layer.include) or len(layer.exclude) for layer in msg.layer
+        )
+        view.phase_free = got
+    return got
+
+
+def structure_check(
+    orig: NetView,
+    final: NetView,
+    changes: Sequence[StructChange],
+    before: Mapping[str, Struct | StructDigest] | None = None,
+) -> list[CheckResult]:
+    """Check (c): both phases' nets equal the original ones transformed by ``changes``.
+
+    ``before`` holds the original's structures already read (by phase), so that its graphs
+    need not be kept, or built again, until the new ones are; a digest of one is compared
+    with the new structure's digest when no change is declared (else, or when they differ,
+    the original's structure is read again, for the change or the message).
+    """
+    from .steps import StructDigest, structure, transform
+
+    results: list[CheckResult] = []
+    rewrites = [c for c in changes if c.kind == "rewrite"]
+    if rewrites:
+        # A whole-net rewrite (deploy) cannot be described layer by layer; its step's promise
+        # checks the result (binds, Net::Init, shapes) and the promises check reports it.
+        what = "; ".join(c.describe() for c in rewrites)
+        return [CheckResult("structure", True, f"{what}; verified by the step's promise")]
+    same_phases = phase_independent(orig) and phase_independent(final)
+    for phase in ("TRAIN", "TEST"):
+        if phase == "TEST" and same_phases:
+            results.append(
+                CheckResult("structure", True, "TEST: no include/exclude rules, same as TRAIN")
+            )
+            continue
+        known = before.get(phase) if before else None
+        if isinstance(known, StructDigest) and not changes:
+            try:
+                after = structure(final, phase)
+            except RewriterError as e:
+                results.append(_fail("structure", f"{phase}: the new net does not build: {e}"))
+                continue
+            if StructDigest.of(after) == known:
+                results.append(
+                    CheckResult("structure", True, f"{phase}: {len(after)} layers, unchanged")
+                )
+                continue
+            known = None  # differs: read the original's rows again to say where
+        try:
+            expected = known if isinstance(known, list) else structure(orig, phase)
+        except RewriterError as e:
+            results.append(
+                CheckResult("structure", True, f"{phase}: the original net does not build ({e})")
+            )
+            continue
+        for c in changes:
+            expected = transform(expected, c)
+        try:
+            after = structure(final, phase)
+        except RewriterError as e:
+            results.append(_fail("structure", f"{phase}: the new net does not build: {e}"))
+            continue
+        if after == expected:
+            what = "; ".join(c.describe() for c in changes) or "unchanged"
+            results.append(CheckResult("structure", True, f"{phase}: {len(after)} layers, {what}"))
+            continue
+        results.append(_struct_mismatch(phase, expected, after))
+    return results
+
+
+def setup_check(
+    orig: NetView,
+    final: NetView,
+    lenient: bool = False,
+    schema: Schema | None = None,
+    param_counts: Mapping[str, int] | None = None,
+) -> list[CheckResult]:
+    """The result passes Net::Init's set-up checks wherever the input did.
+
+    Only the result is set up first; the input (re-read from its unchanged text: the steps
+    edited its message) only when the result fails, to tell a new failure from an old one.
+    """
+    from rewriter.caffe.setup_checks import check_setup
+    from rewriter.schema.bind import bind
+
+    results: list[CheckResult] = []
+    same_phases = phase_independent(orig) and phase_independent(final)
+    for phase in ("TRAIN", "TEST"):
+        if phase == "TEST" and same_phases:
+            results.append(CheckResult("setup", True, "TEST: same layers as TRAIN"))
+            continue
+        try:
+            built: Any = final.graph(phase)  # the structure check's, when it built one
+        except RewriterError:
+            built = None  # check_setup finds the error itself
+        opts: dict[str, Any] = {
+            "stages": final.stages,
+            "level": final.level,
+            "param_counts": param_counts,
+        }
+        after = check_setup(final.message, phase, graph=built, **opts)
+        err = after.error
+        if err is None:
+            note = f", {len(after.skipped)} layer(s) skipped ({after.skipped_reason})"
+            detail = f"{phase}: every set-up check passes" + (note if after.skipped else "")
+            results.append(CheckResult("setup", True, detail))
+            continue
+        message = bind(orig.doc, schema, NET, lenient).message
+        before = check_setup(message, phase, **opts)
+        if before.error is not None:
+            detail = f"{phase}: the input is refused as well ({before.error.message})"
+            results.append(CheckResult("setup", True, detail))
+            continue
+        # an edited document's records point into their own texts: place it in a fresh parse
+        from rewriter.text.cst import parse
+
+        where = after.diagnostics(parse(final.doc.code, final.doc.path))[0]
+        results.append(
+            _fail(
+                "setup",
+                f"{phase}: the input passes Caffe's set-up but the result does not: "
+                f"{where.render()}",
+                after.layer,
+            )
+        )
+    return results
+
+
+def _struct_mismatch(phase: str, expected: list[Any], after: list[Any]) -> CheckResult:
+    for i, (e, a) in enumerate(zip(expected, after, strict=False)):
+        if e != a:
+            return _fail(
+                "structure",
+                f"{phase}: layer {i} is {a[0]} ({a[1]}, bottoms {list(a[2])}, tops "
+                f"{list(a[3])}) but {e[0]} ({e[1]}, bottoms {list(e[2])}, tops {list(e[3])}) "
+                "was expected",
+                a[0],
+            )
+    return _fail("structure", f"{phase}: {len(after)} layers where {len(expected)} were expected")
+
+
+__all__ += ["phase_independent", "message_to_py", "setup_check"]

@@ -1,0 +1,1658 @@
+"""Semantic diff of Caffe files: what a change does to the net and to training.
+
+A line diff of two prototxt files says which lines moved; a reviewer wants to know what the
+change does. :func:`diff_texts` compares two versions of a file at three levels:
+
+1. **Fields**, per layer (a layer is one unit: the dict of its ``LayerParameter``, compared with
+   deepdiff) and for the net's own top-level fields; a solver (or any non-net file) gets a plain
+   field diff. Layers are matched by name (the k-th layer of a name with the k-th); layers left
+   over are *renamed* when their content apart from the name is unchanged (blob names equal to
+   the layer's own name may follow the rename), else *added* / *removed*.
+2. **Wiring**, per phase: edges ``producer -> consumer`` (through Caffe's inserted splits, with
+   in-place writers as producers) that appear or disappear.
+3. **Training consequences**, per phase (TRAIN and TEST, each when the graph builds), from
+   Caffe's own ``Net::Init`` rules (:mod:`rewriter.caffe.netinit`): layers that start or stop
+   needing
+   backward, parameter blobs that become frozen or trainable (the solver's ``lr_mult``), inputs
+   whose gradient becomes cut or is restored, loss outputs, analysis warnings, and pretrained
+   weights that will no longer load (Caffe copies weights by layer name, so a renamed layer
+   loses them; a changed parameter shape makes loading stop).
+
+Speed: layers whose text is byte-identical are not converted or deepdiffed at all, and each
+graph is built once per phase (once in all when no layer has include/exclude rules, since the
+TEST net is then the TRAIN net). Memory: one tree at a time (each is dropped once its side is
+bound), one live message at a time (the other parked as its serialized bytes), one graph at a
+time (the old side's facts are reduced to what the comparison reads before the new graph is
+built: one shared record per layer and the edge set), facts packed (a phase's edges are flat
+arrays, :class:`EdgeFact` objects are made only when read), and no graphs kept in the result:
+the drawing renderers rebuild them on demand (``FileDiff.new_facts`` / ``old_facts``).
+Renderers live in :mod:`rewriter.review.render`; the JSON schema is documented in docs/diff.md
+(``schema_version`` 1).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import struct
+import subprocess
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+from rewriter.caffe.states import FROZEN
+from rewriter.errors import RewriterError
+from rewriter.schema.runtime import is_repeated
+from rewriter.util.lazyseq import LazySequence
+
+if TYPE_CHECKING:
+    from rewriter.caffe.graph import Graph
+    from rewriter.caffe.netinit import Backward
+    from rewriter.schema.bind import Bound
+    from rewriter.schema.runtime import Schema
+    from rewriter.text.cst import Document
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "PHASES",
+    "BackwardChange",
+    "DiffResult",
+    "EdgeChange",
+    "EnumName",
+    "EdgeFact",
+    "FieldChange",
+    "FileDiff",
+    "GitError",
+    "GradientChange",
+    "LayerChange",
+    "LossChange",
+    "ParamChange",
+    "PhaseDiff",
+    "PhaseFacts",
+    "WarningChange",
+    "WeightWarning",
+    "diff_dirs",
+    "diff_files",
+    "diff_git",
+    "diff_texts",
+    "format_value",
+    "git_show",
+    "message_to_dict",
+    "phase_facts",
+    "textconv",
+]
+
+SCHEMA_VERSION = 1
+PHASES = ("TRAIN", "TEST")
+
+# Parameter-shape fields: when one of them changes on a layer with parameters, Caffe's
+# CopyTrainedLayersFrom stops with a shape mismatch ("Cannot copy param ... weights").
+_SHAPE_FIELDS = {
+    "convolution_param": ("num_output", "kernel_size", "kernel_h", "kernel_w", "group",
+                          "bias_term", "axis"),
+    "inner_product_param": ("num_output", "bias_term", "transpose", "axis"),
+    "embed_param": ("num_output", "input_dim", "bias_term"),
+    "prelu_param": ("channel_shared",),
+    "scale_param": ("bias_term", "axis", "num_axes"),
+    "bias_param": ("axis", "num_axes"),
+    "recurrent_param": ("num_output", "expose_hidden"),
+}  # fmt: skip
+
+
+class GitError(RewriterError):
+    """``git`` is missing, the path is outside a repository, or the revision is unknown."""
+
+
+# --------------------------------------------------------------------------- result model
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field that differs: ``path`` like ``param[0].lr_mult``; absent side is None."""
+
+    path: str
+    change: str  # "changed" | "added" | "removed"
+    old: Any = None
+    new: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "change": self.change, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    change: str  # "modified" | "added" | "removed" | "renamed"
+    name: str  # the new name (the old one for removed layers)
+    type: str
+    old_name: str | None = None
+    new_name: str | None = None
+    fields: tuple[FieldChange, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "change": self.change,
+            "name": self.name,
+            "old_name": self.old_name,
+            "new_name": self.new_name,
+            "type": self.type,
+            "fields": [f.to_json() for f in self.fields],
+        }
+
+
+@dataclass(frozen=True)
+class BackwardChange:
+    layer: str
+    type: str
+    old_needs_backward: bool
+    new_needs_backward: bool
+    old_state: str
+    new_state: str
+
+    @property
+    def change(self) -> str:
+        return "starts" if self.new_needs_backward else "stops"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "type": self.type,
+            "change": self.change,
+            "old_needs_backward": self.old_needs_backward,
+            "new_needs_backward": self.new_needs_backward,
+            "old_state": self.old_state,
+            "new_state": self.new_state,
+        }
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    layer: str
+    index: int
+    role: str
+    #: the blob's new state (rewriter.caffe.states: trainable, decay-only, statistics-only, frozen)
+    change: str
+    old_lr_mult: float | None
+    new_lr_mult: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "index": self.index,
+            "role": self.role,
+            "change": self.change,
+            "old_lr_mult": self.old_lr_mult,
+            "new_lr_mult": self.new_lr_mult,
+        }
+
+
+@dataclass(frozen=True)
+class GradientChange:
+    """The gradient into ``layer``'s bottom ``bottom`` (blob ``blob`` from ``source``)."""
+
+    layer: str
+    bottom: int
+    blob: str
+    source: str | None
+    change: str  # "cut" | "restored"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "bottom": self.bottom,
+            "blob": self.blob,
+            "source": self.source,
+            "change": self.change,
+        }
+
+
+@dataclass(frozen=True)
+class EdgeChange:
+    source: str | None
+    target: str
+    blob: str
+    change: str  # "added" | "removed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target, "blob": self.blob,
+                "change": self.change}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LossChange:
+    blob: str
+    layer: str
+    old_weight: float | None
+    new_weight: float | None
+
+    @property
+    def change(self) -> str:
+        if self.old_weight is None:
+            return "added"
+        return "removed" if self.new_weight is None else "changed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "blob": self.blob,
+            "layer": self.layer,
+            "change": self.change,
+            "old_weight": self.old_weight,
+            "new_weight": self.new_weight,
+        }
+
+
+@dataclass(frozen=True)
+class WarningChange:
+    change: str  # "added" | "removed"
+    kind: str
+    layer: str | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"change": self.change, "kind": self.kind, "layer": self.layer,
+                "message": self.message}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WeightWarning:
+    layer: str
+    old_layer: str
+    reason: str  # "renamed" | "shape"
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layer": self.layer, "old_layer": self.old_layer, "reason": self.reason,
+                "message": self.message}  # fmt: skip
+
+
+@dataclass
+class PhaseDiff:
+    phase: str
+    old_error: str | None = None
+    new_error: str | None = None
+    backward: list[BackwardChange] = field(default_factory=list)
+    params: list[ParamChange] = field(default_factory=list)
+    gradient: list[GradientChange] = field(default_factory=list)
+    edges: list[EdgeChange] = field(default_factory=list)
+    losses: list[LossChange] = field(default_factory=list)
+    warnings: list[WarningChange] = field(default_factory=list)
+
+    @property
+    def has_changes(self) -> bool:
+        return self.old_error != self.new_error or any(self._lists())
+
+    def _lists(self) -> tuple[list[Any], ...]:
+        return (self.backward, self.params, self.gradient, self.edges, self.losses,
+                self.warnings)  # fmt: skip
+
+    def same_consequences(self, other: PhaseDiff) -> bool:
+        """Everything but the phase name is equal (renderers then print one of them)."""
+        return (self.old_error, self.new_error) == (other.old_error, other.new_error) and all(
+            a == b for a, b in zip(self._lists(), other._lists(), strict=True)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "old_error": self.old_error,
+            "new_error": self.new_error,
+            "backward": [c.to_json() for c in self.backward],
+            "params": [c.to_json() for c in self.params],
+            "gradient": [c.to_json() for c in self.gradient],
+            "edges": [c.to_json() for c in self.edges],
+            "losses": [c.to_json() for c in self.losses],
+            "warnings": [c.to_json() for c in self.warnings],
+        }
+
+
+@dataclass
+class FileDiff:
+    old_path: str | None
+    new_path: str | None
+    kind: str  # "net" | "solver" | "other"
+    status: str  # "modified" | "unchanged" | "added" | "removed"
+    fields: list[FieldChange] = field(default_factory=list)
+    layers: list[LayerChange] = field(default_factory=list)
+    phases: dict[str, PhaseDiff] = field(default_factory=dict)
+    weights: list[WeightWarning] = field(default_factory=list)
+    #: facts per phase of the new (and old) version, for drawing; not part of the JSON
+    new_facts: Mapping[str, PhaseFacts] = field(default_factory=dict, repr=False, compare=False)
+    old_facts: Mapping[str, PhaseFacts] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def path(self) -> str:
+        return self.new_path or self.old_path or "?"
+
+    @property
+    def has_changes(self) -> bool:
+        return (
+            self.status in ("added", "removed")
+            or bool(self.fields or self.layers or self.weights)
+            or any(p.has_changes for p in self.phases.values())
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "old": self.old_path,
+            "new": self.new_path,
+            "kind": self.kind,
+            "status": self.status,
+            "semantic_changes": self.has_changes,
+            "fields": [f.to_json() for f in self.fields],
+            "layers": [c.to_json() for c in self.layers],
+            "phases": {name: p.to_json() for name, p in self.phases.items()},
+            "weights": [w.to_json() for w in self.weights],
+        }
+
+
+@dataclass
+class DiffResult:
+    files: list[FileDiff]
+
+    @property
+    def has_changes(self) -> bool:
+        return any(f.has_changes for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "semantic_changes": self.has_changes,
+            "files": [f.to_json() for f in self.files],
+        }
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _short_float32(v: float) -> float:
+    """The shortest decimal that reads back as the same float32 (as protobuf prints it)."""
+    if not math.isfinite(v):
+        return v
+    packed = struct.pack("<f", v)
+    for digits in range(1, 10):
+        s = float(f"{v:.{digits}g}")
+        try:
+            if struct.pack("<f", s) == packed:
+                return s
+        except OverflowError:
+            break
+    return v
+
+
+_T_FLOAT, _T_ENUM, _T_GROUP, _T_MESSAGE, _T_BYTES = 2, 14, 10, 11, 12
+
+
+class EnumName(str):
+    """An enum value by name: a string in JSON, printed bare (``TRAIN``) in text."""
+
+    __slots__ = ()
+
+
+def _plain(fd: Any, value: Any) -> Any:
+    t = fd.type
+    if t in (_T_MESSAGE, _T_GROUP):
+        return message_to_dict(value)
+    if t == _T_ENUM:
+        ev = fd.enum_type.values_by_number.get(value)
+        return EnumName(ev.name) if ev is not None else int(value)
+    if t == _T_FLOAT:
+        return _short_float32(float(value))
+    if t == _T_BYTES:
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return value
+
+
+def message_to_dict(msg: Any, skip: Iterable[str] = ()) -> dict[str, Any]:
+    """A message as plain data: set fields only, enums by name, float32 values shortest."""
+    skipped = frozenset(skip)
+    out: dict[str, Any] = {}
+    for fd, value in msg.ListFields():
+        name = f"[{fd.full_name}]" if fd.is_extension else fd.name
+        if name in skipped:
+            continue
+        if is_repeated(fd):
+            out[name] = [_plain(fd, v) for v in value]
+        else:
+            out[name] = _plain(fd, value)
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A plain value in protobuf text style: ``0``, ``"x"``, ``TRAIN``, ``{ lr_mult: 0 }``."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, EnumName):
+        return str(value)
+    if isinstance(value, str):
+        import json
+
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dict):
+        inner = " ".join(f"{k}: {format_value(v)}" for k, v in value.items())
+        return f"{{ {inner} }}" if inner else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _path_text(parts: Sequence[Any]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "(root)"
+
+
+def _deep_changes(old: dict[str, Any], new: dict[str, Any]) -> list[FieldChange]:
+    """Field changes between two plain dicts, as deepdiff reports them without its threshold
+    (rewriter.util.plaindiff: deepdiff itself only for what that does not model)."""
+    if old == new:
+        return []
+    from rewriter.util.plaindiff import plain_diff
+
+    kinds = {
+        "values_changed": "changed",
+        "type_changes": "changed",
+        "dictionary_item_added": "added",
+        "iterable_item_added": "added",
+        "dictionary_item_removed": "removed",
+        "iterable_item_removed": "removed",
+    }
+    out: list[tuple[list[Any], FieldChange]] = []
+    for path, report, t1, t2 in plain_diff(old, new, threshold=0):
+        change = kinds.get(report, "changed")
+        parts = list(path)
+        o = None if change == "added" else t1
+        n = None if change == "removed" else t2
+        out.append((parts, FieldChange(_path_text(parts), change, o, n)))
+    rank: dict[tuple[Any, ...], int] = {}
+    _rank_paths((), old, rank)
+    _rank_paths((), new, rank)
+    out.sort(key=lambda item: rank.get(tuple(item[0]), len(rank)))
+    return [fc for _, fc in out]
+
+
+def _rank_paths(prefix: tuple[Any, ...], value: Any, rank: dict[tuple[Any, ...], int]) -> None:
+    """Number every path of a plain value in file order (fields as protobuf lists them)."""
+    rank.setdefault(prefix, len(rank))
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _rank_paths(prefix + (k,), v, rank)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _rank_paths(prefix + (i,), v, rank)
+
+
+# --------------------------------------------------------------------------- one version
+
+
+@dataclass(slots=True)
+class _Unit:
+    """One top-level ``layer`` (or V1 ``layers``) entry of a net."""
+
+    index: int  # position among the document's units
+    name: str
+    type: str
+
+
+def _type_name(msg: Any) -> str:
+    value = msg.type
+    if isinstance(value, str):
+        return value
+    fd = msg.DESCRIPTOR.fields_by_name["type"]
+    ev = fd.enum_type.values_by_number.get(int(value))
+    return str(ev.name) if ev is not None else str(value)
+
+
+def _digest(text: str) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class _Message:
+    """A bound message that can be parked as its serialized bytes and brought back on demand.
+
+    The live message of a net costs about five times the file's size, its bytes a third of it:
+    a diff keeps one side's message parked while it works on the other.
+    """
+
+    __slots__ = ("_cls", "_msg", "_data")
+
+    def __init__(self, msg: Any) -> None:
+        self._cls = type(msg)
+        self._msg: Any = msg
+        self._data: bytes | None = None
+
+    def get(self) -> Any:
+        if self._msg is None:
+            from rewriter.schema.runtime import message_from_wire
+
+            assert self._data is not None
+            self._msg = message_from_wire(self._cls, self._data)
+        return self._msg
+
+    def park(self) -> None:
+        if self._msg is not None:
+            if self._data is None:
+                self._data = self._msg.SerializePartialToString()
+            self._msg = None
+
+
+def _standalone(msg: Any) -> Any:
+    """A copy of a sub-message that does not keep its whole parent message alive."""
+    copy = type(msg)()
+    copy.CopyFrom(msg)
+    return copy
+
+
+class _Version:
+    """One side of a diff: the bound message (parkable), the layer units and their digests.
+
+    The tree is dropped as soon as the units are read: nothing after binding needs it.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        path: str,
+        *,
+        lenient: bool,
+        schema: Schema | None,
+        root: str | None,
+    ) -> None:
+        from rewriter.schema.bind import bind
+        from rewriter.text.cst import parse
+
+        self.path = path
+        doc: Document = parse(text, path)
+        bound: Bound = bind(doc, schema, root, lenient)
+        bound.raise_for_errors()
+        message: Any = bound.message
+        self.kind = "solver" if bound.root.endswith("SolverParameter") else "net"
+        if not bound.root.endswith(("SolverParameter", "NetParameter")):
+            self.kind = "other"
+        #: per unit (top-level layer entry): its name, its type, and 16 bytes each in
+        #: ``digests`` of its text (equal digests: byte-identical entries); units themselves
+        #: are made only for the few layers a diff looks at
+        self.names: list[str] = []
+        self.types: list[str] = []
+        self.digests = b""
+        self.unit_field = ""
+        #: no layer has include/exclude rules: TRAIN and TEST nets are the same net
+        self.independent = True
+        #: the net's own fields (its layers left out)
+        self.top: dict[str, Any] = {}
+        if self.kind == "net":
+            self.top = message_to_dict(message, ("layer", "layers"))
+            self._collect_units(doc, message)
+            self.independent = not any(
+                len(x.include) or len(x.exclude) for x in message.layer
+            ) and not any(len(x.include) or len(x.exclude) for x in message.layers)
+        self._message = _Message(message)
+        #: unit index -> standalone copy of its message (see :meth:`pin`)
+        self._pinned: dict[int, Any] = {}
+        self._facts: dict[str, PhaseFacts | str] = {}
+
+    @property
+    def message(self) -> Any:
+        return self._message.get()
+
+    def park(self) -> None:
+        """Keep the message only as bytes until it is needed again."""
+        self._message.park()
+
+    def pin(self, units: Iterable[_Unit]) -> None:
+        """Copy these units' messages out, so they stay readable with the message parked."""
+        msgs = None
+        for u in units:
+            if u.index not in self._pinned:
+                msgs = getattr(self.message, self.unit_field) if msgs is None else msgs
+                self._pinned[u.index] = _standalone(msgs[u.index])
+
+    def unit(self, i: int) -> _Unit:
+        return _Unit(i, self.names[i], self.types[i])
+
+    def digest(self, i: int) -> bytes:
+        return self.digests[16 * i : 16 * i + 16]
+
+    def unit_msg(self, u: _Unit) -> Any:
+        got = self._pinned.get(u.index)
+        return got if got is not None else getattr(self.message, self.unit_field)[u.index]
+
+    def _collect_units(self, doc: Document, msg: Any) -> None:
+        # Caffe reads V1 ``layers`` when there are any (and then drops ``layer``).
+        name = "layers" if len(msg.layers) else "layer"
+        self.unit_field = name
+        fields = doc.get_all(name)
+        msgs = getattr(msg, name)
+        if len(fields) != len(msgs):  # cannot happen for a bound document; be safe
+            raise RewriterError(f"{self.path}: {name} entries do not match the message")
+        types: dict[str, str] = {}  # one string per type name, not one per layer
+        digests: list[bytes] = []
+        for f, m in zip(fields, msgs, strict=True):
+            t = _type_name(m)
+            self.names.append(str(m.name))
+            self.types.append(types.setdefault(t, t))
+            digests.append(_digest(f.value_text))
+        self.digests = b"".join(digests)
+
+    def facts(self, phase: str) -> PhaseFacts | str:
+        """The phase's graph facts, or the error text Caffe stops with (kept)."""
+        got = self._facts.get(phase)
+        if got is not None:
+            return got
+        other = "TEST" if phase == "TRAIN" else "TRAIN"
+        result, _ = _compute_facts(self._message, phase, self._facts.get(other), self.independent)
+        self._facts[phase] = result
+        return result
+
+    def iter_facts(self) -> Iterator[tuple[str, PhaseFacts | str, bool]]:
+        """(phase, facts, derived from the previous phase's) for TRAIN then TEST, keeping
+        nothing: the message is parked once a graph is built, so at most one graph (and no
+        message) is alive while the caller reduces each phase."""
+        prev: PhaseFacts | str | None = None
+        for phase in PHASES:
+            got, derived = _compute_facts(self._message, phase, prev, self.independent, park=True)
+            yield phase, got, derived
+            prev = got if self.independent else None
+        self.park()
+
+
+# --------------------------------------------------------------------------- graph facts
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeFact:
+    """A bottom of a (non-split) layer and where its data comes from."""
+
+    #: graph index of the layer that wrote the version read (inserted splits skipped)
+    source: int | None
+    target: int
+    bottom: int
+    #: the blob's name as written in the file (not Caffe's split names)
+    blob: str
+    #: "flows" (a gradient is passed), "cut" (upstream would learn from it but this bottom
+    #: gets none: propagate_down, or a cut further down), "none" (nothing upstream learns)
+    gradient: str
+
+
+#: EdgeFact.gradient by its code in :class:`_EdgeList`
+_GRADIENTS = ("none", "flows", "cut")
+_NONE, _FLOWS, _CUT = 0, 1, 2
+
+
+class _EdgeList(LazySequence[EdgeFact]):
+    """``PhaseFacts.edges``: flat arrays, an :class:`EdgeFact` made when one is read. Edge
+    objects would cost about half the file's size per phase; the diff reads the arrays.
+
+    Edges are in graph order of their target, then by bottom (a layer's edges are adjacent).
+    """
+
+    __slots__ = ("source", "target", "bottom", "blob", "grad")
+
+    def __init__(self) -> None:
+        #: graph index of the source layer, -1 for none
+        self.source = array("i")
+        self.target = array("i")
+        self.bottom = array("i")
+        self.blob: list[str] = []
+        #: index into _GRADIENTS
+        self.grad = bytearray()
+
+    _what = "edge"
+
+    def _item(self, i: int) -> EdgeFact:
+        s = self.source[i]
+        return EdgeFact(None if s < 0 else s, self.target[i], self.bottom[i], self.blob[i],
+                        _GRADIENTS[self.grad[i]])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.blob)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _EdgeList):
+            return (self.source, self.target, self.bottom, self.blob, self.grad) == (
+                other.source, other.target, other.bottom, other.blob, other.grad
+            )  # fmt: skip
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+class _KeyList(Sequence["tuple[str, int] | None"]):
+    """``PhaseFacts.keys``: ``(name, k)`` (the k-th layer of that name) per graph layer, None
+    for inserted splits; made when read from the occurrence array."""
+
+    __slots__ = ("_layers", "_occ")
+
+    def __init__(self, layers: Sequence[Any], occ: array[int]) -> None:
+        self._layers = layers
+        self._occ = occ
+
+    def _key(self, i: int) -> tuple[str, int] | None:
+        k = self._occ[i]
+        return None if k < 0 else (self._layers[i].name, k)
+
+    def __len__(self) -> int:
+        return len(self._occ)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, int] | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[str, int] | None]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[str, int] | None | list[tuple[str, int] | None]:
+        if isinstance(index, slice):
+            return list(map(self._key, range(*index.indices(len(self._occ)))))
+        i = operator.index(index)
+        if i < 0:
+            i += len(self._occ)
+        if not 0 <= i < len(self._occ):
+            raise IndexError("key index out of range")
+        return self._key(i)
+
+    def __iter__(self) -> Iterator[tuple[str, int] | None]:
+        return map(self._key, range(len(self._occ)))
+
+
+@dataclass
+class PhaseFacts:
+    graph: Graph
+    backward: Backward
+    states: list[str]
+    edges: Sequence[EdgeFact]
+    #: per graph layer: k when it is the k-th (from 0) non-split layer of its name, -1 for
+    #: a Split Caffe inserted
+    occurrence: array[int] = field(repr=False)
+
+    @property
+    def keys(self) -> Sequence[tuple[str, int] | None]:
+        """Per graph layer: ``(name, k)``, None for an inserted split."""
+        return _KeyList(self.graph.layers, self.occurrence)
+
+    @cached_property
+    def by_key(self) -> Mapping[tuple[str, int], int]:
+        """``(name, k)`` -> graph index (built when first read)."""
+        layers = self.graph.layers
+        return {(layers[li].name, k): li for li, k in enumerate(self.occurrence) if k >= 0}
+
+
+def phase_facts(graph: Graph, backward: Backward) -> PhaseFacts:
+    """States, data edges (splits resolved) and gradient state of every bottom.
+
+    One pass in net order: a bottom reads the version of its blob the last earlier writer
+    left (its producer or an in-place writer), through inserted splits to what they copy."""
+    layers = graph.layers
+    n_blobs = len(graph.blob_list)
+    verdicts = backward.layers
+    # per blob id, the version a reader would see now: the writer (-1: none yet) and, when
+    # reached through splits, the name of the blob they copy (None: the blob's own name)
+    src_of = array("i", [-1]) * n_blobs
+    name_of: list[str | None] = [None] * n_blobs
+    # Caffe's forward pass (Net::Init): may a gradient arriving at this blob be used?
+    blob_flag = bytearray(n_blobs)
+    states = backward.states.layers
+    edges = _EdgeList()
+    e_src, e_tgt, e_bot, e_blob, e_grad = (
+        edges.source, edges.target, edges.bottom, edges.blob, edges.grad
+    )  # fmt: skip
+    occ = array("i")
+    seen: dict[str, int] = {}
+    for li, layer in enumerate(layers):
+        bids = layer.bottom_ids
+        flagged = any(blob_flag[b] for b in bids) or any(p.local_lr_mult != 0 for p in layer.params)
+        if layer.inserted_split:
+            occ.append(-1)
+            b0 = bids[0]
+            s, name = src_of[b0], name_of[b0]
+            if name is None:
+                name = layer.bottoms[0]
+            for t in layer.top_ids:
+                src_of[t] = s
+                name_of[t] = name
+                if flagged:
+                    blob_flag[t] = 1
+            continue
+        k = seen.get(layer.name, 0)
+        seen[layer.name] = k + 1
+        occ.append(k)
+        v = verdicts[li]
+        bnb = v.bottom_need_backward
+        loss = v.contributes_loss
+        for j, b in enumerate(bids):
+            got = name_of[b]
+            e_src.append(src_of[b])
+            e_tgt.append(li)
+            e_bot.append(j)
+            e_blob.append(layer.bottoms[j] if got is None else got)
+            if bnb[j]:
+                e_grad.append(_FLOWS)
+            elif blob_flag[b] and loss:
+                e_grad.append(_CUT)
+            else:
+                e_grad.append(_NONE)
+        for t in layer.top_ids:
+            src_of[t] = li
+            name_of[t] = None
+            if flagged:
+                blob_flag[t] = 1
+    return PhaseFacts(graph, backward, states, edges, occ)
+
+
+# --------------------------------------------------------------------------- diff
+
+
+def _compute_facts(
+    source: _Message,
+    phase: str,
+    prev: PhaseFacts | str | None,
+    independent: bool,
+    park: bool = False,
+) -> tuple[PhaseFacts | str, bool]:
+    """One phase's facts (or Caffe's error) and whether they were derived from ``prev``, the
+    other phase's: a net without include/exclude rules has the same layers and verdicts in both
+    phases, only the TRAIN-only warnings differ."""
+    from rewriter.caffe.graph import build_graph
+    from rewriter.caffe.netinit import Backward
+    from rewriter.util.memory import gc_paused
+
+    try:
+        with gc_paused():
+            if isinstance(prev, PhaseFacts) and independent:
+                graph = replace(prev.graph, phase=phase)
+                bw = prev.backward
+                if phase == "TRAIN":
+                    bw = graph.backward()
+                else:
+                    bw = Backward(graph=graph, layers=bw.layers, warnings=graph.warnings)
+                # states again: BatchNorm's statistics move by default in TRAIN only
+                return replace(prev, graph=graph, backward=bw, states=bw.states.layers), True
+            graph = build_graph(source.get(), phase=phase)
+            if park:
+                source.park()
+            return phase_facts(graph, graph.backward()), False
+    except RewriterError as e:
+        return str(e), False
+
+
+class _LazyFacts(Mapping[str, PhaseFacts]):
+    """One side's phase facts for drawing, built again from the parked message on each read.
+
+    Only the drawing renderers (Markdown, HTML) read them, once; keeping both nets' graphs
+    alive in every diff result would more than double a diff's peak memory.
+    """
+
+    def __init__(self, source: _Message, independent: bool, phases: tuple[str, ...]) -> None:
+        self._source = source
+        self._independent = independent
+        self._phases = phases
+
+    def __getitem__(self, phase: str) -> PhaseFacts:
+        if phase not in self._phases:
+            raise KeyError(phase)
+        prev: PhaseFacts | str | None = None
+        if phase == "TEST" and self._independent:
+            prev, _ = _compute_facts(self._source, "TRAIN", None, True)
+        got, _ = _compute_facts(self._source, phase, prev, self._independent)
+        self._source.park()
+        assert isinstance(got, PhaseFacts)
+        return got
+
+    def __contains__(self, phase: object) -> bool:
+        return phase in self._phases
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._phases)
+
+    def __len__(self) -> int:
+        return len(self._phases)
+
+
+def _pair_units(
+    old_v: _Version, new_v: _Version
+) -> tuple[list[tuple[_Unit, _Unit]], list[_Unit], list[_Unit]]:
+    """(same-name pairs whose text differs, removed, added): the k-th layer of a name is
+    paired with the k-th; byte-identical pairs are left out (nothing to compare)."""
+    by_key: dict[tuple[str, int], int] = {}
+    count: dict[str, int] = {}
+    for i, name in enumerate(old_v.names):
+        k = count.get(name, 0)
+        count[name] = k + 1
+        by_key[(name, k)] = i
+    pairs: list[tuple[_Unit, _Unit]] = []
+    added: list[_Unit] = []
+    count = {}
+    for j, name in enumerate(new_v.names):
+        k = count.get(name, 0)
+        count[name] = k + 1
+        i = by_key.pop((name, k), -1)
+        if i < 0:
+            added.append(new_v.unit(j))
+        elif old_v.digest(i) != new_v.digest(j):
+            pairs.append((old_v.unit(i), new_v.unit(j)))
+    removed = [old_v.unit(i) for i in sorted(by_key.values())]
+    return pairs, removed, added
+
+
+def _last_pairs(
+    old_v: _Version, new_v: _Version, names: set[str]
+) -> dict[str, tuple[_Unit, _Unit]]:
+    """For each name, the last pair :func:`_pair_units` makes of it, changed or not."""
+    olds: dict[str, list[int]] = {n: [] for n in names}
+    news: dict[str, list[int]] = {n: [] for n in names}
+    for side, v in ((olds, old_v), (news, new_v)):
+        for i, name in enumerate(v.names):
+            got = side.get(name)
+            if got is not None:
+                got.append(i)
+    out: dict[str, tuple[_Unit, _Unit]] = {}
+    for name in names:
+        m = min(len(olds[name]), len(news[name]))
+        if m:
+            out[name] = (old_v.unit(olds[name][m - 1]), new_v.unit(news[name][m - 1]))
+    return out
+
+
+def _match_renames(
+    old_v: _Version, new_v: _Version, removed: list[_Unit], added: list[_Unit]
+) -> tuple[list[tuple[_Unit, _Unit]], list[_Unit], list[_Unit]]:
+    """(renamed pairs, removed, added) of the layers left over by :func:`_pair_units`."""
+    renamed: list[tuple[_Unit, _Unit]] = []
+    # Exact content first; then allowing blob names equal to the layer's name to follow it.
+    for abstract in (False, True):
+        if not (removed and added):
+            break
+        sigs: dict[bytes, list[_Unit]] = {}
+        for u in removed:
+            sigs.setdefault(_signature(u, old_v.unit_msg(u), abstract), []).append(u)
+        still_added: list[_Unit] = []
+        for u in added:
+            cands = sigs.get(_signature(u, new_v.unit_msg(u), abstract))
+            if cands:
+                renamed.append((cands.pop(0), u))
+            else:
+                still_added.append(u)
+        taken = {id(o) for o, _ in renamed}
+        removed = [u for u in removed if id(u) not in taken]
+        added = still_added
+    renamed.sort(key=lambda p: p[1].index)
+    return renamed, removed, added
+
+
+def _signature(u: _Unit, unit_msg: Any, abstract: bool) -> bytes:
+    """The layer's content without its name (and blob names equal to it, if ``abstract``)."""
+    msg = type(unit_msg)()
+    msg.CopyFrom(unit_msg)
+    msg.ClearField("name")
+    if abstract:
+        for blobs in (msg.bottom, msg.top):
+            for i, b in enumerate(blobs):
+                if b == u.name:
+                    blobs[i] = "\x00self"
+    return bytes(msg.SerializeToString(deterministic=True))
+
+
+def _layer_changes(
+    old_v: _Version,
+    new_v: _Version,
+    pairs: list[tuple[_Unit, _Unit]],
+    renamed: list[tuple[_Unit, _Unit]],
+    removed: list[_Unit],
+    added: list[_Unit],
+) -> list[LayerChange]:
+    out: list[tuple[int, int, LayerChange]] = []
+    for o, n in pairs:
+        changes = _deep_changes(
+            message_to_dict(old_v.unit_msg(o)), message_to_dict(new_v.unit_msg(n))
+        )
+        if changes:
+            out.append((n.index, 0, LayerChange("modified", n.name, n.type, o.name, n.name,
+                                                tuple(changes))))  # fmt: skip
+    for o, n in renamed:
+        changes = _deep_changes(
+            message_to_dict(old_v.unit_msg(o)), message_to_dict(new_v.unit_msg(n))
+        )
+        out.append(
+            (n.index, 0, LayerChange("renamed", n.name, n.type, o.name, n.name, tuple(changes)))
+        )
+    for n in added:
+        out.append((n.index, 0, LayerChange("added", n.name, n.type, None, n.name)))
+    for o in removed:
+        # removed layers sort after the new layer at the same position
+        out.append((o.index, 1, LayerChange("removed", o.name, o.type, o.name, None)))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return [c for _, _, c in out]
+
+
+@dataclass
+class _ParamCounts:
+    """What counting a layer's parameter blobs needs of one side once its graphs are gone."""
+
+    #: unit index -> a standalone copy of the layer's message (the fallback without a graph)
+    msgs: dict[int, Any] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)
+    #: per phase whose graph built (in PHASES order): name -> params of its first graph layer
+    by_phase: list[dict[str, int]] = field(default_factory=list)
+
+    def want(self, v: _Version, u: _Unit) -> None:
+        if u.index not in self.msgs:
+            self.msgs[u.index] = _standalone(v.unit_msg(u))
+            self.names.add(u.name)
+
+    def add_phase(self, facts: PhaseFacts) -> None:
+        found: dict[str, int] = {}
+        if self.names:
+            layers = facts.graph.layers
+            for li, k in enumerate(facts.occurrence):
+                if k >= 0:
+                    name = layers[li].name
+                    if name in self.names and name not in found:
+                        found[name] = len(layers[li].params)
+        self.by_phase.append(found)
+
+    def count(self, u: _Unit) -> int:
+        for found in self.by_phase:
+            if u.name in found:
+                return found[u.name]
+        from rewriter.caffe.layer_params import param_blob_count
+
+        msg = self.msgs[u.index]
+        count = param_blob_count(u.type, msg, len(msg.bottom))
+        return len(msg.param) if count is None else count
+
+
+def _weight_warnings(
+    old_counts: _ParamCounts,
+    new_counts: _ParamCounts,
+    renamed: list[tuple[_Unit, _Unit]],
+    layers: list[LayerChange],
+    by_new: dict[str, tuple[_Unit, _Unit]],
+) -> list[WeightWarning]:
+    out: list[WeightWarning] = []
+    for o, n in renamed:
+        if new_counts.count(n):
+            out.append(
+                WeightWarning(
+                    n.name,
+                    o.name,
+                    "renamed",
+                    f"pretrained weights of '{o.name}' will not load into '{n.name}': Caffe "
+                    "copies weights by layer name, so this layer starts from its fillers",
+                )
+            )
+    for lc in layers:
+        if lc.change != "modified" or lc.name not in by_new:
+            continue
+        o, n = by_new[lc.name]
+        why = [f.path for f in lc.fields if f.path == "type" or _shape_path(f.path)]
+        if why and (old_counts.count(o) or new_counts.count(n)):
+            out.append(
+                WeightWarning(
+                    n.name,
+                    o.name,
+                    "shape",
+                    f"pretrained weights of '{o.name}' no longer fit ({', '.join(why)} changed):"
+                    " Caffe stops with a shape mismatch when it copies them",
+                )
+            )
+    return out
+
+
+def _shape_path(path: str) -> bool:
+    head, _, rest = path.partition(".")
+    names = _SHAPE_FIELDS.get(head)
+    if names is None:
+        return False
+    leaf = rest.split("[", 1)[0].split(".", 1)[0]
+    return not rest or leaf in names
+
+
+_EdgeKey = tuple[str | None, str, str]
+#: a layer's key: its name for the first layer of that name, else (name, k) for the k-th
+_Key = str | tuple[str, int]
+#: (needs backward, state, params, param states, param lr_mult, per bottom "flows", "cut"
+#: or None: no gradient)
+_Record = tuple[bool, str, int, tuple[str, ...], tuple[float, ...], tuple[str | None, ...]]
+_GRADIENT_OF = (None, "flows", "cut")
+
+
+def _key(name: str, k: int) -> _Key:
+    return name if k == 0 else (name, k)
+
+
+@dataclass
+class _OldPhase:
+    """One phase of the old net in new names, reduced to what :func:`_phase_diff` compares, so
+    the old graph is freed before the new one is built."""
+
+    #: layer key -> its record (equal records are one object)
+    verdicts: dict[_Key, _Record]
+    #: data edges in old order -> the mark of the last phase that found it in the new net
+    edges: dict[_EdgeKey, int]
+    losses: dict[tuple[str, str], float]
+    warnings: dict[tuple[str, str | None], str]
+
+
+def _losses(
+    facts: PhaseFacts, rename: dict[str, str], blob_rename: dict[str, str]
+) -> dict[tuple[str, str], float]:
+    """Loss outputs (producing layer, blob) -> summed weight, names mapped."""
+    out: dict[tuple[str, str], float] = {}
+    for layer in facts.graph.layers:
+        for k, w in enumerate(layer.loss_weights):
+            if not w:
+                continue
+            if layer.inserted_split:
+                src, blob = _split_origin(facts, layer.index)
+            else:
+                src, blob = layer.name, layer.tops[k]
+            src, blob = rename.get(src, src), blob_rename.get(blob, blob)
+            out[(src, blob)] = out.get((src, blob), 0.0) + w
+    return out
+
+
+def _warnings(bw: Backward, rename: dict[str, str]) -> dict[tuple[str, str | None], str]:
+    """Analysis warnings by (kind, layer), layer names mapped."""
+    out: dict[tuple[str, str | None], str] = {}
+    for w in bw.warnings:
+        layer = rename.get(w.layer, w.layer) if w.layer else w.layer
+        out.setdefault((w.kind, layer), w.message)
+    return out
+
+
+def _edge_arrays(facts: PhaseFacts) -> _EdgeList:
+    edges = facts.edges
+    if not isinstance(edges, _EdgeList):  # facts built by hand: pack them
+        packed = _EdgeList()
+        for e in edges:
+            packed.source.append(-1 if e.source is None else e.source)
+            packed.target.append(e.target)
+            packed.bottom.append(e.bottom)
+            packed.blob.append(e.blob)
+            packed.grad.append(_GRADIENTS.index(e.gradient))
+        edges = packed
+    return edges
+
+
+def _phase_states(graph: Graph) -> bool:
+    """Some state depends on the phase: a BatchNorm that does not set use_global_stats updates
+    its statistics in TRAIN only."""
+    return any(
+        layer.type == "BatchNorm" and layer.use_global_stats is None for layer in graph.layers
+    )
+
+
+def _old_phase(
+    old: PhaseFacts,
+    rename: dict[str, str],
+    blob_rename: dict[str, str],
+    same_net: _OldPhase | None = None,
+) -> _OldPhase:
+    """Reduce the old side's facts; ``same_net``: the other phase's reduction when this phase
+    was derived from it (same layers, verdicts and edges; only the warnings differ)."""
+    warnings = _warnings(old.backward, rename)
+    if same_net is not None and not _phase_states(old.graph):
+        return replace(same_net, warnings=warnings)
+    layers, bws, states = old.graph.layers, old.backward.layers, old.states
+    param_states = old.backward.states.params
+    names = [layer.name for layer in layers]
+    if rename:
+        names = [rename.get(n, n) for n in names]
+    edges = _edge_arrays(old)
+    e_src, e_tgt, e_blob, e_grad = edges.source, edges.target, edges.blob, edges.grad
+    n_edges = len(e_blob)
+    verdicts: dict[_Key, _Record] = {}
+    out_edges: dict[_EdgeKey, int] = {}
+    # equal gradient tuples are one object, records of equal parts one object (by identity
+    # of the parts: 1 == 1.0 == True, but the report prints them differently)
+    grad_tuples: dict[tuple[str | None, ...], tuple[str | None, ...]] = {}
+    records: dict[tuple[Any, ...], _Record] = {}
+    at = 0
+    for li, k in enumerate(old.occurrence):
+        if k < 0:
+            continue
+        name = names[li]
+        start = at
+        while at < n_edges and e_tgt[at] == li:
+            s = e_src[at]
+            blob = e_blob[at]
+            if blob_rename:
+                blob = blob_rename.get(blob, blob)
+            out_edges.setdefault((None if s < 0 else names[s], name, blob), 0)
+            at += 1
+        grads = tuple([_GRADIENT_OF[e_grad[x]] for x in range(start, at)])
+        key = _key(name, k)
+        got = verdicts.get(key)
+        if got is None:
+            v = bws[li]
+            grads = grad_tuples.setdefault(grads, grads)
+            nbf, state, n_params = v.needs_backward_final, states[li], len(layers[li].params)
+            pstates, lr = param_states[li], v.param_lr_mult
+            parts = (nbf, state, n_params, id(pstates), id(lr), id(grads))
+            rec = records.get(parts)
+            if rec is None:
+                rec = records[parts] = (nbf, state, n_params, pstates, lr, grads)
+            verdicts[key] = rec
+        else:
+            # (layers of one key, possible after renames: the first one's verdicts, the
+            # later one's bottoms)
+            merged = list(got[5])
+            merged[: len(grads)] = grads
+            verdicts[key] = got[:5] + (tuple(merged),)
+    return _OldPhase(verdicts, out_edges, _losses(old, rename, blob_rename), warnings)
+
+
+def _phase_diff(
+    phase: str, old: _OldPhase | str, new: PhaseFacts | str, mark: int = 1
+) -> PhaseDiff:
+    """``mark``: a number no other call on the same ``old`` uses (edges found are marked)."""
+    pd = PhaseDiff(phase)
+    if isinstance(old, str) or isinstance(new, str):
+        pd.old_error = old if isinstance(old, str) else None
+        pd.new_error = new if isinstance(new, str) else None
+        return pd
+    ng = new.graph
+    layers = ng.layers
+    verdicts = old.verdicts
+    occ = new.occurrence
+    new_pstates = new.backward.states.params
+    for ni, k in enumerate(occ):
+        if k < 0:
+            continue
+        nl = layers[ni]
+        got = verdicts.get(_key(nl.name, k))
+        if got is None:
+            continue
+        o_nbf, o_state, o_params, o_pstates, o_lr, _ = got
+        vn = new.backward.layers[ni]
+        if o_nbf != vn.needs_backward_final:
+            pd.backward.append(
+                BackwardChange(nl.name, nl.type, o_nbf, vn.needs_backward_final, o_state,
+                               new.states[ni])
+            )  # fmt: skip
+        for p in nl.params:
+            if p.index < o_params:
+                was: str | None = o_pstates[p.index]
+                old_lr: float | None = o_lr[p.index]
+            else:
+                was, old_lr = None, None
+            now = new_pstates[ni][p.index]
+            if was != now and (was is not None or now != FROZEN):
+                pd.params.append(
+                    ParamChange(nl.name, p.index, p.role, now, old_lr, vn.param_lr_mult[p.index])
+                )
+
+    # each bottom: gradient flows <-> cut; rewired edges (source layer, target layer, blob)
+    edges = _edge_arrays(new)
+    e_src, e_tgt, e_bot, e_blob, e_grad = (
+        edges.source, edges.target, edges.bottom, edges.blob, edges.grad
+    )  # fmt: skip
+    oe = old.edges
+    added: dict[_EdgeKey, None] = {}
+    no_grads: tuple[str | None, ...] = ()
+    last_t = -1
+    tname = ""
+    old_g = no_grads
+    for i in range(len(e_blob)):
+        t = e_tgt[i]
+        if t != last_t:
+            last_t = t
+            tname = layers[t].name
+            rec = verdicts.get(_key(tname, occ[t]))
+            old_g = no_grads if rec is None else rec[5]
+        s = e_src[i]
+        sname = None if s < 0 else layers[s].name
+        blob = e_blob[i]
+        ekey = (sname, tname, blob)
+        seen = oe.get(ekey)
+        if seen is None:
+            added[ekey] = None
+        elif seen != mark:
+            oe[ekey] = mark
+        j = e_bot[i]
+        was_g = old_g[j] if j < len(old_g) else None
+        if was_g is None:
+            continue
+        g = e_grad[i]
+        if (was_g == "flows" and g == _CUT) or (was_g == "cut" and g == _FLOWS):
+            pd.gradient.append(
+                GradientChange(tname, j, blob, sname, "cut" if g == _CUT else "restored")
+            )
+    for s_, t_, b_ in added:
+        pd.edges.append(EdgeChange(s_, t_, b_, "added"))
+    for (s_, t_, b_), seen in oe.items():
+        if seen != mark:
+            pd.edges.append(EdgeChange(s_, t_, b_, "removed"))
+
+    # loss outputs
+    ol_, nl_ = old.losses, _losses(new, {}, {})
+    for lkey in list(nl_) + [k for k in ol_ if k not in nl_]:
+        w_old, w_new = ol_.get(lkey), nl_.get(lkey)
+        if w_old != w_new:
+            pd.losses.append(LossChange(lkey[1], lkey[0], w_old, w_new))
+
+    # analysis warnings, by (kind, layer)
+    ow, nw = old.warnings, _warnings(new.backward, {})
+    for wkey, msg in nw.items():
+        if wkey not in ow:
+            pd.warnings.append(WarningChange("added", wkey[0], wkey[1], msg))
+    for wkey, msg in ow.items():
+        if wkey not in nw:
+            pd.warnings.append(WarningChange("removed", wkey[0], wkey[1], msg))
+    return pd
+
+
+def _split_origin(facts: PhaseFacts, li: int) -> tuple[str, str]:
+    """(producer layer, blob) a Split layer copies, inserted splits skipped."""
+    g = facts.graph
+    layer = g.layers[li]
+    blob = g.blob_list[layer.bottom_ids[0]]
+    w = [] if blob.producer is None else [blob.producer]
+    w.extend(blob.writers)
+    at = bisect_left(w, li)
+    src = w[at - 1] if at > 0 else None
+    if src is None:
+        return "?", blob.name
+    if g.layers[src].inserted_split:
+        return _split_origin(facts, src)
+    return g.layers[src].name, blob.name
+
+
+def _diff_versions(old: _Version, new: _Version) -> FileDiff:
+    """Compare two sides; at most one side's message or graph is alive at a time once the
+    per-layer comparison is done."""
+    fd = FileDiff(old.path, new.path, new.kind, "modified")
+    if old.kind != "net" or new.kind != "net":
+        if old.kind != new.kind:
+            fd.kind = f"{old.kind}->{new.kind}"
+        fd.fields = _deep_changes(message_to_dict(old.message), message_to_dict(new.message))
+        fd.status = "modified" if fd.has_changes else "unchanged"
+        return fd
+    fd.fields = _deep_changes(old.top, new.top)
+    if old.unit_field != new.unit_field:
+        fd.fields.append(FieldChange("(format)", "changed", old.unit_field, new.unit_field))
+    pairs, removed, added = _pair_units(old, new)
+    # Copy the old layers the comparison reads, so that only the new side's message is alive.
+    old.pin([o for o, _ in pairs] + (removed if added else []))
+    old.park()
+    renamed, removed, added = _match_renames(old, new, removed, added)
+    fd.layers = _layer_changes(old, new, pairs, renamed, removed, added)
+    rename = {o.name: n.name for o, n in renamed}
+    blob_rename: dict[str, str] = {}
+    for o, n in renamed:
+        for ot, nt in zip(old.unit_msg(o).top, new.unit_msg(n).top, strict=False):
+            if ot != nt:
+                blob_rename[ot] = nt
+    # the layers whose parameter blobs the weight warnings may count
+    old_counts, new_counts = _ParamCounts(), _ParamCounts()
+    by_new = _last_pairs(old, new, {lc.name for lc in fd.layers if lc.change == "modified"})
+    for _, n in renamed:
+        new_counts.want(new, n)
+    for lc in fd.layers:
+        if lc.change == "modified" and lc.name in by_new:
+            o, n = by_new[lc.name]
+            old_counts.want(old, o)
+            new_counts.want(new, n)
+    if fd.fields or fd.layers:
+        new.park()
+        olds: dict[str, _OldPhase | str] = {}
+        old_built: list[str] = []
+        for phase, of, derived in old.iter_facts():
+            if isinstance(of, PhaseFacts):
+                prev = olds.get("TRAIN") if derived else None
+                olds[phase] = _old_phase(
+                    of, rename, blob_rename, prev if isinstance(prev, _OldPhase) else None
+                )
+                old_counts.add_phase(of)
+                old_built.append(phase)
+            else:
+                olds[phase] = of
+            del of
+        new_built: list[str] = []
+        for phase, nf, _ in new.iter_facts():
+            fd.phases[phase] = _phase_diff(phase, olds.pop(phase), nf, PHASES.index(phase) + 1)
+            if isinstance(nf, PhaseFacts):
+                new_counts.add_phase(nf)
+                new_built.append(phase)
+            del nf
+        fd.new_facts = _LazyFacts(new._message, new.independent, tuple(new_built))
+        fd.old_facts = _LazyFacts(old._message, old.independent, tuple(old_built))
+    else:
+        # Nothing semantic changed: the graphs are the same; skip building them.
+        fd.phases = {phase: PhaseDiff(phase) for phase in PHASES}
+    fd.weights = _weight_warnings(old_counts, new_counts, renamed, fd.layers, by_new)
+    fd.status = "modified" if fd.has_changes else "unchanged"
+    return fd
+
+
+def diff_texts(
+    old_text: str | None,
+    new_text: str | None,
+    old_path: str = "a",
+    new_path: str = "b",
+    *,
+    lenient: bool = False,
+    schema: Schema | None = None,
+    root: str | None = None,
+) -> FileDiff:
+    """Compare two versions of a file (None: the file does not exist on that side).
+
+    Raises ParseError / SchemaErrors (exit 2 in the CLI) when a side is not a valid file.
+    """
+    from rewriter.util.memory import gc_paused
+
+    with gc_paused():
+        new_v = (
+            None
+            if new_text is None
+            else _Version(new_text, new_path, lenient=lenient, schema=schema, root=root)
+        )
+        # Only one tree at a time: the new side's is gone, its message parked, and its text
+        # (when the caller passed the only reference) released.
+        new_text = None
+        if new_v is not None and new_v.kind == "net":
+            new_v.park()
+        old_v = (
+            None
+            if old_text is None
+            else _Version(old_text, old_path, lenient=lenient, schema=schema, root=root)
+        )
+        old_text = None
+        if old_v is None and new_v is None:
+            raise RewriterError(f"{new_path}: missing on both sides")
+        if old_v is None or new_v is None:
+            side = new_v or old_v
+            assert side is not None
+            status = "added" if old_v is None else "removed"
+            return FileDiff(
+                None if old_v is None else old_path,
+                None if new_v is None else new_path,
+                side.kind,
+                status,
+            )
+        return _diff_versions(old_v, new_v)
+
+
+def diff_files(
+    old: str | os.PathLike[str],
+    new: str | os.PathLike[str],
+    *,
+    lenient: bool = False,
+    schema: Schema | None = None,
+    root: str | None = None,
+) -> FileDiff:
+    from rewriter.text.fileio import read_text
+
+    return diff_texts(
+        read_text(old), read_text(new), str(old), str(new),
+        lenient=lenient, schema=schema, root=root,
+    )  # fmt: skip
+
+
+def _prototxt_files(directory: Path) -> dict[str, Path]:
+    return {
+        q.relative_to(directory).as_posix(): q
+        for q in sorted(directory.rglob("*.prototxt"))
+        if q.is_file()
+    }
+
+
+def diff_dirs(
+    old: str | os.PathLike[str],
+    new: str | os.PathLike[str],
+    *,
+    lenient: bool = False,
+    schema: Schema | None = None,
+    root: str | None = None,
+) -> DiffResult:
+    """Pair ``*.prototxt`` files of two directories by relative path."""
+    from rewriter.text.fileio import read_text
+
+    a, b = _prototxt_files(Path(old)), _prototxt_files(Path(new))
+    files: list[FileDiff] = []
+    for rel in sorted(set(a) | set(b)):
+        pa, pb = a.get(rel), b.get(rel)
+        files.append(
+            diff_texts(
+                None if pa is None else read_text(pa),
+                None if pb is None else read_text(pb),
+                str(pa if pa is not None else Path(old) / rel),
+                str(pb if pb is not None else Path(new) / rel),
+                lenient=lenient,
+                schema=schema,
+                root=root,
+            )  # fmt: skip
+        )
+    return DiffResult(files)
+
+
+def git_show(path: str | os.PathLike[str], rev: str) -> str | None:
+    """The text of ``path`` at git revision ``rev`` (None when it did not exist there)."""
+    p = Path(path)
+    cwd = p.parent if str(p.parent) else Path(".")
+    if not cwd.is_dir():
+        raise GitError(f"{path}: directory {cwd} does not exist")
+    try:
+        proc = subprocess.run(
+            ["git", "show", f"{rev}:./{p.name}"],
+            cwd=cwd,
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed (needed for --git)") from None
+    if proc.returncode == 0:
+        return proc.stdout.decode("utf-8", "surrogateescape")
+    err = proc.stderr.decode("utf-8", "replace").strip()
+    # The revision exists but the file did not: an added file.
+    check = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+    )
+    if check.returncode == 0 and ("does not exist" in err or "exists on disk" in err):
+        return None
+    raise GitError(f"{path}: git show {rev}:{p.name} failed: {err or 'unknown error'}")
+
+
+def diff_git(
+    path: str | os.PathLike[str],
+    rev: str,
+    *,
+    lenient: bool = False,
+    schema: Schema | None = None,
+    root: str | None = None,
+) -> FileDiff:
+    """Compare the working copy of ``path`` with its version at ``rev``."""
+    from rewriter.text.fileio import read_text
+
+    # (texts passed straight through: diff_texts lets each go once its side is parsed)
+    return diff_texts(
+        git_show(path, rev),
+        read_text(path) if Path(path).exists() else None,
+        f"{rev}:{path}",
+        str(path),
+        lenient=lenient,
+        schema=schema,
+        root=root,
+    )
+
+
+# --------------------------------------------------------------------------- textconv
+
+
+def _flatten(prefix: str, value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
+        if not value and prefix:
+            out.append(f"{prefix} = {{}}")
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else k, v, out)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _flatten(f"{prefix}[{i}]", v, out)
+    else:
+        out.append(f"{prefix} = {format_value(value)}")
+
+
+def textconv(text: str, path: str = "<string>", *, lenient: bool = True) -> str:
+    """A normalised rendering for ``git diff``: one ``field.path = value`` line per value.
+
+    Layers are addressed by name (``layer[conv1].param[0].lr_mult = 0``), so inserting a layer
+    does not shift every line; comments and layout are gone. A net ends with one line per layer
+    and phase giving its training state (``TRAIN conv1: trainable``). Text that does not parse
+    is returned unchanged, so ``git diff`` still shows something.
+    """
+    try:
+        v = _Version(text, path, lenient=lenient, schema=None, root=None)
+    except RewriterError:
+        return text
+    out: list[str] = []
+    if v.kind != "net":
+        _flatten("", message_to_dict(v.message), out)
+        return "\n".join(out) + "\n"
+    _flatten("", message_to_dict(v.message, ("layer", "layers")), out)
+    seen: dict[str, int] = {}
+    for i, name in enumerate(v.names):
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        label = name if k == 0 else f"{name}@{k + 1}"
+        label = label.replace("]", "\\]")
+        d = message_to_dict(v.unit_msg(v.unit(i)), ("name",))
+        _flatten(f"{v.unit_field}[{label}]", d, out)
+    for phase in PHASES:
+        facts = v.facts(phase)
+        if isinstance(facts, str):
+            out.append(f"{phase} error: {facts}")
+            continue
+        for li, layer in enumerate(facts.graph.layers):
+            if not layer.inserted_split:
+                out.append(f"{phase} {layer.name}: {facts.states[li]}")
+        for e in facts.edges:
+            if e.gradient == "cut":
+                src = "?" if e.source is None else facts.graph.layers[e.source].name
+                out.append(
+                    f"{phase} {facts.graph.layers[e.target].name}: gradient from {src} "
+                    f"('{e.blob}') cut"
+                )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1459 @@
+"""Upgrade legacy Caffe nets and solvers the way Caffe does, without losing a comment.
+
+Caffe's ``upgrade_net_proto_text`` parses a file, runs ``UpgradeNetAsNeeded`` on the message and
+re-prints the whole thing: every comment, blank line and the author's field order are gone. This
+module makes the *same* upgrade as a set of minimal edits on the lossless tree
+(:mod:`rewriter.text.cst`), step by step in Caffe's order (``src/caffe/util/upgrade_proto.cpp``),
+re-parsing between steps:
+
+1. ``UpgradeV0Net``: V0 ``layers { layer { ... } bottom top }`` -> flat V1 ``layers``; "padding"
+   layers are folded into the convolution / pooling layer that reads them; the flat V0 fields
+   (``kernelsize``, ``num_output``, ``meanfile``...) move into the typed ``*_param`` messages;
+2. ``UpgradeNetDataTransformation``: ``scale``, ``mean_file``, ``crop_size``, ``mirror`` of V1
+   DATA / IMAGE_DATA / WINDOW_DATA layers move into ``transform_param``;
+3. ``UpgradeV1Net``: ``layers`` -> ``layer``, enum types -> type strings, ``param: "w"``,
+   ``blob_share_mode``, ``blobs_lr`` and ``weight_decay`` -> ``param { name share_mode lr_mult
+   decay_mult }`` blocks;
+4. ``UpgradeNetInput``: legacy ``input`` / ``input_dim`` / ``input_shape`` -> an ``Input`` layer
+   named "input" in front of the net;
+5. ``UpgradeNetBatchNorm``: BatchNorm layers with exactly three ``param`` blocks get
+   ``lr_mult: 0`` and ``decay_mult: 0`` in each (names and other fields kept);
+6. solvers, ``UpgradeSolverType``: ``solver_type: NESTEROV`` -> ``type: "Nesterov"``.
+
+The same steps also exist on protobuf messages (:func:`upgrade_net_message_caffe`,
+:func:`upgrade_solver_message_caffe`); they are the reference the text edits are checked against
+and what the streaming ``.caffemodel`` upgrade (:mod:`rewriter.upgrade.caffemodel`) runs on its
+blob-less layer views. Every upgraded document is verified before it is returned: it must bind to
+exactly the message Caffe's upgrade produces (deliberate differences aside), and Caffe's
+``Net::Init`` graph of the result must equal the original's for TRAIN and TEST.
+
+Deliberate differences from Caffe are documented in ``docs/upgrade.md`` and reported per file in
+:attr:`UpgradeResult.deliberate_differences`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rewriter.caffe.upgrade_proto import (
+    _DATA_PARAMS,
+    _PARAM_SPEC,
+    _SPEC_ORDER,
+    _TRANSFORM_FIELDS,
+    _V0_IGNORED,
+    _V0_NET_KEEPS,
+    MessageUpgrade,
+    Refusal,
+    _copy,
+    _enum_name,
+    _needs_data_upgrade,
+    _v0_types,
+    _v0_unknown,
+    _v1_types,
+    bn_upgrade_needed,
+    input_upgrade_needed,
+    upgrade_net_message_caffe,
+    upgrade_solver_message_caffe,
+    v0_keeps_input_shape,
+    v0_padding_plan,
+    v0_target,
+)
+from rewriter.errors import Diagnostic, Location, RewriterError, locate
+from rewriter.schema.runtime import message_from_wire
+from rewriter.text.cst import Document, Field, ListBody, MessageBody, encode_string, parse
+
+if TYPE_CHECKING:
+    from rewriter.schema.runtime import Schema
+
+__all__ = [
+    "MessageUpgrade",
+    "Refusal",
+    "UpgradeError",
+    "UpgradeResult",
+    "check_same_graph",
+    "needs_upgrade",
+    "parse_for_upgrade",
+    "upgrade_document",
+    "upgrade_net_message_caffe",
+    "upgrade_solver_message_caffe",
+    "upgrade_text",
+]
+
+NET = "caffe.NetParameter"
+SOLVER = "caffe.SolverParameter"
+
+
+class UpgradeError(RewriterError):
+    """Caffe would refuse this upgrade (or the result failed verification): where and why."""
+
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        self.diagnostic = Diagnostic("error", message, location, None, "upgrade")
+        self.message = message
+        super().__init__(self.diagnostic.render())
+
+
+@dataclass
+class UpgradeResult:
+    """What :func:`upgrade_document` did.
+
+    ``messages`` are Caffe's own log lines for the steps taken (``upgrade_proto.cpp``, in order,
+    with ``param_file`` = the document's path); ``deliberate_differences`` lists, for this file,
+    every way the result knowingly differs from what Caffe's tool would have written (beyond
+    comments and layout, which are always kept).
+    """
+
+    document: Document
+    changed: bool
+    messages: list[str] = field(default_factory=list)
+    deliberate_differences: list[str] = field(default_factory=list)
+    kind: str = "net"
+    #: problems of the net that the upgrade kept as they were (e.g. Net::Init refuses it)
+    warnings: list[str] = field(default_factory=list)
+
+
+#: SolverParameter fields holding a whole NetParameter
+EMBEDDED_NETS = ("net_param", "train_net_param", "test_net_param")
+
+
+# ============================================================================ text: helpers
+
+
+class _Splices:
+    """Replacements of ``[start, end)`` spans of one source text, applied in one go.
+
+    A step that edits a file part by part calls :meth:`settle` after each part, so the text of
+    the parts done is kept as one string rather than as thousands of pending edits."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.items: list[tuple[int, int, int, str]] = []
+        self.seq = 0
+        self.done: list[str] = []  # the new text of ``src[:pos]``
+        self.pos = 0
+
+    def add(self, start: int, end: int, text: str) -> None:
+        self.items.append((start, end, self.seq, text))
+        self.seq += 1
+
+    def _render(self, items: list[tuple[int, int, int, str]], upto: int) -> None:
+        out: list[str] = []
+        pos = self.pos
+        for start, end, _, text in sorted(items):
+            if start < pos:
+                raise UpgradeError(f"internal error: overlapping upgrade edits at offset {start}")
+            out.append(self.src[pos:start])
+            out.append(text)
+            pos = end
+        if pos < upto:
+            out.append(self.src[pos:upto])
+            pos = upto
+        self.done.append("".join(out))
+        self.pos = pos
+
+    def settle(self, upto: int) -> None:
+        """No later edit starts before ``upto``: the edits before it may be applied (they are,
+        a few hundred at a time, so the text is kept in a few large strings)."""
+        if len(self.items) >= 512:
+            now = [it for it in self.items if it[0] < upto]
+            self.items = [it for it in self.items if it[0] >= upto]
+            self._render(now, upto)
+
+    def apply(self) -> str:
+        self._render(self.items, len(self.src))
+        self.items = []
+        return "".join(self.done)
+
+
+@dataclass
+class _Line:
+    """A field to print: a scalar (``name: value``), a message (``value`` is a list) or verbatim
+    text (``raw``, already indented for its place); with comment lines before it ("" is a blank
+    line) and a trailing comment (with its leading spaces). No name and no raw: comments only."""
+
+    name: str = ""
+    value: str | list[_Line] | None = None
+    raw: str | None = None
+    comments: list[str] = field(default_factory=list)
+    trailing: str = ""
+
+    def has_comments(self) -> bool:
+        if self.comments or self.trailing or (self.raw is not None and "#" in self.raw):
+            return True
+        return isinstance(self.value, list) and any(c.has_comments() for c in self.value)
+
+
+def _render_one(line: _Line, indent: str, unit: str, multiline: bool) -> str:
+    """One field's text from its name on (later lines indented absolutely)."""
+    if line.raw is not None:
+        return line.raw
+    if isinstance(line.value, list):
+        if not line.value:
+            return f"{line.name} {{}}"
+        if not multiline:
+            inner = " ".join(_render_one(c, "", unit, False) for c in line.value)
+            return f"{line.name} {{ {inner} }}"
+        body = _render_lines(line.value, indent + unit, unit, lead=True)
+        return f"{line.name} {{{body}\n{indent}}}"
+    return f"{line.name}: {line.value}"
+
+
+def _render_lines(
+    lines: Sequence[_Line], indent: str, unit: str, lead: bool, multiline: bool = True
+) -> str:
+    """Fields one per line at ``indent`` (each starting with a newline when ``lead``; otherwise
+    the first is written where the cursor already is), or all on one line."""
+    if not multiline:
+        text = " ".join(_render_one(x, indent, unit, False) for x in lines if x.name or x.raw)
+        return (" " + text) if lead and text else text
+    out: list[str] = []
+    first = not lead
+    for x in lines:
+        rows = list(x.comments)
+        if x.name or x.raw is not None:
+            rows.append(_render_one(x, indent, unit, True) + x.trailing)
+        for row in rows:
+            if first:
+                if row:
+                    out.append(row)
+                    first = False
+                continue
+            out.append("\n" + (indent + row if row else ""))
+    return "".join(out)
+
+
+def _line_start(f: Field) -> int:
+    return f.src.rfind("\n", 0, f.name_start) + 1
+
+
+def _line_indent(f: Field) -> str:
+    """The whitespace that starts the line the field's name is on."""
+    src = f.src
+    ls = _line_start(f)
+    m = re.match(r"[ \t\ufeff]*", src[ls : f.name_start])
+    return m.group().replace("\ufeff", "") if m else ""
+
+
+def _starts_line(f: Field) -> bool:
+    return f.src[_line_start(f) : f.name_start].strip(" \t\ufeff") == ""
+
+
+def _child_indent(body: MessageBody, parent_indent: str, unit: str) -> str:
+    for f in body.fields:
+        if "\n" in f.prefix:
+            return f.indent
+    return parent_indent + unit
+
+
+def _trailing(f: Field) -> str:
+    """The field's same-line comment with the spaces before it ("" when none)."""
+    s = f.suffix
+    h = s.find("#")
+    if h < 0:
+        return ""
+    before = s[:h]
+    ws = before[len(before.rstrip(" \t")) :]
+    return (ws or " ") + s[h:].rstrip("\r")
+
+
+def _prefix_lines(f: Field) -> list[str]:
+    """Comment and blank lines of the field's prefix, stripped ("" for a blank line)."""
+    lines = f.prefix.split("\n")
+    full = lines[:-1] if f.start == 0 else lines[1:-1]
+    return [ln.strip(" \t\r\ufeff") for ln in full]
+
+
+def _split_prefix(f: Field) -> tuple[str, list[str]]:
+    """What stays of the prefix when the field is deleted, and its attached comment lines."""
+    prefix = f.prefix
+    bom = "\ufeff" if prefix.startswith("\ufeff") else ""
+    lines = prefix.split("\n")
+    if len(lines) == 1:
+        return bom, []
+    first = 0 if f.start == 0 else 1
+    j = len(lines) - 1
+    while j > first and lines[j - 1].strip(" \t\r\ufeff").startswith("#"):
+        j -= 1
+    attached = [ln.strip(" \t\r\ufeff") for ln in lines[j:-1]]
+    if j > first and lines[j - 1].strip(" \t\r\ufeff") == "":
+        return "\n".join(lines[: j - 1]) + "\n", attached
+    return bom, attached
+
+
+def _value_texts(f: Field) -> list[str]:
+    if isinstance(f.body, ListBody):
+        return [f.src[it[1] : it[2]] for it in f.body.items if isinstance(it, tuple)]
+    return [f.value_text]
+
+
+def _field_text(f: Field, name: str | None = None) -> str:
+    """``name: value`` (or ``name { ... }``) without prefix and suffix, optionally renamed."""
+    return (name if name is not None else f.name) + f.src[f.name_end : f.value_end]
+
+
+def _reindent(text: str, old: str, new: str) -> str:
+    if old == new or "\n" not in text:
+        return text
+    lines = text.split("\n")
+    return "\n".join(
+        [lines[0]] + [new + ln[len(old) :] if ln.startswith(old) else ln for ln in lines[1:]]
+    )
+
+
+def _body_comments(b: MessageBody) -> list[str]:
+    """Every comment inside a block (not the block field's own prefix)."""
+    out: list[str] = []
+    h = b.open_text.find("#")
+    if h >= 0:
+        out.append(b.open_text[h:].strip())
+    for g in b.fields:
+        out.extend(c for c in _prefix_lines(g) if c)
+        out.extend(_inner_comments(g))
+    tail = b.src[(b.fields[-1].end if b.fields else b.open_end) : b.close_start]
+    out.extend(ln.strip() for ln in tail.split("\n") if ln.strip().startswith("#"))
+    return out
+
+
+def _inner_comments(f: Field) -> list[str]:
+    out = _body_comments(f.body) if isinstance(f.body, MessageBody) else []
+    t = _trailing(f)
+    if t:
+        out.append(t.strip())
+    return out
+
+
+def _close_comments(b: MessageBody) -> list[str]:
+    tail = b.src[(b.fields[-1].end if b.fields else b.open_end) : b.close_start]
+    return [ln.strip() for ln in tail.split("\n") if ln.strip().startswith("#")]
+
+
+def _open_comments(b: MessageBody) -> list[str]:
+    h = b.open_text.find("#")
+    return [b.open_text[h:].strip()] if h >= 0 else []
+
+
+def _commented_out(f: Field, reason: str) -> list[str]:
+    """The field as comment lines, after a line saying why it is not in the upgraded net."""
+    old = _line_indent(f)
+    lines = f.src[f.name_start : f.value_end].split("\n")
+    out = [f"# [rewriter upgrade] not upgraded ({reason}):"]
+    for n, ln in enumerate(lines):
+        ln = ln.rstrip("\r")
+        if n and ln.startswith(old):
+            ln = ln[len(old) :]
+        out.append("# " + ln)
+    t = _trailing(f)
+    if t:
+        out[-1] += t
+    return out
+
+
+_Action = str | tuple[str, str]  # "drop" | "keep" | ("replace", text)
+
+
+def _edit_siblings(sp: _Splices, fields: Sequence[Field], actions: dict[int, _Action]) -> None:
+    """Remove or replace some children of one block, keeping the lines of the others intact.
+
+    "drop" deletes a field with its attached comments (the caller re-homes them); "keep" deletes
+    it but leaves its comments where they were; ("replace", text) swaps the field's text (its
+    prefix, i.e. its own comments and indentation, stays). A surviving field that shared a line
+    with deleted ones moves to the start of that line.
+    """
+    n = len(fields)
+    i = 0
+    while i < n:
+        act = actions.get(i)
+        if act is None:
+            i += 1
+            continue
+        f = fields[i]
+        if isinstance(act, tuple):
+            sp.add(f.name_start, f.end, act[1])
+            i += 1
+            continue
+        own_line = "\n" in f.prefix or f.start == 0
+        if not own_line:
+            sp.add(f.start, f.end, _trailing(f) if act == "keep" else "")
+            i += 1
+            continue
+        j = i + 1
+        while j < n and "\n" not in fields[j].prefix and actions.get(j) in ("drop", "keep"):
+            j += 1
+        last = fields[j - 1]
+        kept, attached = _split_prefix(f)
+        if act == "drop" and i > 0 and i - 1 in actions and not kept.strip(" \t\r\n\ufeff"):
+            # A blank line between two fields that both go separates nothing any more.
+            kept = kept[:1] if kept.startswith("\ufeff") else ""
+        keep = any(actions.get(k) == "keep" for k in range(i, j))
+        if j < n and "\n" not in fields[j].prefix:
+            # A surviving field continues the line: it takes the deleted field's place.
+            if keep:
+                text = f.prefix
+            elif "\n" in f.prefix:
+                text = kept + "\n" + f.indent
+            else:
+                text = kept
+            sp.add(f.start, fields[j].name_start, text)
+            i = j
+            continue
+        end = last.end
+        if keep and _trailing(last):
+            text = f.prefix + _trailing(last).lstrip()
+        elif keep and attached:
+            text = f.prefix[: f.prefix.rfind("\n")]
+        else:
+            text = kept
+            if f.start == 0 and j < n and actions.get(j) not in ("drop", "keep"):
+                nxt = fields[j].prefix
+                end += 2 if nxt.startswith("\r\n") else 1 if nxt.startswith("\n") else 0
+        sp.add(f.start, end, text)
+        i = j
+
+
+def _insert_before(sp: _Splices, anchor: Field, text: str, multiline: bool) -> None:
+    """Put a new field (``text``, from its name on) just before ``anchor``."""
+    if multiline and _starts_line(anchor):
+        pos = _line_start(anchor)
+        sp.add(pos, pos, _line_indent(anchor) + text + "\n")
+    else:
+        sp.add(anchor.name_start, anchor.name_start, text + " ")
+
+
+def _append_to_body(
+    sp: _Splices, body: MessageBody, lines: Sequence[_Line], indent: str, unit: str
+) -> None:
+    """Add fields at the end of a block, one per line or on the block's single line."""
+    multiline = "\n" in body.code or any(x.has_comments() for x in lines)
+    if multiline:
+        pos = body.fields[-1].end if body.fields else body.open_end
+        sp.add(pos, pos, _render_lines(lines, indent, unit, lead=True))
+        return
+    text = _render_lines(lines, indent, unit, lead=False, multiline=False)
+    if body.fields:
+        pos = body.fields[-1].end
+        sp.add(pos, pos, " " + text)
+    else:
+        sp.add(body.start + 1, body.close_start, f" {text} ")
+
+
+def _insert_comment_lines(sp: _Splices, chain: Sequence[Field], comments: list[str]) -> None:
+    """Comment lines just above the first field of ``chain`` that starts its own line."""
+    for f in chain:
+        if _starts_line(f):
+            pos = _line_start(f)
+            ind = _line_indent(f)
+            sp.add(pos, pos, "".join(f"{ind}{c}\n" for c in comments))
+            return
+
+
+# ============================================================================ text: the steps
+
+
+@dataclass
+class _Ctx:
+    path: str
+    unit: str
+    crlf: bool
+    differences: list[str] = field(default_factory=list)
+    lenient: bool = False
+    #: a fork's V1 type token -> its V2 type string (``--v1-type CROP=Crop``)
+    v1_types: Mapping[str, str] = field(default_factory=dict)
+    #: for the net being upgraded: V1 layer index -> the V2 type of its fork token
+    fork_types: dict[int, str] = field(default_factory=dict)
+
+    def finish(self, text: str) -> str:
+        return re.sub(r"(?<!\r)\n", "\r\n", text) if self.crlf else text
+
+
+def _file_unit(doc: Document) -> str:
+    """The file's indent step (what a nested field is indented by), "  " when unknown."""
+    for depth, f in doc.walk_depth():
+        if depth >= 2 and "\n" in f.prefix:
+            return f.indent
+    return "  "
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The net being upgraded: the document itself, or a solver's embedded net field."""
+
+    index: int | None = None
+
+    def locate(self, doc: Document, msg: Any) -> tuple[MessageBody, Any, tuple[int, ...], str]:
+        if self.index is None:
+            return doc.body, msg, (), ""
+        f = doc.fields[self.index]
+        assert isinstance(f.body, MessageBody)
+        occurrence = sum(1 for g in doc.fields[: self.index] if g.name == f.name)
+        sub = getattr(msg, f.name)
+        if f.name == "test_net_param":
+            sub = sub[occurrence]
+        return f.body, sub, (self.index,), _line_indent(f)
+
+
+_Step = Callable[[_Ctx, Document, MessageBody, Any, tuple[int, ...], str], "str | None"]
+
+
+def _step_v0(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    if not any(conn.HasField("layer") for conn in msg.layers):
+        return None
+    plan = v0_padding_plan(msg)
+    kept = set(plan.kept)
+    fields = body.fields
+    conns = [f for f in fields if f.name == "layers"]
+    sp = _Splices(doc.src)
+    actions: dict[int, _Action] = {}
+    index = {id(f): i for i, f in enumerate(fields)}
+    for k, f in enumerate(conns):
+        assert isinstance(f.body, MessageBody)
+        if k not in kept:
+            # A padding layer: Caffe folds it into its reader; only its comments stay.
+            inner = _inner_comments(f)
+            ind = _line_indent(f)
+            actions[index[id(f)]] = ("replace", f"\n{ind}".join(inner)) if inner else "keep"
+            continue
+        pad_text = None
+        if k in plan.pad_from:
+            pconn = conns[plan.pad_from[k]]
+            assert isinstance(pconn.body, MessageBody)
+            player = pconn.body.get("layer")
+            pfield = (
+                player.body.get("pad") if player and isinstance(player.body, MessageBody) else None
+            )
+            pad_text = pfield.value_text if pfield is not None else "0"
+        text = _render_v0_conn(ctx, f, msg.layers[k], plan.rewire.get(k, {}), pad_text)
+        last = f.body.fields[-1]
+        if "#" not in last.suffix:  # keep the spacing before a one-line block's '}'
+            text += last.suffix[len(last.suffix.rstrip(" \t")) :]
+        sp.add(f.body.fields[0].name_start, last.end, text)
+    keep_shape = v0_keeps_input_shape(msg)
+    if keep_shape:
+        ctx.differences.append(
+            "input_shape is kept and becomes the Input layer's shape; Caffe's UpgradeV0Net drops "
+            "it, then UpgradeNetInput drops the input, and the net no longer builds (a layer "
+            "reads a blob nothing produces)"
+        )
+    for i, f in enumerate(body.fields):
+        if keep_shape and f.name == "input_shape":
+            continue
+        if f.name not in _V0_NET_KEEPS:
+            reason = "Caffe's V0 upgrade drops net-level field " + repr(f.name)
+            actions[i] = ("replace", f"\n{_line_indent(f)}".join(_commented_out(f, reason)))
+            ctx.differences.append(
+                f"net-level field '{f.name}' is kept as a comment; Caffe's UpgradeV0Net drops it"
+            )
+    _edit_siblings(sp, body.fields, actions)
+    return sp.apply()
+
+
+def _render_v0_conn(
+    ctx: _Ctx, f: Field, conn: Any, rewire: dict[int, str], pad_text: str | None
+) -> str:
+    """The children of one V0 ``layers`` entry, written as a flat V1 layer."""
+    b = f.body
+    assert isinstance(b, MessageBody)
+    one_line = "\n" not in b.code
+    ci = _child_indent(b, _line_indent(f), ctx.unit)
+    items: list[_Line] = []
+    pending: list[str] = []
+    n_bottom = 0
+    for idx, g in enumerate(b.fields):
+        pre = _prefix_lines(g) if idx > 0 else []
+        if g.name == "layer" and isinstance(g.body, MessageBody):
+            pending += pre + _open_comments(g.body)
+            produced = _v0_items(ctx, g, conn.layer, ci, pad_text)
+            flat = not any(x.has_comments() for x in produced)
+            if "\n" not in g.body.code and not one_line and flat:
+                items.append(
+                    _Line(
+                        raw=_render_lines(produced, ci, ctx.unit, lead=False, multiline=False),
+                        comments=pending,
+                    )
+                )
+                pending = []
+            else:
+                if produced:
+                    produced[0].comments = pending + produced[0].comments
+                    pending = []
+                items.extend(produced)
+            pending += _close_comments(g.body)
+            if _trailing(g):
+                pending.append(_trailing(g).strip())
+        elif g.name in ("bottom", "top"):
+            text = _field_text(g)
+            if g.name == "bottom":
+                values = _value_texts(g)
+                hits = [rewire[n_bottom + m] for m in range(len(values)) if n_bottom + m in rewire]
+                if hits:
+                    text = "bottom: " + encode_string(hits[0])
+                n_bottom += len(values)
+            items.append(_Line(raw=text, comments=pending + pre, trailing=_trailing(g)))
+            pending = []
+        else:
+            reason = f"Caffe's V0 upgrade drops field {g.name!r} of a V0 'layers' entry"
+            items.append(_Line(comments=pending + pre + _commented_out(g, reason)))
+            pending = []
+            ctx.differences.append(
+                f"layer {conn.layer.name!r}: field '{g.name}' beside the V0 'layer' is kept as "
+                "a comment; Caffe's V0 upgrade drops it"
+            )
+    if pending:
+        items.append(_Line(comments=pending))
+    multiline = not one_line or any(x.has_comments() for x in items)
+    return _render_lines(items, ci, ctx.unit, lead=False, multiline=multiline)
+
+
+def _v0_items(ctx: _Ctx, g: Field, v0: Any, ci: str, pad_text: str | None) -> list[_Line]:
+    """The fields of a V0 ``layer { ... }`` as V1 layer fields (typed params grouped)."""
+    assert isinstance(g.body, MessageBody)
+    kind = str(v0.type)
+    items: list[_Line] = []
+    groups: dict[str, _Line] = {}
+    member = ci + ctx.unit
+    pad_done = False
+
+    def group(sub: str) -> list[_Line]:
+        grp = groups.get(sub)
+        if grp is None:
+            grp = groups[sub] = _Line(name=sub, value=[])
+            items.append(grp)
+        assert isinstance(grp.value, list)
+        return grp.value
+
+    for h in g.body.fields:
+        pre = _prefix_lines(h)
+        tr = _trailing(h)
+        if h.name == "type":
+            text = "type" + h.separator + _v0_types()[kind]
+            items.append(_Line(raw=text, comments=pre, trailing=tr))
+            continue
+        target = None if h.name in _V0_IGNORED else v0_target(h.name, kind)
+        if target is None:
+            if h.name in _V0_IGNORED:
+                reason = f"Caffe's V0 upgrade ignores {h.name!r}"
+            else:
+                reason = f"Caffe: {_v0_unknown(h.name, kind)}"
+            items.append(_Line(comments=pre + _commented_out(h, reason)))
+            ctx.differences.append(
+                f"layer {v0.name!r}: V0 field '{h.name}' has no V1 equivalent for type "
+                f"{kind!r} and is kept as a comment; Caffe drops it"
+            )
+            continue
+        sub, fname = target
+        text = _field_text(h, fname)
+        if h.name == "pad" and pad_text is not None:
+            text = fname + h.separator + pad_text
+            pad_done = True
+        if sub:
+            group(sub).append(
+                _Line(raw=_reindent(text, _line_indent(h), member), comments=pre, trailing=tr)
+            )
+        else:
+            items.append(_Line(raw=_reindent(text, _line_indent(h), ci), comments=pre, trailing=tr))
+    if pad_text is not None and not pad_done:
+        group("convolution_param" if kind == "conv" else "pooling_param").append(
+            _Line(raw="pad: " + pad_text)
+        )
+    return items
+
+
+def _step_data(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    if not _needs_data_upgrade(msg):
+        return None
+    sp = _Splices(doc.src)
+    conns = [f for f in body.fields if f.name == "layers"]
+    for k, f in enumerate(conns):
+        pname = _DATA_PARAMS.get(_enum_name(msg.layers[k], "type"))
+        lb = f.body
+        if pname is None or not isinstance(lb, MessageBody):
+            continue
+        ci = _child_indent(lb, _line_indent(f), ctx.unit)
+        pfield = lb.get(pname)
+        tfield = lb.get("transform_param")
+        moved: list[tuple[int, Field]] = []
+        if pfield is not None and isinstance(pfield.body, MessageBody):
+            moved = [
+                (j, g) for j, g in enumerate(pfield.body.fields) if g.name in _TRANSFORM_FIELDS
+            ]
+            _edit_siblings(sp, pfield.body.fields, {j: "drop" for j, _ in moved})
+        members = [
+            _Line(raw=_field_text(g), comments=_split_prefix(g)[1], trailing=_trailing(g))
+            for _, g in moved
+        ]
+        if tfield is None or not isinstance(tfield.body, MessageBody):
+            block = _Line(name="transform_param", value=members)
+            multiline = "\n" in lb.code and (
+                pfield is None or "\n" in pfield.value_text or block.has_comments()
+            )
+            text = _render_one(block, ci, ctx.unit, multiline)
+            if pfield is not None:
+                _insert_before(sp, pfield, text, "\n" in lb.code)
+            else:
+                _append_to_body(sp, lb, [block], ci, ctx.unit)
+        else:
+            tb = tfield.body
+            appended: list[_Line] = []
+            for line, (_, g) in zip(members, moved, strict=True):
+                existing = tb.get(g.name)
+                if existing is None:
+                    appended.append(line)
+                    continue
+                # The moved value wins over the one already in transform_param (as in Caffe);
+                # the line it replaces keeps its comment above it.
+                one_line = "\n" not in tb.code
+                notes = ([_trailing(existing).strip()] if _trailing(existing) else []) + list(
+                    line.comments
+                )
+                if one_line:
+                    notes += [line.trailing.strip()] if line.trailing else []
+                    sp.add(existing.name_start, existing.value_end, _field_text(g))
+                else:
+                    sp.add(existing.name_start, existing.end, _field_text(g) + line.trailing)
+                if notes:
+                    _insert_comment_lines(sp, [existing, tfield, f], notes)
+            if appended:
+                tind = _child_indent(tb, _line_indent(tfield), ctx.unit)
+                _append_to_body(sp, tb, appended, tind, ctx.unit)
+        if pfield is None:
+            # Caffe's mutable_<x>_param() leaves the layer an empty <x>_param.
+            _append_to_body(sp, lb, [_Line(name=pname, value=[])], ci, ctx.unit)
+        sp.settle(f.end)  # every edit above is inside this layer
+    return sp.apply()
+
+
+def _step_v1(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    conns = [f for f in body.fields if f.name == "layers"]
+    if not conns:
+        return None
+    types = _v1_types()
+    sp = _Splices(doc.src)
+    for k, f in enumerate(conns):
+        layer = msg.layers[k]
+        sp.add(f.name_start, f.name_end, "layer")
+        lb = f.body
+        assert isinstance(lb, MessageBody)
+        if layer.HasField("type") or k in ctx.fork_types:
+            v2 = ctx.fork_types.get(k) or types[_enum_name(layer, "type")]
+            new_type = encode_string(v2)
+            # (a scan, not ``lb.get_all``: its index would stay with the tree, ~2x the file)
+            for g in lb.fields:
+                if g.name == "type":
+                    sp.add(g.value_start, g.value_end, new_type)
+        _merge_params(ctx, sp, f, lb)
+        sp.settle(f.end)  # every edit above is inside this layer
+    return sp.apply()
+
+
+def _merge_params(ctx: _Ctx, sp: _Splices, f: Field, lb: MessageBody) -> None:
+    """``param: "w"``, ``blob_share_mode``, ``blobs_lr``, ``weight_decay`` -> ``param`` blocks,
+    written where the first of them was; their comments go to the matching new lines."""
+    contrib = [(j, g) for j, g in enumerate(lb.fields) if g.name in _PARAM_SPEC]
+    if not contrib:
+        return
+    first_j = contrib[0][0]
+    entries: list[dict[str, _Line]] = []
+    counters = dict.fromkeys(_PARAM_SPEC, 0)
+    for j, g in contrib:
+        values = _value_texts(g)
+        pre = [] if j == first_j else _split_prefix(g)[1]
+        tr = _trailing(g)
+        for m, v in enumerate(values):
+            idx = counters[g.name]
+            counters[g.name] += 1
+            while len(entries) <= idx:
+                entries.append({})
+            key = _PARAM_SPEC[g.name]
+            entries[idx][key] = _Line(
+                name=key,
+                value=v,
+                comments=pre if m == 0 else [],
+                trailing=tr if m == len(values) - 1 else "",
+            )
+    blocks = [_Line(name="param", value=[e[k] for k in _SPEC_ORDER if k in e]) for e in entries]
+    js = [j for j, _ in contrib]
+    first, last = contrib[0][1], contrib[-1][1]
+    contiguous = js == list(range(js[0], js[-1] + 1))
+    same_line = "\n" not in f.src[first.name_start : last.value_end]
+    if "\n" not in lb.code or (same_line and contiguous):
+        joined = " ".join(_render_one(b, "", ctx.unit, False) for b in blocks)
+        if contiguous:
+            sp.add(first.name_start, last.value_end, joined)
+        else:
+            sp.add(first.name_start, first.value_end, joined)
+            _edit_siblings(sp, lb.fields, dict.fromkeys(js[1:], "keep"))
+        return
+    if _starts_line(first):
+        ind = _line_indent(first)
+    else:
+        ind = _child_indent(lb, _line_indent(f), ctx.unit)
+    sp.add(first.name_start, first.end, _render_lines(blocks, ind, ctx.unit, lead=False))
+    _edit_siblings(sp, lb.fields, dict.fromkeys(js[1:], "drop"))
+
+
+def _step_input(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    if not input_upgrade_needed(msg):
+        return None
+    sp = _Splices(doc.src)
+    fields = body.fields
+    legacy = [
+        (j, g) for j, g in enumerate(fields) if g.name in ("input", "input_dim", "input_shape")
+    ]
+    has_shape = len(msg.input_shape) > 0
+    if not has_shape and len(msg.input_dim) == 0:
+        # Only names: Caffe drops them (a legacy caffemodel's inputs); their comments stay.
+        _edit_siblings(sp, fields, {j: "keep" for j, _ in legacy})
+        return sp.apply()
+    n = len(msg.input)
+    unit = ctx.unit
+    contributes: set[int] = set()
+    tops: list[_Line] = []
+    dims: list[_Line] = []
+    shape_fields: list[tuple[_Line, Field]] = []
+    heads: list[tuple[int, _Line]] = []  # (field index, the line carrying its attached comments)
+    for j, g in legacy:
+        values = [""] if g.name == "input_shape" else _value_texts(g)
+        pre = _split_prefix(g)[1]
+        tr = _trailing(g)
+        for m, v in enumerate(values):
+            line = _Line(
+                comments=pre if m == 0 else [], trailing=tr if m == len(values) - 1 else ""
+            )
+            if m == 0:
+                heads.append((j, line))
+            if g.name == "input":
+                line.name, line.value = "top", v
+                tops.append(line)
+                contributes.add(j)
+            elif g.name == "input_dim" and not has_shape:
+                line.name, line.value = "dim", v
+                if len(dims) < 4 * n:
+                    contributes.add(j)
+                dims.append(line)
+            elif g.name == "input_shape":
+                line.name = "shape"
+                if len(shape_fields) < n:
+                    contributes.add(j)
+                shape_fields.append((line, g))
+    anchor_j = min(contributes)
+    first_layer = next((j for j, g in enumerate(fields) if g.name == "layer"), None)
+    before_layer = first_layer is not None and first_layer < anchor_j
+    if before_layer:
+        assert first_layer is not None
+        ind = _line_indent(fields[first_layer])
+    elif _starts_line(fields[anchor_j]):
+        ind = _line_indent(fields[anchor_j])
+    else:
+        ind = _child_indent(body, indent, unit)
+        # the anchor's own comments stay in front of the new layer
+    if not before_layer:
+        for j, line in heads:
+            if j == anchor_j:
+                line.comments = []
+    for line, g in shape_fields:
+        line.raw = _reindent(_field_text(g, "shape"), _line_indent(g), ind + unit + unit)
+    if has_shape:
+        shapes = [line for line, _ in shape_fields[:n]]
+    else:
+        shapes = [_Line(name="shape", value=dims[4 * i : 4 * i + 4]) for i in range(n)]
+    layer = _Line(
+        name="layer",
+        value=[
+            _Line(name="name", value='"input"'),
+            _Line(name="type", value='"Input"'),
+            *tops,
+            _Line(name="input_param", value=shapes),
+        ],
+    )
+    existing = [g for g in fields if g.name == "layer"]
+    multiline = not existing or "\n" in existing[0].code or layer.has_comments()
+    text = _render_one(layer, ind, unit, multiline)
+    actions: dict[int, _Action] = {j: "drop" if j in contributes else "keep" for j, _ in legacy}
+    if before_layer:
+        assert first_layer is not None
+        _insert_before(sp, fields[first_layer], text, multiline)
+    else:
+        actions[anchor_j] = ("replace", text)
+    _edit_siblings(sp, fields, actions)
+    return sp.apply()
+
+
+def _step_bn(
+    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
+) -> str | None:
+    if not any(bn_upgrade_needed(layer) for layer in msg.layer):
+        return None
+    from rewriter.text.edit import Editor
+
+    ed = Editor(doc)
+    layers = [(j, g) for j, g in enumerate(body.fields) if g.name == "layer"]
+    for k, (j, g) in enumerate(layers):
+        if not bn_upgrade_needed(msg.layer[k]):
+            continue
+        assert isinstance(g.body, MessageBody)
+        for m, h in enumerate(g.body.fields):
+            if h.name != "param":
+                continue
+            if not isinstance(h.body, MessageBody):
+                raise UpgradeError(
+                    "cannot upgrade a BatchNorm 'param' written as a list; write one "
+                    "'param { ... }' block per blob",
+                    doc.location(h.name_start),
+                )
+            spec = msg.layer[k].param[sum(1 for x in g.body.fields[:m] if x.name == "param")]
+            for key in ("lr_mult", "decay_mult"):
+                hits = [q for q, x in enumerate(h.body.fields) if x.name == key]
+                for q in hits:
+                    if getattr(spec, key) != 0:
+                        ed.set_value((*base, j, m, q), "0")
+                if not hits:
+                    ed.insert((*base, j, m), len(h.body.fields), key, "0")
+    return ed.apply().code
+
+
+_NET_STEPS: tuple[_Step, ...] = (_step_v0, _step_data, _step_v1, _step_input, _step_bn)
+
+
+# ============================================================================ driver
+
+
+def _bind(doc: Document, schema: Schema, root: str, internal: bool, lenient: bool = False) -> Any:
+    """The message of ``doc``. Lenient: a fork's unknown fields and enum values are left out of
+    it, so the upgrade never sees them and its edits never touch their text."""
+    from rewriter.schema.bind import bind
+
+    bound = bind(doc, schema, root, lenient)
+    if bound.errors:
+        if internal:
+            detail = bound.errors[0].render()
+            raise UpgradeError(f"internal error: the upgraded text does not bind: {detail}")
+        bound.raise_for_errors()
+    return bound.message
+
+
+def _locate(doc: Document, body: MessageBody, r: Refusal) -> Location | None:
+    """The field a refusal is about, in the document."""
+    where = r.where
+    fields = list(body.fields)
+    conns = [f for f in fields if f.name == "layers"]
+    target: Field | None = None
+    if where and where[0] in ("mixed", "v1type"):
+        target = conns[0] if conns else None
+    elif where and where[0] == "layers" and len(where) >= 2 and where[1] < len(conns):
+        conn = conns[where[1]]
+        target = conn
+        cb = conn.body
+        if isinstance(cb, MessageBody) and len(where) >= 4 and where[2] == "bottom":
+            bottoms = [(g, v) for g in cb.get_all("bottom") for v in _value_texts(g)]
+            if where[3] < len(bottoms):
+                target = bottoms[where[3]][0]
+        elif isinstance(cb, MessageBody) and len(where) >= 3 and where[2] == "type":
+            layer = cb.get("layer")
+            if layer is not None and isinstance(layer.body, MessageBody):
+                target = layer.body.get("type") or layer
+    elif where:
+        target = next((f for f in fields if f.name == where[0]), None)
+    if target is None:
+        target = fields[0] if fields else None
+    return doc.location(target.name_start) if target is not None else None
+
+
+def _fork_v1_types(
+    doc: Document, body: MessageBody, msg: Any, names: Mapping[str, str]
+) -> dict[int, str]:
+    """V1 layers whose ``type`` is a fork's enum value (DeepLab's ``IMAGE_SEG_DATA``, CRF-RNN's
+    ``CROP``), left unset by the lenient binder: layer index -> the V2 type string the user
+    gave for it (``names``). Its V2 name is the fork's (its own ``UpgradeV1LayerType``), so
+    without one we refuse rather than guess or write a typeless layer."""
+    found: dict[int, str] = {}
+    missing: dict[str, int] = {}  # token -> offset of its first use
+    conns = [f for f in body.fields if f.name == "layers"]
+    for k, f in enumerate(conns):
+        lb = f.body
+        if k >= len(msg.layers) or msg.layers[k].HasField("type"):
+            continue
+        if not isinstance(lb, MessageBody) or lb.get("layer") is not None:
+            continue
+        g = lb.get("type")
+        if g is None:
+            continue
+        token = g.value_text.strip()
+        if token in names:
+            found[k] = names[token]
+        else:
+            missing.setdefault(token, g.value_start)
+    if missing:
+        # every token at once, at the first; the guess is CamelCase, which forks mostly use
+        flags = " ".join(
+            f"--v1-type {t}=" + "".join(w.capitalize() for w in t.split("_")) for t in missing
+        )
+        first = next(iter(missing))
+        what = (
+            f"V1 layer type {first} is not one of BVLC Caffe's"
+            if len(missing) == 1
+            else f"V1 layer types {', '.join(missing)} are not BVLC Caffe's"
+        )
+        raise UpgradeError(
+            f"{what}, whose upgrade stops here "
+            f"(upgrade_proto.cpp: 'Unknown V1LayerParameter layer type'); the fork that defines "
+            f"it names its V2 type (its upgrade_proto.cpp, UpgradeV1LayerType): pass each, e.g. "
+            f"'rewriter upgrade --lenient {flags} FILE', with the names the fork uses",
+            doc.location(missing[first]),
+        )
+    return found
+
+
+def _set_fork_types(net: Any, fork_types: Mapping[int, str], sources: Sequence[int | None]) -> None:
+    """Give the V2 layers that come from fork-typed V1 layers the type the user named."""
+    for j, src in enumerate(sources):
+        if src is not None and src in fork_types and j < len(net.layer):
+            net.layer[j].type = fork_types[src]
+
+
+def _check_syntax(doc: Document, body: MessageBody) -> None:
+    for f in body.fields:
+        if f.name in ("layers", "layer") and not isinstance(f.body, MessageBody):
+            raise UpgradeError(
+                f"cannot upgrade '{f.name}' written as a list or scalar; write one "
+                f"'{f.name} {{ ... }}' block per layer",
+                doc.location(f.name_start),
+            )
+
+
+def _graph_signature(msg: Any, phase: str, stages: tuple[str, ...]) -> Any:
+    from rewriter.caffe.graph import build_graph
+
+    try:
+        g = build_graph(msg, phase, stages)
+    except Exception as e:  # Caffe's refusal (CaffeError), or anything else: same on both sides
+        return ("refused", f"{type(e).__name__}: {e}")
+    return (g.net_name, g.force_backward, g.layers, g.blob_list, g.inputs, g.outputs)
+
+
+def _read_the_old_way(box: list[Any]) -> Any:
+    """``build_graph``'s own in-memory upgrade of the net in ``box``, done once for every
+    phase rather than once per graph (``build_graph`` of the result starts with the same,
+    idempotent upgrade). When it refuses, the net itself: each build then refuses the same way.
+    The net is taken out of ``box``: when that was its last reference, it is freed here."""
+    from rewriter.caffe.graph import upgrade_net_message
+
+    msg = box.pop()
+    try:
+        net = upgrade_net_message(msg)
+    except Exception:
+        return msg
+    if net is msg:
+        return net
+    del msg
+    # The copies it made leave their cleared layers in the message's arena (about half its
+    # size); a round trip through the wire format keeps the same message without them.
+    return message_from_wire(type(net), net.SerializePartialToString())
+
+
+def _graph_difference(
+    original: list[Any],
+    upgraded: Callable[[], Any],
+    what: str,
+    no_nan: bool = False,
+    repaired: bool = False,
+    inputs: tuple[str, ...] = (),
+    fork_types: Mapping[int, str] | None = None,
+) -> UpgradeError | None:
+    """What :func:`check_same_graph` raises, or None. The original net is handed over in a
+    box and read the old way first; ``upgraded`` makes the upgraded net only then. One phase
+    at a time: each pair of graphs is compared and dropped before the next is built.
+
+    When both read the old way are the very same message, ``Net::Init`` builds the same graphs
+    from them and none is built. Only with ``no_nan`` (the text has no "nan"): a graph's
+    floats are the message's, and a NaN float makes two otherwise equal graphs differ.
+
+    ``repaired``: the upgrade deliberately makes a net Caffe cannot build buildable (a V0
+    ``input_shape`` kept): where the original is refused, the result only has to build.
+    Either way the result must build in at least one phase (:func:`_never_builds`);
+    ``inputs`` are the original's legacy input names (see :func:`_cannot_build`)."""
+    n_v1 = len(original[0].layers)
+    before_net = _read_the_old_way(original)
+    if fork_types and not len(before_net.layers):
+        # read the old way, the fork's layers have no type: the one the user named, as in
+        # the upgrade (its V1 layers come last, after an Input layer made of legacy inputs)
+        offset = len(before_net.layer) - n_v1
+        _set_fork_types(before_net, fork_types, [None] * offset + list(range(n_v1)))
+    after_box = [upgraded()]
+    from rewriter.caffe.initcheck import net_init_runs
+
+    runs = net_init_runs(after_box[0])
+    after_net = _read_the_old_way(after_box)
+    if no_nan and before_net == after_net:
+        return _never_builds(after_net, runs, what, inputs)
+    refusals: list[str] = []
+    for phase, stages in runs:
+        before = _graph_signature(before_net, phase, stages)
+        after = _graph_signature(after_net, phase, stages)
+        if after[0] == "refused":
+            refusals.append(f"phase {phase}{_stage_text(stages)}: {after[1]}")
+        if before == after or (repaired and before[0] == "refused" and after[0] != "refused"):
+            del before, after  # before the next phase's graphs are built
+            continue
+        detail = "the nets differ"
+        if before[0] == "refused" or after[0] == "refused":
+            detail = f"before: {before}, after: {after}"
+        else:
+            for a, b in zip(before[2], after[2], strict=False):
+                if a != b:
+                    detail = f"layer {a.name!r} differs: {a} != {b}"
+                    break
+        run = phase + _stage_text(stages)
+        return UpgradeError(
+            f"internal error: upgrading {what} changed Caffe's net in phase {run}: {detail}"
+        )
+    if len(refusals) == len(runs):
+        return _cannot_build(what, refusals[0], inputs)
+    return None
+
+
+def _stage_text(stages: tuple[str, ...]) -> str:
+    return f" stage={','.join(stages)}" if stages else ""
+
+
+def _never_builds(
+    net: Any, runs: list[tuple[str, tuple[str, ...]]], what: str, inputs: tuple[str, ...]
+) -> UpgradeError | None:
+    """The refusal to write a net that ``Net::Init`` refuses in every phase and stage named in
+    it (one that builds in one phase only, e.g. a deploy net, is fine), or None."""
+    first = ""
+    for phase, stages in runs:
+        sig = _graph_signature(net, phase, stages)
+        if sig[0] != "refused":
+            return None
+        first = first or f"phase {phase}{_stage_text(stages)}: {sig[1]}"
+    return _cannot_build(what, first, inputs)
+
+
+class BuildWarning(UpgradeError):
+    """The upgraded net fails ``Net::Init`` in every phase, as the original does when Caffe
+    reads it, for a reason the upgrade did not cause: reported, not refused (Caffe's tool
+    writes it too)."""
+
+
+class InputDropped(UpgradeError):
+    """The upgraded net reads a legacy input Caffe's upgrade dropped (it had no shape)."""
+
+    def __init__(self, message: str, blob_text: str, location: Location | None = None) -> None:
+        super().__init__(message, location)
+        #: the input's name as a quoted token, to find its ``input:`` field
+        self.blob_text = blob_text
+
+
+_UNKNOWN_BOTTOM = re.compile(r"Unknown bottom blob '([^']*)'")
+
+
+def _cannot_build(what: str, refusal: str, inputs: tuple[str, ...]) -> UpgradeError:
+    """Refuse when the net fails because the upgrade dropped a legacy input it reads: the
+    original clearly meant that blob to exist (Caffe's UpgradeNetInput drops inputs without a
+    shape). Any other failure is the net's own: a :class:`BuildWarning`."""
+    refusal = refusal.replace("CaffeError: ", "", 1)
+    # ``what`` is the path (said by the error's prefix) or "path (net_param)" for an embedded net
+    which = what.rsplit(" (", 1)[1].rstrip(")") + " net" if what.endswith(")") else "net"
+    m = _UNKNOWN_BOTTOM.search(refusal)
+    if m is not None and m.group(1) in inputs:
+        return InputDropped(
+            f"the upgraded {which} would not build: Caffe's Net::Init refuses it in every phase "
+            f"({refusal}): input '{m.group(1)}' has no shape, and Caffe's upgrade "
+            f"(UpgradeNetInput) drops an input without one. Nothing is written; give it its shape "
+            f"('input_dim: N' four times, or 'input_shape {{ dim: N ... }}') and upgrade again",
+            encode_string(m.group(1)),
+        )
+    return BuildWarning(
+        f"Caffe's Net::Init refuses the upgraded {which} in every phase ({refusal}), as it "
+        "refuses the original: the upgrade did not cause it ('rewriter explain FILE' shows "
+        "Net::Init's view)"
+    )
+
+
+def check_same_graph(original: Any, upgraded: Any, what: str = "net") -> None:
+    """Caffe's ``Net::Init`` view of ``upgraded`` must equal that of ``original`` (read the old
+    way: ``build_graph`` upgrades V0/V1 and legacy inputs in memory, as Caffe does)."""
+    error = _graph_difference([original], lambda: upgraded, what)
+    if error is not None and not isinstance(error, BuildWarning):
+        raise error
+
+
+def _first_difference(a: Any, b: Any) -> str:
+    for name in ("layer", "layers"):
+        la, lb = getattr(a, name, []), getattr(b, name, [])
+        for i, (x, y) in enumerate(zip(la, lb, strict=False)):
+            if x != y:
+                return f"{name}[{i}] ({x.name!r}): {x} != {y}"
+        if len(la) != len(lb):
+            return f"{len(la)} != {len(lb)} '{name}' entries"
+    return "net-level fields differ"
+
+
+@dataclass
+class _NetRun:
+    """One net through the steps.
+
+    ``expected`` is Caffe's upgrade of the original net, with its ``message`` kept in wire form
+    (``wire``, a tenth of its size) while the texts are parsed and bound: see :meth:`message`.
+    ``graph_error`` is the graph check's finding (the original net against that upgrade);
+    callers raise it only after checking that the upgraded text binds to exactly that upgrade,
+    which makes it the check of the text's graph, in the order the checks always ran.
+    ``bound`` is the binding of ``doc`` when the last step left one (None otherwise).
+    """
+
+    doc: Document
+    expected: MessageUpgrade
+    wire: bytes | None = None
+    graph_error: UpgradeError | None = None
+    bound: Any = None
+
+    def message(self) -> Any:
+        """Caffe's upgrade of the net, as a message again."""
+        if self.wire is not None:
+            self.expected.message = message_from_wire(type(self.expected.message), self.wire)
+            self.wire = None
+        return self.expected.message
+
+
+def _upgrade_net_body(
+    ctx: _Ctx, box: list[Document], schema: Schema, root: str, target: _Target, label: str
+) -> _NetRun:
+    """Run every net step on one net (the document or an embedded one).
+
+    ``box`` hands over the document: when it held the only reference, the tree of each text is
+    freed as soon as the next step has rewritten it, and the original net's message once its
+    graphs are checked (before the rewritten text is parsed), so no two trees and no two
+    generations of messages are alive at once."""
+    from rewriter.util.memory import gc_paused
+
+    doc = box.pop()
+    path = doc.path
+    top = _bind(doc, schema, root, internal=False, lenient=ctx.lenient)
+    body, msg, _, _ = target.locate(doc, top)
+    _check_syntax(doc, body)
+    ctx.fork_types = _fork_v1_types(doc, body, msg, ctx.v1_types) if ctx.lenient else {}
+    fork_types = ctx.fork_types
+    try:
+        expected = upgrade_net_message_caffe(msg, label, keep_input_shape=True)
+    except Refusal as r:
+        raise UpgradeError(r.message, _locate(doc, body, r)) from None
+    if fork_types:
+        _set_fork_types(expected.message, fork_types, expected.sources)
+    if not expected.changed:
+        return _NetRun(doc, expected)
+    wire = expected.message.SerializePartialToString()
+    expected.message = type(expected.message)()  # for its class, until ``_NetRun.message``
+
+    def upgraded() -> Any:
+        return message_from_wire(type(expected.message), wire)
+
+    original: Any = msg  # read, never modified, by the steps and the graph check
+    repaired = v0_keeps_input_shape(msg)
+    inputs = tuple(msg.input)
+    # where each legacy input is named, for the refusal of a net that drops one it reads
+    input_at = {g.value_text: g.value_start for g in body.fields if g.name == "input"}
+    orig_src = doc.src
+    no_nan = re.search("nan", doc.src, re.IGNORECASE) is None
+    graph_error: UpgradeError | None = None
+    stale = False  # ``top`` is the binding of ``doc`` until a step changes the text
+    for step in _NET_STEPS:
+        if stale:
+            top = _bind(doc, schema, root, internal=True, lenient=ctx.lenient)
+            stale = False
+        body, msg, base, indent = target.locate(doc, top)
+        with gc_paused():  # a few acyclic objects per layer: see memory.gc_paused
+            text = step(ctx, doc, body, msg, base, indent)
+        if text is None or text == doc.code:
+            continue
+        del body, msg, doc
+        top = None
+        if original is not None:
+            nets, original = [original], None
+            graph_error = _graph_difference(
+                nets, upgraded, label, no_nan, repaired, inputs, fork_types
+            )
+        try:
+            doc = parse(ctx.finish(text), path)
+        except RewriterError as e:
+            raise UpgradeError(f"internal error: the upgraded text does not parse: {e}") from e
+        stale = True
+    if original is not None:
+        graph_error = _graph_difference(
+            [original], upgraded, label, no_nan, repaired, inputs, fork_types
+        )
+    if isinstance(graph_error, InputDropped) and graph_error.blob_text in input_at:
+        where = locate(orig_src, input_at[graph_error.blob_text], path)
+        graph_error = InputDropped(graph_error.message, graph_error.blob_text, where)
+    return _NetRun(doc, expected, wire, graph_error, None if stale else top)
+
+
+def upgrade_document(
+    doc: Document,
+    *,
+    kind: str | None = None,
+    schema: Schema | None = None,
+    lenient: bool = False,
+    v1_types: Mapping[str, str] | None = None,
+) -> UpgradeResult:
+    """Upgrade a legacy net or solver with minimal edits (see the module docstring).
+
+    ``kind`` is "net", "solver" or None (detected from the top-level fields). A document that
+    needs nothing comes back unchanged (``changed`` False, the very same ``Document``).
+
+    Raises :class:`UpgradeError` (a :class:`~rewriter.errors.RewriterError`) where Caffe refuses
+    the upgrade, with ``path:line:col`` and Caffe's own message, and ``SchemaErrors`` when the
+    file does not bind to the schema (Caffe fails to parse it too). ``lenient``: a fork's fields
+    and enum values unknown to the schema are kept byte for byte, outside what is upgraded;
+    ``v1_types`` names the V2 type of a fork's V1 type token (``{"CROP": "Crop"}``).
+
+    Memory: when the caller keeps no reference to ``doc`` (``upgrade_document(parse(...))``, as
+    :func:`upgrade_text` does), its tree is freed once the first step has rewritten the text.
+    """
+    if schema is None:
+        from rewriter.schema.runtime import default_schema
+
+        schema = default_schema()
+    roots = {"net": NET, "solver": SOLVER}
+    if kind is not None and kind not in roots:
+        raise UpgradeError(f"kind must be 'net' or 'solver', not {kind!r}")
+    from rewriter.schema.bind import detect_kind
+
+    edited: Document | None = None
+    if not doc.pristine:  # an Editor result: its nodes point into the text before the edit
+        edited = doc
+        doc = parse(doc.code, doc.path)
+    root = roots[kind] if kind is not None else detect_kind(doc, schema)
+    newline = doc.newline
+    crlf = newline == "\r\n" and "\n" not in doc.src.replace("\r\n", "")
+    ctx = _Ctx(doc.path, _file_unit(doc), crlf, lenient=lenient, v1_types=v1_types or {})
+    if root == SOLVER:
+        result = _upgrade_solver(ctx, doc, schema)
+        if not result.changed:
+            result.document = edited if edited is not None else doc
+        return result
+    old_code, path = doc.code, doc.path
+    box = [doc]
+    del doc  # from here on ``box`` (then the run) holds the only reference we keep
+    run = _upgrade_net_body(ctx, box, schema, NET, _Target(), path)
+    new_doc, expected = run.doc, run.expected
+    if not expected.changed or new_doc.code == old_code:
+        return UpgradeResult(edited if edited is not None else new_doc, False, [], [], "net")
+    final = (
+        run.bound
+        if run.bound is not None
+        else _bind(new_doc, schema, NET, internal=True, lenient=lenient)
+    )
+    run.bound = None
+    want = run.message()
+    if final != want:
+        raise UpgradeError(
+            "internal error: the upgraded text differs from Caffe's upgrade: "
+            + _first_difference(final, want)
+        )
+    warnings = _build_warnings([run.graph_error])
+    return UpgradeResult(new_doc, True, expected.log, ctx.differences, "net", warnings)
+
+
+def _upgrade_solver(ctx: _Ctx, doc: Document, schema: Schema) -> UpgradeResult:
+    solver = _bind(doc, schema, SOLVER, internal=False, lenient=ctx.lenient)
+    try:
+        expected = upgrade_solver_message_caffe(solver, doc.path)
+    except Refusal as r:
+        raise UpgradeError(r.message, _locate(doc, doc.body, r)) from None
+    messages = list(expected.log)
+    want = _copy(expected.message)
+    changed = expected.changed
+    graph_errors: list[UpgradeError] = []
+    for i, f in enumerate(doc.fields):
+        if f.name not in EMBEDDED_NETS or not isinstance(f.body, MessageBody):
+            continue
+        label = f"{doc.path} ({f.name})"
+        run = _upgrade_net_body(ctx, [doc], schema, SOLVER, _Target(i), label)
+        doc, net_up = run.doc, run.expected
+        if not net_up.changed:
+            continue
+        run.message()
+        changed = True
+        messages.extend(net_up.log)
+        occurrence = sum(1 for g in doc.fields[:i] if g.name == f.name)
+        if f.name == "test_net_param":
+            want.test_net_param[occurrence].CopyFrom(net_up.message)
+        else:
+            getattr(want, f.name).CopyFrom(net_up.message)
+        if run.graph_error is not None:
+            graph_errors.append(run.graph_error)
+        which = f"{f.name}[{occurrence}]" if f.name == "test_net_param" else f.name
+        ctx.differences.append(
+            f"{which}: the embedded net was upgraded too; Caffe's upgrade_solver_proto_text "
+            "leaves it as it is (and current Caffe then builds that net with no layers)"
+        )
+    if not changed:
+        return UpgradeResult(doc, False, [], [], "solver")
+    if expected.changed:
+        from rewriter.text.edit import Editor
+
+        ed = Editor(doc)
+        new_type = encode_string(str(expected.message.type))
+        for j, f in enumerate(doc.fields):
+            if f.name == "solver_type":
+                ed.rename((j,), "type")
+                ed.set_value((j,), new_type)
+        doc = parse(ctx.finish(ed.apply().code), doc.path)
+    final = _bind(doc, schema, SOLVER, internal=True, lenient=ctx.lenient)
+    if final != want:
+        raise UpgradeError("internal error: the upgraded solver differs from Caffe's upgrade")
+    # Checked against Caffe's upgrade of each net, which ``final`` was just held to.
+    warnings = _build_warnings(graph_errors)
+    return UpgradeResult(doc, True, messages, ctx.differences, "solver", warnings)
+
+
+def _build_warnings(errors: Sequence[UpgradeError | None]) -> list[str]:
+    """Raise the first real error of the graph checks; the rest are warnings to report."""
+    for e in errors:
+        if e is not None and not isinstance(e, BuildWarning):
+            raise e
+    return [e.message for e in errors if isinstance(e, BuildWarning)]
+
+
+def parse_for_upgrade(
+    text: str, path: str = "<string>", *, kind: str | None = None, lenient: bool = False
+) -> Document:
+    """Parse text for :func:`upgrade_document`. On a syntax error, the schema errors of the part
+    before it are reported first, in file order, as protobuf (and so Caffe) would."""
+    from rewriter.errors import ParseError, SchemaErrors
+
+    try:
+        return parse(text, path)
+    except ParseError:
+        from rewriter.schema.bind import diagnose
+
+        root = {"net": NET, "solver": SOLVER}.get(kind or "")
+        _, diags = diagnose(text, path, None, root, lenient)
+        raise SchemaErrors([d for d in diags if d.severity == "error"]) from None
+
+
+def upgrade_text(
+    text: str,
+    path: str = "<string>",
+    *,
+    kind: str | None = None,
+    lenient: bool = False,
+    v1_types: Mapping[str, str] | None = None,
+) -> UpgradeResult:
+    """:func:`upgrade_document` on text (``result.document.code`` is the upgraded text)."""
+    doc = parse_for_upgrade(text, path, kind=kind, lenient=lenient)
+    return upgrade_document(doc, kind=kind, lenient=lenient, v1_types=v1_types)
+
+
+def needs_upgrade(doc: Document, *, kind: str | None = None) -> bool:
+    """True when :func:`upgrade_document` would change the document."""
+    return upgrade_document(doc, kind=kind).changed
