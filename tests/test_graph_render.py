@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rewriter.api import load
+from rewriter.caffe.states import LAYER_STATES
 from rewriter.review.render import build_view
 from rewriter.review.render.dot import to_dot
 from rewriter.review.render.mermaid import CLASS_DEFS, to_mermaid
@@ -202,7 +203,8 @@ def test_dot_output_renders_with_graphviz(tmp_path: Path, nasty: Path) -> None:
         assert svg.returncode == 0, svg.stderr
         assert "Warning" not in svg.stderr and "Error" not in svg.stderr, svg.stderr
         view = _view(net)
-        assert svg.stdout.count('class="node"') == len(view.nodes) + 5  # + legend
+        # every layer node, plus the legend: one node per layer state of the vocabulary
+        assert svg.stdout.count('class="node"') == len(view.nodes) + len(LAYER_STATES)
         assert svg.stdout.count('class="edge"') == len(view.edges)
     # every nasty name is drawn, escaped
     import html
