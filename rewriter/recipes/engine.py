@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from .recipe import Recipe, Step
     from .select import NetView
-    from .steps import Struct, StructChange, StructDigest
+    from .steps import Plan, Struct, StructChange, StructDigest
 
 __all__ = ["Result", "apply", "apply_text", "unified_diff", "as_recipe"]
 
@@ -293,6 +293,53 @@ def apply_text(text: str, recipe: Recipe | Step | Sequence[Step] | str, **kw: An
 # --------------------------------------------------------------------------- the engine
 
 
+@dataclass
+class _Setting:
+    """What stays fixed while a recipe runs: its steps, the default phase and how the output is
+    read back (as strictly as the input allows, with the input's line ending)."""
+
+    recipe: Recipe
+    steps: list[Step]
+    phase: str
+    path: str
+    counts: dict[str, int] | None
+    schema: Schema | None
+    newline: str
+    #: lenient only if the input needed it
+    out_lenient: bool
+
+    def view_of(self, d: Document, msg: Any) -> NetView:
+        from .select import NetView
+
+        return NetView(d, msg, path=self.path, param_counts=self.counts)
+
+
+@dataclass
+class _Progress:
+    """What the steps did so far, as the checks need it; ``view`` is the current net."""
+
+    orig: NetView
+    view: NetView
+    #: output layer index -> input layer index (None: added); a range until a step adds or
+    #: removes layers (a list of 100k ints is 3 MB)
+    origin: Sequence[int | None]
+    effects: dict[int, frozenset[tuple[str, ...]]] = field(default_factory=dict)
+    step_of: dict[int, dict[tuple[str, ...], str]] = field(default_factory=dict)
+    declared: dict[Any, tuple[frozenset[tuple[str, ...]], dict[tuple[str, ...], str]]] = field(
+        default_factory=dict
+    )
+    net_effects: set[tuple[str, ...]] = field(default_factory=set)
+    structural: list[StructChange] = field(default_factory=list)
+    removed_orig: list[int] = field(default_factory=list)
+    promise_failures: list[CheckResult] = field(default_factory=list)
+    #: the input's structures, read before its graphs were dropped
+    before: dict[str, Struct | StructDigest] | None = None
+    promised: int = 0
+    touched: set[str] = field(default_factory=set)
+    #: original values of what the steps edit (each step edits its input's message in place)
+    kept: Kept = field(default_factory=dict)
+
+
 def _run(
     doc0: Document,
     recipe: Recipe,
@@ -302,14 +349,8 @@ def _run(
     schema: Schema | None,
     param_counts: Mapping[str, int] | None,
 ) -> Result:
-    from rewriter.schema.bind import bind
-    from rewriter.text.edit import Editor
-
-    from .checks import ADDED, rebind, semantic_diff, setup_check, structure_check
-    from .recipe import RecipeError
-    from .select import NetView
-    from .step_table import STEPS, plan_step
-    from .steps import STRUCTURAL_KINDS, fast_doc
+    """Bind the input, check the preconditions, run the steps, run the checks."""
+    from rewriter.schema.bind import require_net
 
     if phase not in ("TRAIN", "TEST"):
         raise RewriterError(f"phase must be TRAIN or TEST, not {phase!r}")
@@ -318,21 +359,9 @@ def _run(
     preconditions = recipe.resolve_preconditions(values)
     counts = dict(param_counts) if param_counts else None
 
-    from rewriter.schema.bind import require_net
-
     require_net(doc0)
     with bulk():
-        doc = fast_doc(doc0)
-        newline = doc.newline
-        bound = bind(doc, schema, NET, lenient)
-        bound.raise_for_errors()
-        # Check the output as strictly as the input allows: lenient only if the input needed it.
-        out_lenient = lenient and bool(bound.warnings)
-
-        def view_of(d: Document, msg: Any) -> NetView:
-            return NetView(d, msg, path=path, param_counts=counts)
-
-        orig = view_of(doc, bound.message)
+        run, orig = _bind_input(doc0, recipe, steps, phase, lenient, schema, counts)
         result = Result(path, recipe.name, doc0, doc0)
         skipped = _preconditions(orig, preconditions)
         if skipped is not None:
@@ -340,124 +369,201 @@ def _run(
             result.checks.append(CheckResult("preconditions", True, f"skipped: {skipped}"))
             return result
 
-        view = orig
-        # output layer index -> input layer index (None: added); a range until a step adds or
-        # removes layers (a list of 100k ints is 3 MB)
-        origin: Sequence[int | None] = range(len(orig))
-        effects: dict[int, frozenset[tuple[str, ...]]] = {}
-        step_of: dict[int, dict[tuple[str, ...], str]] = {}
-        declared: dict[Any, tuple[frozenset[tuple[str, ...]], dict[tuple[str, ...], str]]] = {}
-        net_effects: set[tuple[str, ...]] = set()
-        structural: list[StructChange] = []
-        removed_orig: list[int] = []
-        promise_failures: list[CheckResult] = []
-        #: the input's structures, read before its graphs were dropped
-        before: dict[str, Struct | StructDigest] | None = None
-        promised = 0
-        touched: set[str] = set()
-        #: original values of what the steps edit (each step edits its input's message in place)
-        kept: Kept = {}
+        progress = _Progress(orig, orig, range(len(orig)))
         for n, step in enumerate(steps, 1):
-            try:
-                plan = plan_step(view, step, phase)
-            except RecipeError as e:
-                from rewriter.recipes.hints import in_recipe_terms
+            _run_step(run, progress, result, n, step)
 
-                raise in_recipe_terms(recipe, step, e, path or "<net>") from None
-            label = f"{n}:{step.kind}"
-            for k, paths in plan.effects.items():
-                ko = origin[k]
-                if ko is None:  # a layer an earlier step added: covered by ADDED
-                    continue
-                # One step declares the same paths in thousands of layers: share the records.
-                memo_key = (effects.get(ko), step_of.get(ko) and id(step_of[ko]), frozenset(paths))
-                shared = declared.get(memo_key)
-                if shared is None:
-                    old = effects.get(ko, frozenset())
-                    labels = dict(step_of.get(ko) or {})
-                    for p in paths:
-                        labels.setdefault(p, label)
-                    shared = declared[memo_key] = (old | memo_key[2], labels)
-                effects[ko], step_of[ko] = shared
-            net_effects |= plan.net_effects
-            structural.extend(plan.structural)
-            if STEPS[step.kind].analysis_warnings:
-                touched.update(view.names[k] for k in plan.selected)
-            if plan.editor.empty:
-                after = view
-                result.steps.append(f"{label} (no change{': ' + plan.note if plan.note else ''})")
-            else:
-                if view is orig and before is None:
-                    digests = not any(s.kind in STRUCTURAL_KINDS for s in steps)
-                    before = _release_graphs(orig, structural, digests)
-                new_doc = fast_doc(plan.editor.apply(), newline)
-                plan.editor = Editor(new_doc)  # done: let its records go before the checks
-                msg = rebind(
-                    view, new_doc, lenient=out_lenient, schema=schema, keep=kept, origin=origin
-                )
-                after = view_of(new_doc, msg)
-                if plan.removed:
-                    gone = set(plan.removed)
-                    removed_orig.extend(o for k in plan.removed if (o := origin[k]) is not None)
-                    origin = [o for i, o in enumerate(origin) if i not in gone]
-                if plan.inserted:
-                    grown = list(origin)
-                    for k in plan.inserted:
-                        grown.insert(k, None)
-                    origin = grown
-                    effects[ADDED] = effects.get(ADDED, frozenset()) | {("*",)}
-                result.steps.append(label)
-                if plan.weights is not None:
-                    result.weight_ops.append((step, plan.weights, plan.needs_weights))
-            if plan.promise is not None:
-                promised += 1
-                for layer, why in plan.promise(after):
-                    promise_failures.append(
-                        CheckResult("promises", False, f"step {label}: {why}", layer)
-                    )
-            result.warnings.extend(plan.warnings)
-            view = after
-            del plan, after  # the editor's records and the step's selections
-
-        final = view
+        final = progress.view
         result.document = final.doc
         result.net, result.net_before = final, orig
-        checks = result.checks
-        checks.append(CheckResult("parse-bind", True, _bind_detail(orig, final, out_lenient)))
-        changes, failures = semantic_diff(
-            orig, final, origin, effects, net_effects, removed_orig, step_of, kept
-        )
-        kept.clear()
-        result.changes = changes
-        if failures:
-            checks.extend(failures)
-        else:
-            n_layers = len({c.layer for c in changes if c.layer is not None})
-            checks.append(
-                CheckResult(
-                    "semantic-diff",
-                    True,
-                    f"{len(changes)} change(s) in {n_layers} layer(s), all declared",
-                )
-            )
-        checks.extend(structure_check(orig, final, structural, before))
-        if not any(c.kind == "rewrite" for c in structural):  # deploy verifies its own
-            checks.extend(setup_check(orig, final, out_lenient, schema, counts))
-        if promise_failures:
-            checks.extend(promise_failures)
-        else:
-            checks.append(CheckResult("promises", True, f"{promised} step promise(s) hold"))
-        checks.append(_idempotence(final, steps, phase, newline, out_lenient, schema, view_of))
-        result.warnings.extend(_analysis_warnings(final, phase, touched))
+        _run_checks(run, progress, result)
+        result.warnings.extend(_analysis_warnings(final, phase, progress.touched))
         result.warnings = list(dict.fromkeys(result.warnings))
         # The graphs are rebuilt on demand (result.net.graph(phase)); held until the result is
         # dropped, they would double the memory the diff and the output text are made in.
         orig.forget_graphs()
         final.forget_graphs()
-    bad = [c for c in checks if not c.ok]
+    bad = [c for c in result.checks if not c.ok]
     if bad:
         raise CheckFailed(path, bad)
     return result
+
+
+def _bind_input(
+    doc0: Document,
+    recipe: Recipe,
+    steps: list[Step],
+    phase: str,
+    lenient: bool,
+    schema: Schema | None,
+    counts: dict[str, int] | None,
+) -> tuple[_Setting, NetView]:
+    """Bind the input (errors raise) and fix how the output will be read back."""
+    from rewriter.schema.bind import bind
+
+    from .steps import fast_doc
+
+    doc = fast_doc(doc0)
+    bound = bind(doc, schema, NET, lenient)
+    bound.raise_for_errors()
+    # Check the output as strictly as the input allows: lenient only if the input needed it.
+    out_lenient = lenient and bool(bound.warnings)
+    run = _Setting(recipe, steps, phase, doc0.path, counts, schema, doc.newline, out_lenient)
+    return run, run.view_of(doc, bound.message)
+
+
+def _run_step(run: _Setting, progress: _Progress, result: Result, n: int, step: Step) -> None:
+    """Plan one step on the current net, apply its edits, check its promise."""
+    from .step_table import STEPS
+
+    view = progress.view
+    plan = _plan(run, view, step)
+    label = f"{n}:{step.kind}"
+    _declare_effects(progress, plan, label)
+    progress.net_effects |= plan.net_effects
+    progress.structural.extend(plan.structural)
+    if STEPS[step.kind].analysis_warnings:
+        progress.touched.update(view.names[k] for k in plan.selected)
+    if plan.editor.empty:
+        after = view
+        result.steps.append(f"{label} (no change{': ' + plan.note if plan.note else ''})")
+    else:
+        after = _apply_edits(run, progress, plan)
+        result.steps.append(label)
+        if plan.weights is not None:
+            result.weight_ops.append((step, plan.weights, plan.needs_weights))
+    if plan.promise is not None:
+        progress.promised += 1
+        for layer, why in plan.promise(after):
+            progress.promise_failures.append(
+                CheckResult("promises", False, f"step {label}: {why}", layer)
+            )
+    result.warnings.extend(plan.warnings)
+    progress.view = after
+
+
+def _plan(run: _Setting, view: NetView, step: Step) -> Plan:
+    """Plan ``step`` on ``view``; a planning error is told in the recipe's terms."""
+    from .recipe import RecipeError
+    from .step_table import plan_step
+
+    try:
+        return plan_step(view, step, run.phase)
+    except RecipeError as e:
+        from rewriter.recipes.hints import in_recipe_terms
+
+        raise in_recipe_terms(run.recipe, step, e, run.path or "<net>") from None
+
+
+def _declare_effects(progress: _Progress, plan: Plan, label: str) -> None:
+    """Record the paths the step declares it changes, per input layer, and which step declared
+    each first (for the semantic diff check)."""
+    effects, step_of, declared = progress.effects, progress.step_of, progress.declared
+    for k, paths in plan.effects.items():
+        ko = progress.origin[k]
+        if ko is None:  # a layer an earlier step added: covered by ADDED
+            continue
+        # One step declares the same paths in thousands of layers: share the records.
+        memo_key = (effects.get(ko), step_of.get(ko) and id(step_of[ko]), frozenset(paths))
+        shared = declared.get(memo_key)
+        if shared is None:
+            old = effects.get(ko, frozenset())
+            labels = dict(step_of.get(ko) or {})
+            for p in paths:
+                labels.setdefault(p, label)
+            shared = declared[memo_key] = (old | memo_key[2], labels)
+        effects[ko], step_of[ko] = shared
+
+
+def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
+    """Apply the step's edits and re-read only what changed; the first edit drops the input's
+    graphs (after reading the structures the structure check needs)."""
+    from rewriter.text.edit import Editor
+
+    from .checks import rebind
+    from .steps import STRUCTURAL_KINDS, fast_doc
+
+    view, orig = progress.view, progress.orig
+    if view is orig and progress.before is None:
+        digests = not any(s.kind in STRUCTURAL_KINDS for s in run.steps)
+        progress.before = _release_graphs(orig, progress.structural, digests)
+    new_doc = fast_doc(plan.editor.apply(), run.newline)
+    plan.editor = Editor(new_doc)  # done: let its records go before the checks
+    msg = rebind(
+        view,
+        new_doc,
+        lenient=run.out_lenient,
+        schema=run.schema,
+        keep=progress.kept,
+        origin=progress.origin,
+    )
+    after = run.view_of(new_doc, msg)
+    _follow_layer_moves(progress, plan)
+    return after
+
+
+def _follow_layer_moves(progress: _Progress, plan: Plan) -> None:
+    """Keep ``origin`` (output layer -> input layer) up to date with the layers the step
+    removed and inserted."""
+    from .checks import ADDED
+
+    origin = progress.origin
+    if plan.removed:
+        gone = set(plan.removed)
+        progress.removed_orig.extend(o for k in plan.removed if (o := origin[k]) is not None)
+        origin = [o for i, o in enumerate(origin) if i not in gone]
+    if plan.inserted:
+        grown = list(origin)
+        for k in plan.inserted:
+            grown.insert(k, None)
+        origin = grown
+        progress.effects[ADDED] = progress.effects.get(ADDED, frozenset()) | {("*",)}
+    progress.origin = origin
+
+
+def _run_checks(run: _Setting, progress: _Progress, result: Result) -> None:
+    """The round-trip checks on the final net, appended to ``result.checks`` in order:
+    parse-bind, semantic-diff, structure, set-up, promises, idempotence."""
+    from .checks import semantic_diff, setup_check, structure_check
+
+    orig, final, kept = progress.orig, progress.view, progress.kept
+    checks = result.checks
+    checks.append(CheckResult("parse-bind", True, _bind_detail(orig, final, run.out_lenient)))
+    changes, failures = semantic_diff(
+        orig,
+        final,
+        progress.origin,
+        progress.effects,
+        progress.net_effects,
+        progress.removed_orig,
+        progress.step_of,
+        kept,
+    )
+    kept.clear()
+    result.changes = changes
+    if failures:
+        checks.extend(failures)
+    else:
+        n_layers = len({c.layer for c in changes if c.layer is not None})
+        checks.append(
+            CheckResult(
+                "semantic-diff",
+                True,
+                f"{len(changes)} change(s) in {n_layers} layer(s), all declared",
+            )
+        )
+    checks.extend(structure_check(orig, final, progress.structural, progress.before))
+    if not any(c.kind == "rewrite" for c in progress.structural):  # deploy verifies its own
+        checks.extend(setup_check(orig, final, run.out_lenient, run.schema, run.counts))
+    if progress.promise_failures:
+        checks.extend(progress.promise_failures)
+    else:
+        checks.append(CheckResult("promises", True, f"{progress.promised} step promise(s) hold"))
+    checks.append(
+        _idempotence(
+            final, run.steps, run.phase, run.newline, run.out_lenient, run.schema, run.view_of
+        )
+    )
 
 
 def _release_graphs(
