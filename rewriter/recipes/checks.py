@@ -243,23 +243,45 @@ def rebind(
     in ``keep`` under their original layer index (``origin`` maps ``old``'s layer indices to
     the original ones), for the semantic diff.
     """
-    from rewriter.errors import ParseError
-    from rewriter.schema.bind import bind
-    from rewriter.text.cst import parse
-
     path = old.path
+    edited = _edited_layers(old, new_doc)
+    if edited is None:
+        return _full_bind(new_doc, lenient, schema, path)
+    parts, targets = edited
+    if not targets:
+        return old.message if keep is None else _detach(old, lenient, schema)
+    bound_parts = _bind_parts(parts, path, lenient, schema)
+    if bound_parts is None:
+        return _full_bind(new_doc, lenient, schema, path)
+    if keep is None:
+        msg = type(old.message)()
+        msg.CopyFrom(old.message)
+    else:
+        msg = _detach(old, lenient, schema)
+    _splice(msg, bound_parts, targets, keep, origin)
+    return msg
+
+
+#: an edited layer: (its index, the names of its edited fields or None for all, its part)
+_Target = tuple[int, set[str] | None, int]
+
+
+def _edited_layers(old: NetView, new_doc: Document) -> tuple[list[str], list[_Target]] | None:
+    """The distinct texts to re-read (the edited fields of each edited layer, wrapped in a
+    ``layer { }``) and which layer takes which; None when only a whole re-read will do (a
+    field added or removed, a field other than a layer edited)."""
     of, nf = old.doc.fields, new_doc.fields
     if len(of) != len(nf):
-        return _full_bind(new_doc, lenient, schema, path)
+        return None
     layer_of: dict[int, int] = {i: k for k, i in enumerate(old.layer_fields)}
     unique: dict[tuple[tuple[str, ...] | None, str], int] = {}
     parts: list[str] = []
-    targets: list[tuple[int, set[str] | None, int]] = []
+    targets: list[_Target] = []
     for i, (a, b) in enumerate(zip(of, nf, strict=True)):
         if a is b:
             continue
         if a.name != "layer" or b.name != "layer" or i not in layer_of:
-            return _full_bind(new_doc, lenient, schema, path)
+            return None
         names = changed_names(a, b)
         if names is None:
             text = "\n" + b.code + "\n"
@@ -279,22 +301,37 @@ def rebind(
             slot = unique[key] = len(parts)
             parts.append(text)
         targets.append((layer_of[i], names, slot))
-    if not targets:
-        return old.message if keep is None else _detach(old, lenient, schema)
+    return parts, targets
+
+
+def _bind_parts(
+    parts: list[str], path: str, lenient: bool, schema: Schema | None
+) -> list[Any] | None:
+    """The bound layers of ``parts``, parsed as one text; None on any doubt (a parse or bind
+    error, an unexpected count)."""
+    from rewriter.errors import ParseError
+    from rewriter.schema.bind import bind
+    from rewriter.text.cst import parse
+
     try:
         part_doc = parse("".join(parts), path)
     except ParseError:
-        return _full_bind(new_doc, lenient, schema, path)
+        return None
     bound = bind(part_doc, schema, NET, lenient)
     parts_msg: Any = bound.message
     if bound.errors or len(parts_msg.layer) != len(parts):
-        return _full_bind(new_doc, lenient, schema, path)
-    if keep is None:
-        msg = type(old.message)()
-        msg.CopyFrom(old.message)
-    else:
-        msg = _detach(old, lenient, schema)
-    bound_parts = list(parts_msg.layer)
+        return None
+    return list(parts_msg.layer)
+
+
+def _splice(
+    msg: Any,
+    bound_parts: list[Any],
+    targets: list[_Target],
+    keep: Kept | None,
+    origin: Sequence[int | None] | None,
+) -> None:
+    """Put the re-read fields into ``msg``'s layers (saving their old values in ``keep``)."""
     for k, names, slot in targets:
         layer = msg.layer[k]
         part = bound_parts[slot]
@@ -310,7 +347,6 @@ def rebind(
             if name in known:
                 layer.ClearField(name)
         layer.MergeFrom(part)
-    return msg
 
 
 def _detach(view: NetView, lenient: bool, schema: Schema | None) -> Any:
