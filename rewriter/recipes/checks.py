@@ -479,6 +479,10 @@ def _deepdiff(
 ADDED = -1
 
 
+#: one layer's DeepDiff reports: (path, path as text, kind, before, after)
+_Diffs = list[tuple[tuple[str | int, ...], str, str, Any, Any]]
+
+
 def semantic_diff(
     orig: NetView,
     final: NetView,
@@ -493,7 +497,7 @@ def semantic_diff(
     ``kept``: original values of the layers :func:`rebind` edited in place."""
     # Layers whose edited fields read the same before and after (the same text binds to the
     # same values) share one DeepDiff: keyed by the texts.
-    memo: dict[tuple[Any, ...], list[tuple[tuple[str | int, ...], str, str, Any, Any]]] = {}
+    memo: dict[tuple[Any, ...], _Diffs] = {}
     verdicts: dict[tuple[Any, ...], list[tuple[bool, str]]] = {}
     changes: list[Change] = []
     failures: list[CheckResult] = []
@@ -504,40 +508,10 @@ def semantic_diff(
                 failures.append(_fail("semantic-diff", "layer added but no step declared it", name))
             changes.append(Change(name, kf, "layer", None, message_to_py(final.layer(kf)), "added"))
             continue
-        fo, ff = orig.field(ko), final.field(kf)
-        if fo is ff:
-            continue
-        names = changed_names(fo, ff)
-        om, nm = kept_layer(orig, kept, ko, names), final.layer(kf)
-        if names is None:
-            names = {fd.name for fd, _ in om.ListFields()} | {fd.name for fd, _ in nm.ListFields()}
-            key: tuple[Any, ...] = (ko, kf)
-        else:
-            order = tuple(sorted(names))
-            key = (order, _kids_text(fo, order), _kids_text(ff, order))
-        diffs = memo.get(key)
-        if diffs is None:
-            a, b = to_py(om, names), to_py(nm, names)
-            diffs = [(p, _path_text(p), kind, t1, t2) for p, kind, t1, t2 in
-                     (_deepdiff(a, b) if a != b else [])]  # fmt: skip
-            memo[key] = diffs
+        diffs = _layer_diffs(orig, final, ko, kf, kept, memo)
         if not diffs:
             continue
-        # the verdict for these diffs under this layer's declarations, computed once per
-        # (diffs, declarations, declaring steps) combination
-        declared = effects.get(ko, set())
-        steps_here = step_of.get(ko) if step_of else None
-        vkey = (id(diffs), frozenset(declared), tuple(steps_here.items()) if steps_here else ())
-        verdict = verdicts.get(vkey)
-        if verdict is None:
-            verdict = [
-                (
-                    _covered(p, t2 if kind == "added" else t1, declared),
-                    _step_for(step_of, ko, p),
-                )
-                for p, _, kind, t1, t2 in diffs
-            ]
-            verdicts[vkey] = verdict
+        verdict = _verdict(diffs, ko, effects, step_of, verdicts)
         name = final.names[kf]
         for (_, text, kind, t1, t2), (ok, label) in zip(diffs, verdict, strict=True):
             if not ok:
@@ -554,7 +528,74 @@ def semantic_diff(
         if ("*",) not in effects.get(ko, set()):
             failures.append(_fail("semantic-diff", "layer removed but no step declared it", name))
         changes.append(Change(name, None, "layer", message_to_py(orig.layer(ko)), None, "removed"))
-    # top-level fields other than layers
+    _net_field_diff(orig, final, net_effects, changes, failures)
+    return changes, failures
+
+
+def _layer_diffs(
+    orig: NetView,
+    final: NetView,
+    ko: int,
+    kf: int,
+    kept: Kept | None,
+    memo: dict[tuple[Any, ...], _Diffs],
+) -> _Diffs:
+    """DeepDiff of input layer ``ko`` and output layer ``kf`` on the fields whose text changed
+    ([] when the layer is the same field), once per distinct change."""
+    fo, ff = orig.field(ko), final.field(kf)
+    if fo is ff:
+        return []
+    names = changed_names(fo, ff)
+    om, nm = kept_layer(orig, kept, ko, names), final.layer(kf)
+    if names is None:
+        names = {fd.name for fd, _ in om.ListFields()} | {fd.name for fd, _ in nm.ListFields()}
+        key: tuple[Any, ...] = (ko, kf)
+    else:
+        order = tuple(sorted(names))
+        key = (order, _kids_text(fo, order), _kids_text(ff, order))
+    diffs = memo.get(key)
+    if diffs is None:
+        a, b = to_py(om, names), to_py(nm, names)
+        diffs = [(p, _path_text(p), kind, t1, t2) for p, kind, t1, t2 in
+                 (_deepdiff(a, b) if a != b else [])]  # fmt: skip
+        memo[key] = diffs
+    return diffs
+
+
+def _verdict(
+    diffs: _Diffs,
+    ko: int,
+    effects: Mapping[int, AbstractSet[tuple[str, ...]]],
+    step_of: Mapping[int, Mapping[tuple[str, ...], str]] | None,
+    verdicts: dict[tuple[Any, ...], list[tuple[bool, str]]],
+) -> list[tuple[bool, str]]:
+    """Per report of ``diffs``: is it declared for input layer ``ko``, and by which step;
+    computed once per (diffs, declarations, declaring steps) combination."""
+    declared = effects.get(ko, set())
+    steps_here = step_of.get(ko) if step_of else None
+    vkey = (id(diffs), frozenset(declared), tuple(steps_here.items()) if steps_here else ())
+    verdict = verdicts.get(vkey)
+    if verdict is None:
+        verdict = [
+            (
+                _covered(p, t2 if kind == "added" else t1, declared),
+                _step_for(step_of, ko, p),
+            )
+            for p, _, kind, t1, t2 in diffs
+        ]
+        verdicts[vkey] = verdict
+    return verdict
+
+
+def _net_field_diff(
+    orig: NetView,
+    final: NetView,
+    net_effects: set[tuple[str, ...]],
+    changes: list[Change],
+    failures: list[CheckResult],
+) -> None:
+    """The changes of the top-level fields other than layers, checked against the steps'
+    declared net effects."""
     o_other = [f for f in orig.doc.fields if f.name != "layer"]
     n_other = [f for f in final.doc.fields if f.name != "layer"]
     oid = {id(f) for f in o_other}
@@ -570,7 +611,6 @@ def semantic_diff(
                     _fail("semantic-diff", f"net field {_path_text(p)} changed undeclared")
                 )
             changes.append(Change(None, None, _path_text(p), t1, t2, kind))
-    return changes, failures
 
 
 def _kids_text(f: Field, names: Iterable[str]) -> str:
