@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .select import SELECTOR_KEYS, NetView
-from .steps import (
+from .steps.base import (
     Key,
     Plan,
     StepContext,

@@ -29,10 +29,10 @@ from rewriter.schema.runtime import is_repeated
 from rewriter.text.cst import Document, Field, ListBody, MessageBody, encode_string
 from rewriter.text.edit import Editor
 
-from .select import NetView, select
+from ..select import NetView, select
 
 if TYPE_CHECKING:
-    from .recipe import Step
+    from ..recipe import Step
 
 __all__ = [
     "Key",
@@ -1089,7 +1089,7 @@ def _set_propagate_down(
 
 def _above_cut_warnings(view: NetView, phase: str, src: str, dst: str) -> list[str]:
     """Layers above the cut whose weights still change: the trap users fall into."""
-    from .select import graph_edges
+    from ..select import graph_edges
 
     graph = view.graph(phase)
     verdicts = view.backward(phase)
@@ -1436,7 +1436,7 @@ def plan_deploy(ctx: StepContext) -> Plan:
     added), so the step declares every layer as its effect and promises what a deploy net must
     satisfy: it binds strictly, Caffe's Net::Init builds it and shape inference succeeds.
     """
-    from .deploy import DeployError, deploy_document, verify_deploy
+    from ..deploy import DeployError, deploy_document, verify_deploy
 
     step, view = ctx.step, ctx.view
     ed = Editor(view.doc)
