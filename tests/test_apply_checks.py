@@ -229,10 +229,20 @@ def test_fixture_results_equal_a_fresh_parse() -> None:
 
 def test_layer_editor_equals_one_editor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-layer Editors (the default) give exactly what one whole-document Editor gives."""
+    import importlib
+    import pkgutil
+
     import rewriter.recipes.steps
 
     split = [run_case(case)[0].code for case in CASES]
-    monkeypatch.setattr(rewriter.recipes.steps, "LayerEditor", Editor)
+    # every module of the steps package binds the name (the weight steps read the package's)
+    package = rewriter.recipes.steps
+    for module in [package] + [
+        importlib.import_module(f"{package.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(package.__path__)
+    ]:
+        if hasattr(module, "LayerEditor"):
+            monkeypatch.setattr(module, "LayerEditor", Editor)
     whole = [run_case(case)[0].code for case in CASES]
     assert split == whole
 

@@ -1,9 +1,9 @@
 """The table of recipe steps: each step's keys, selection mode and planner, in one place.
 
-The planners live below this table (rewriter.recipes.steps, and one module per weight-carrying step
-in
-rewriter.recipes.weightsteps); the table sits above all of them so that a step module can use the
-shared planning helpers of rewriter.recipes.steps without the helpers importing the step back.
+The planners live below this table, one module per step (rewriter.recipes.steps: freeze,
+set_mult...; rewriter.recipes.weightsteps: fold_bn, fc_to_conv), each holding its doc, keys and
+plan; the table sits above all of them so that a step module can use the shared planning
+helpers of rewriter.recipes.steps.base without the helpers importing the step back.
 Recipes validate and coerce their keys here, and the engine plans each step through
 :func:`plan_step`.
 """
@@ -11,6 +11,7 @@ Recipes validate and coerce their keys here, and the engine plans each step thro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .select import SELECTOR_KEYS, NetView
@@ -19,23 +20,18 @@ from .steps import (
     Plan,
     StepContext,
     StepSpec,
-    check_from_to,
-    check_mult_keys,
-    plan_deploy,
-    plan_freeze,
-    plan_remove_layer,
-    plan_remove_param_blocks,
-    plan_rename_blob,
-    plan_rename_layer,
-    plan_set_decay,
-    plan_set_field,
-    plan_set_lr,
-    plan_stop_gradient,
-    plan_unfreeze,
-    plan_upgrade,
-    plan_zero_decay,
-    plan_zero_decay_frozen,
+    deploy,
+    freeze,
+    remove_layer,
+    remove_param_blocks,
+    rename,
+    set_field,
+    set_mult,
+    stop_gradient,
     type_ok,
+    unfreeze,
+    upgrade,
+    zero_decay_frozen,
 )
 from .weightsteps import fc_to_conv, fold_bn
 
@@ -181,169 +177,75 @@ def _plan_fc_to_conv(ctx: StepContext) -> Plan:
 
 
 STEP_CHECKS: dict[str, Callable[[Step], None]] = {
-    "set-lr": check_mult_keys,
-    "set-decay": check_mult_keys,
-    "stop-gradient": check_from_to,
-    "rename-layer": check_from_to,
-    "rename-blob": check_from_to,
+    "set-lr": set_mult.check,
+    "set-decay": set_mult.check,
+    "stop-gradient": stop_gradient.check,
+    "rename-layer": rename.check,
+    "rename-blob": rename.check,
 }
 
 
-_SHARED = Key(
-    "choice", default="unit", choices=("unit", "reject"),
-    doc="shared parameters (same param name) are frozen together (unit) or refused (reject)",
-)  # fmt: skip
-
-
-_BN = Key("bool", default=True, doc="BatchNorm layers: use_global_stats follows (default true)")
-
-
-_PARAMS = Key("intlist", doc="parameter indices (default: all)")
+def _step(kind: str, module: ModuleType) -> StepSpec:
+    """The spec of a step whose module holds DOC, KEYS, SELECTION, ANALYSIS_WARNINGS and plan."""
+    return StepSpec(
+        kind,
+        module.DOC,
+        module.KEYS,
+        module.SELECTION,
+        module.plan,
+        analysis_warnings=module.ANALYSIS_WARNINGS,
+    )
 
 
 STEPS: dict[str, StepSpec] = {
-    "freeze": StepSpec(
-        "freeze",
-        "lr_mult: 0 on every parameter blob of the selected layers (param blocks added where "
-        "missing); BatchNorm layers get use_global_stats: true",
-        {
-            "shared": _SHARED,
-            "zero_decay": Key("bool", default=False, doc="also set decay_mult: 0"),
-            "batchnorm": _BN,
-        },
-        "required",
-        plan_freeze,
-        analysis_warnings=False,
-    ),
-    "unfreeze": StepSpec(
-        "unfreeze",
-        "lr_mult back to 'value' (default 1) where it is 0; BatchNorm loses use_global_stats",
-        {
-            "value": Key("number", default=1.0, doc="new lr_mult"),
-            "bias_value": Key("number", doc="new lr_mult of bias blobs (default: value)"),
-            "batchnorm": _BN,
-        },
-        "required",
-        plan_unfreeze,
-    ),
+    "freeze": _step("freeze", freeze),
+    "unfreeze": _step("unfreeze", unfreeze),
     "set-lr": StepSpec(
         "set-lr",
-        "set (value) or multiply (scale) lr_mult of the selected layers' parameters",
-        {
-            "value": Key("number", doc="new lr_mult"),
-            "scale": Key("number", doc="factor"),
-            "params": _PARAMS,
-        },
-        "required",
-        plan_set_lr,
-    ),  # fmt: skip
+        set_mult.SET_LR_DOC,
+        set_mult.SET_LR_KEYS,
+        set_mult.SELECTION,
+        set_mult.plan_set_lr,
+        analysis_warnings=set_mult.ANALYSIS_WARNINGS,
+    ),
     "set-decay": StepSpec(
         "set-decay",
-        "set (value) or multiply (scale) decay_mult of the selected layers' parameters",
-        {
-            "value": Key("number", doc="new decay_mult"),
-            "scale": Key("number", doc="factor"),
-            "params": _PARAMS,
-        },
-        "required",
-        plan_set_decay,
-    ),  # fmt: skip
+        set_mult.SET_DECAY_DOC,
+        set_mult.SET_DECAY_KEYS,
+        set_mult.SELECTION,
+        set_mult.plan_set_decay,
+        analysis_warnings=set_mult.ANALYSIS_WARNINGS,
+    ),
     "zero-decay": StepSpec(
         "zero-decay",
-        "decay_mult: 0 on the selected layers' parameters",
-        {"params": _PARAMS},
-        "required",
-        plan_zero_decay,
+        set_mult.ZERO_DECAY_DOC,
+        set_mult.ZERO_DECAY_KEYS,
+        set_mult.SELECTION,
+        set_mult.plan_zero_decay,
+        analysis_warnings=set_mult.ANALYSIS_WARNINGS,
     ),
-    "zero-decay-frozen": StepSpec(
-        "zero-decay-frozen",
-        "decay_mult: 0 on every parameter whose lr_mult is 0 (every layer unless selected)",
-        {},
-        "optional",
-        plan_zero_decay_frozen,
-    ),
-    "stop-gradient": StepSpec(
-        "stop-gradient",
-        "propagate_down: false on the bottom(s) of 'to' fed by 'from'",
-        {
-            "from": Key("str", required=True, doc="the layer above the cut"),
-            "to": Key("str", required=True, doc="the layer below the cut"),
-        },
-        "none",
-        plan_stop_gradient,
-        analysis_warnings=False,
-    ),
+    "zero-decay-frozen": _step("zero-decay-frozen", zero_decay_frozen),
+    "stop-gradient": _step("stop-gradient", stop_gradient),
     "rename-layer": StepSpec(
         "rename-layer",
-        "rename a layer (pretrained weights are matched by layer name)",
-        {
-            "from": Key("str", required=True, doc="old name"),
-            "to": Key("str", required=True, doc="new name"),
-        },
-        "none",
-        plan_rename_layer,
-        analysis_warnings=False,
-    ),  # fmt: skip
+        rename.RENAME_LAYER_DOC,
+        rename.RENAME_LAYER_KEYS,
+        rename.SELECTION,
+        rename.plan_rename_layer,
+        analysis_warnings=rename.ANALYSIS_WARNINGS,
+    ),
     "rename-blob": StepSpec(
         "rename-blob",
-        "rename a blob in every bottom and top (and legacy input) that uses it",
-        {
-            "from": Key("str", required=True, doc="old blob name"),
-            "to": Key("str", required=True, doc="new blob name"),
-        },
-        "none",
-        plan_rename_blob,
-        analysis_warnings=False,
-    ),  # fmt: skip
-    "set-field": StepSpec(
-        "set-field",
-        "set a LayerParameter field by dotted path (convolution_param.num_output), typed by "
-        "the schema; missing blocks are created",
-        {
-            "field": Key("str", required=True, doc="dotted field path"),
-            "value": Key("scalar", required=True, doc="the value (a list for repeated fields)"),
-        },
-        "required",
-        plan_set_field,
-    ),  # fmt: skip
-    "remove-param-blocks": StepSpec(
-        "remove-param-blocks",
-        "remove the param blocks of the selected layers (a block with a sharing name keeps it)",
-        {},
-        "required",
-        plan_remove_param_blocks,
+        rename.RENAME_BLOB_DOC,
+        rename.RENAME_BLOB_KEYS,
+        rename.SELECTION,
+        rename.plan_rename_blob,
+        analysis_warnings=rename.ANALYSIS_WARNINGS,
     ),
-    "upgrade": StepSpec(
-        "upgrade",
-        "Caffe's legacy upgrade (V0/V1 layers, input fields, BatchNorm params) as a minimal "
-        "diff; must be the recipe's first step",
-        {},
-        "none",
-        plan_upgrade,
-        analysis_warnings=False,
-    ),
-    "deploy": StepSpec(
-        "deploy",
-        "train/val -> deploy: data layers become an Input layer, the loss becomes its output "
-        "(Softmax 'prob'), losses/accuracy/labels go, TEST-phase rules are dropped",
-        {
-            "batch": Key("int", doc="batch size of the Input layer (default 1)"),
-            "channels": Key(
-                "int", doc="input channels when the data layer does not say (0: derive)"
-            ),
-            "height": Key("int", doc="input height if crop_size/resize do not say (0: derive)"),
-            "width": Key("int", doc="input width (0: derive)"),
-            "output": Key("str", doc="name of the output layer and blob (default prob)"),
-            "outputs": Key("strlist", doc="last (default), all, or output blob names"),
-            "stage": Key("strlist", doc="stages whose layers are kept"),
-            "strip_params": Key("bool", default=False, doc="remove param blocks"),
-            "strip_fillers": Key("bool", default=False, doc="remove weight/bias fillers"),
-            "strip_dropout": Key("bool", default=False, doc="remove Dropout layers"),
-        },
-        "none",
-        plan_deploy,
-        analysis_warnings=False,
-    ),
+    "set-field": _step("set-field", set_field),
+    "remove-param-blocks": _step("remove-param-blocks", remove_param_blocks),
+    "upgrade": _step("upgrade", upgrade),
+    "deploy": _step("deploy", deploy),
     "fold-bn": StepSpec(
         "fold-bn",
         fold_bn.DOC,
@@ -360,13 +262,7 @@ STEPS: dict[str, StepSpec] = {
         _plan_fc_to_conv,
         analysis_warnings=False,
     ),  # fmt: skip
-    "remove-layer": StepSpec(
-        "remove-layer",
-        "remove one-bottom one-top layers; readers of the top read the bottom instead",
-        {},
-        "required",
-        plan_remove_layer,
-    ),
+    "remove-layer": _step("remove-layer", remove_layer),
 }
 
 
