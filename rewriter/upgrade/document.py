@@ -61,9 +61,10 @@ from rewriter.caffe.upgrade_proto import (
     v0_padding_plan,
     v0_target,
 )
-from rewriter.errors import Diagnostic, Location, RewriterError, locate
+from rewriter.errors import Location, RewriterError, locate
 from rewriter.schema.runtime import message_from_wire
 from rewriter.text.cst import Document, Field, ListBody, MessageBody, encode_string, parse
+from rewriter.upgrade.result import EMBEDDED_NETS, NET, SOLVER, UpgradeError, UpgradeResult
 
 if TYPE_CHECKING:
     from rewriter.schema.runtime import Schema
@@ -81,41 +82,6 @@ __all__ = [
     "upgrade_solver_message_caffe",
     "upgrade_text",
 ]
-
-NET = "caffe.NetParameter"
-SOLVER = "caffe.SolverParameter"
-
-
-class UpgradeError(RewriterError):
-    """Caffe would refuse this upgrade (or the result failed verification): where and why."""
-
-    def __init__(self, message: str, location: Location | None = None) -> None:
-        self.diagnostic = Diagnostic("error", message, location, None, "upgrade")
-        self.message = message
-        super().__init__(self.diagnostic.render())
-
-
-@dataclass
-class UpgradeResult:
-    """What :func:`upgrade_document` did.
-
-    ``messages`` are Caffe's own log lines for the steps taken (``upgrade_proto.cpp``, in order,
-    with ``param_file`` = the document's path); ``deliberate_differences`` lists, for this file,
-    every way the result knowingly differs from what Caffe's tool would have written (beyond
-    comments and layout, which are always kept).
-    """
-
-    document: Document
-    changed: bool
-    messages: list[str] = field(default_factory=list)
-    deliberate_differences: list[str] = field(default_factory=list)
-    kind: str = "net"
-    #: problems of the net that the upgrade kept as they were (e.g. Net::Init refuses it)
-    warnings: list[str] = field(default_factory=list)
-
-
-#: SolverParameter fields holding a whole NetParameter
-EMBEDDED_NETS = ("net_param", "train_net_param", "test_net_param")
 
 
 # ============================================================================ text: helpers
