@@ -42,7 +42,6 @@ from rewriter.caffe.upgrade_proto import (
     MessageUpgrade,
     Refusal,
     _copy,
-    bn_upgrade_needed,
     upgrade_net_message_caffe,
     upgrade_solver_message_caffe,
     v0_keeps_input_shape,
@@ -50,6 +49,7 @@ from rewriter.caffe.upgrade_proto import (
 from rewriter.errors import Location, RewriterError, locate
 from rewriter.schema.runtime import message_from_wire
 from rewriter.text.cst import Document, Field, MessageBody, encode_string, parse
+from rewriter.upgrade.batchnorm import _step_bn
 from rewriter.upgrade.data import _step_data
 from rewriter.upgrade.inputs import _step_input
 from rewriter.upgrade.result import EMBEDDED_NETS, NET, SOLVER, UpgradeError, UpgradeResult
@@ -100,39 +100,6 @@ class _Target:
         if f.name == "test_net_param":
             sub = sub[occurrence]
         return f.body, sub, (self.index,), _line_indent(f)
-
-
-def _step_bn(
-    ctx: _Ctx, doc: Document, body: MessageBody, msg: Any, base: tuple[int, ...], indent: str
-) -> str | None:
-    if not any(bn_upgrade_needed(layer) for layer in msg.layer):
-        return None
-    from rewriter.text.edit import Editor
-
-    ed = Editor(doc)
-    layers = [(j, g) for j, g in enumerate(body.fields) if g.name == "layer"]
-    for k, (j, g) in enumerate(layers):
-        if not bn_upgrade_needed(msg.layer[k]):
-            continue
-        assert isinstance(g.body, MessageBody)
-        for m, h in enumerate(g.body.fields):
-            if h.name != "param":
-                continue
-            if not isinstance(h.body, MessageBody):
-                raise UpgradeError(
-                    "cannot upgrade a BatchNorm 'param' written as a list; write one "
-                    "'param { ... }' block per blob",
-                    doc.location(h.name_start),
-                )
-            spec = msg.layer[k].param[sum(1 for x in g.body.fields[:m] if x.name == "param")]
-            for key in ("lr_mult", "decay_mult"):
-                hits = [q for q, x in enumerate(h.body.fields) if x.name == key]
-                for q in hits:
-                    if getattr(spec, key) != 0:
-                        ed.set_value((*base, j, m, q), "0")
-                if not hits:
-                    ed.insert((*base, j, m), len(h.body.fields), key, "0")
-    return ed.apply().code
 
 
 _NET_STEPS: tuple[_Step, ...] = (_step_v0, _step_data, _step_v1, _step_input, _step_bn)

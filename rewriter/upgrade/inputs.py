@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rewriter.caffe.upgrade_proto import (
-    input_upgrade_needed,
-)
+from rewriter.caffe.upgrade_proto import input_upgrade_needed
 from rewriter.text.cst import Document, Field, MessageBody
 from rewriter.upgrade.splice import (
     _Action,
