@@ -2,7 +2,7 @@
 
 Caffe's ``upgrade_net_proto_text`` parses a file, runs ``UpgradeNetAsNeeded`` on the message and
 re-prints the whole thing: every comment, blank line and the author's field order are gone. This
-module makes the *same* upgrade as a set of minimal edits on the lossless tree
+package makes the *same* upgrade as a set of minimal edits on the lossless tree
 (:mod:`rewriter.text.cst`), step by step in Caffe's order (``src/caffe/util/upgrade_proto.cpp``),
 re-parsing between steps:
 
@@ -29,6 +29,13 @@ exactly the message Caffe's upgrade produces (deliberate differences aside), and
 
 Deliberate differences from Caffe are documented in ``docs/upgrade.md`` and reported per file in
 :attr:`UpgradeResult.deliberate_differences`.
+
+This module is the driver and the names callers import (re-exported from where they live): each
+step is a module of its own (:mod:`~rewriter.upgrade.v0`, :mod:`~rewriter.upgrade.data`,
+:mod:`~rewriter.upgrade.v1`, :mod:`~rewriter.upgrade.inputs`, :mod:`~rewriter.upgrade.batchnorm`,
+:mod:`~rewriter.upgrade.solver`) on the text edits of :mod:`~rewriter.upgrade.splice`;
+:mod:`~rewriter.upgrade.net` runs one net through them and :mod:`~rewriter.upgrade.verify`
+holds the graph checks. None of them imports this module.
 """
 
 from __future__ import annotations
@@ -43,17 +50,10 @@ from rewriter.caffe.upgrade_proto import (
     upgrade_solver_message_caffe,
 )
 from rewriter.text.cst import Document, parse
-from rewriter.upgrade.net import (
-    _bind,
-    _Target,
-    _upgrade_net_body,
-)
+from rewriter.upgrade.net import _bind, _Target, _upgrade_net_body
 from rewriter.upgrade.result import NET, SOLVER, UpgradeError, UpgradeResult
 from rewriter.upgrade.solver import _upgrade_solver
-from rewriter.upgrade.splice import (
-    _Ctx,
-    _file_unit,
-)
+from rewriter.upgrade.splice import _Ctx, _file_unit
 from rewriter.upgrade.verify import (
     BuildWarning,
     InputDropped,

@@ -28,18 +28,10 @@ from rewriter.upgrade.data import _step_data
 from rewriter.upgrade.forks import _fork_v1_types, _set_fork_types
 from rewriter.upgrade.inputs import _step_input
 from rewriter.upgrade.result import UpgradeError
-from rewriter.upgrade.splice import (
-    _Ctx,
-    _line_indent,
-    _Step,
-    _value_texts,
-)
+from rewriter.upgrade.splice import _Ctx, _line_indent, _Step, _value_texts
 from rewriter.upgrade.v0 import _step_v0
 from rewriter.upgrade.v1 import _step_v1
-from rewriter.upgrade.verify import (
-    InputDropped,
-    _graph_difference,
-)
+from rewriter.upgrade.verify import InputDropped, _graph_difference
 
 if TYPE_CHECKING:
     from rewriter.schema.runtime import Schema

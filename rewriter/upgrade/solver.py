@@ -8,18 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rewriter.caffe.upgrade_proto import (
-    Refusal,
-    _copy,
-    upgrade_solver_message_caffe,
-)
+from rewriter.caffe.upgrade_proto import Refusal, _copy, upgrade_solver_message_caffe
 from rewriter.text.cst import Document, MessageBody, encode_string, parse
-from rewriter.upgrade.net import (
-    _bind,
-    _locate,
-    _Target,
-    _upgrade_net_body,
-)
+from rewriter.upgrade.net import _bind, _locate, _Target, _upgrade_net_body
 from rewriter.upgrade.result import EMBEDDED_NETS, SOLVER, UpgradeError, UpgradeResult
 from rewriter.upgrade.splice import _Ctx
 from rewriter.upgrade.verify import _build_warnings

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rewriter.caffe.upgrade_proto import (
-    _PARAM_SPEC,
-    _SPEC_ORDER,
-    _enum_name,
-    _v1_types,
-)
+from rewriter.caffe.upgrade_proto import _PARAM_SPEC, _SPEC_ORDER, _enum_name, _v1_types
 from rewriter.text.cst import Document, Field, MessageBody, encode_string
 from rewriter.upgrade.splice import (
     _child_indent,
