@@ -34,8 +34,8 @@ from typing import Any
 from rewriter import hints
 from rewriter.errors import RewriterError, UsageError
 
-from .graph import AUTOMATIC_TOP, CaffeError, Graph, build_graph, upgrade_net_message
-from .layer_params import LOSS_LAYER_TYPES, param_roles
+from ..graph import AUTOMATIC_TOP, CaffeError, Graph, build_graph, upgrade_net_message
+from ..layer_params import LOSS_LAYER_TYPES, param_roles
 
 __all__ = [
     "DATA_LAYER_TYPES",
@@ -1609,7 +1609,7 @@ def _resolve(
     """(graph, upgraded message) from a Graph(+message), a message, a CaffeFile or a Document."""
     from rewriter.text.cst import Document
 
-    from .netfile import NetFile
+    from ..netfile import NetFile
 
     if isinstance(net, Graph):
         if message is None:
