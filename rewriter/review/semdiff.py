@@ -33,7 +33,6 @@ Renderers live in :mod:`rewriter.review.render`; the JSON schema is documented i
 from __future__ import annotations
 
 import os
-import subprocess
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +65,7 @@ from rewriter.review.facts import (
     _EdgeList,
     phase_facts,
 )
+from rewriter.review.sources import GitError, _prototxt_files, git_show
 from rewriter.review.textconv import textconv
 from rewriter.review.values import EnumName, _deep_changes, format_value, message_to_dict
 from rewriter.review.version import _LazyFacts, _standalone, _Unit, _Version
@@ -118,10 +118,6 @@ _SHAPE_FIELDS = {
     "bias_param": ("axis", "num_axes"),
     "recurrent_param": ("num_output", "expose_hidden"),
 }  # fmt: skip
-
-
-class GitError(RewriterError):
-    """``git`` is missing, the path is outside a repository, or the revision is unknown."""
 
 
 # --------------------------------------------------------------------------- diff
@@ -708,14 +704,6 @@ def diff_files(
     )  # fmt: skip
 
 
-def _prototxt_files(directory: Path) -> dict[str, Path]:
-    return {
-        q.relative_to(directory).as_posix(): q
-        for q in sorted(directory.rglob("*.prototxt"))
-        if q.is_file()
-    }
-
-
 def diff_dirs(
     old: str | os.PathLike[str],
     new: str | os.PathLike[str],
@@ -743,36 +731,6 @@ def diff_dirs(
             )  # fmt: skip
         )
     return DiffResult(files)
-
-
-def git_show(path: str | os.PathLike[str], rev: str) -> str | None:
-    """The text of ``path`` at git revision ``rev`` (None when it did not exist there)."""
-    p = Path(path)
-    cwd = p.parent if str(p.parent) else Path(".")
-    if not cwd.is_dir():
-        raise GitError(f"{path}: directory {cwd} does not exist")
-    try:
-        proc = subprocess.run(
-            ["git", "show", f"{rev}:./{p.name}"],
-            cwd=cwd,
-            capture_output=True,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise GitError("git is not installed (needed for --git)") from None
-    if proc.returncode == 0:
-        return proc.stdout.decode("utf-8", "surrogateescape")
-    err = proc.stderr.decode("utf-8", "replace").strip()
-    # The revision exists but the file did not: an added file.
-    check = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        cwd=cwd,
-        capture_output=True,
-        check=False,
-    )
-    if check.returncode == 0 and ("does not exist" in err or "exists on disk" in err):
-        return None
-    raise GitError(f"{path}: git show {rev}:{p.name} failed: {err or 'unknown error'}")
 
 
 def diff_git(
