@@ -28,6 +28,11 @@ arrays, :class:`EdgeFact` objects are made only when read), and no graphs kept i
 the drawing renderers rebuild them on demand (``FileDiff.new_facts`` / ``old_facts``).
 Renderers live in :mod:`rewriter.review.render`; the JSON schema is documented in docs/diff.md
 (``schema_version`` 1).
+
+This module holds the algorithm; the result model is in :mod:`.changes`, values in
+:mod:`.values`, one version of a file in :mod:`.version`, graph facts in :mod:`.facts`,
+directory and git sources in :mod:`.sources` and textconv in :mod:`.textconv`. The names
+callers import are re-exported here (``__all__``).
 """
 
 from __future__ import annotations
