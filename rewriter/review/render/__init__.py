@@ -5,7 +5,7 @@ net drawn the way Netron draws it. Each layer that rewrites its input in place (
 ``conv1`` with ``top == bottom``) is folded into the node of the layer that produced that input,
 Caffe's inserted Split layers are not drawn (edges go from the real producer to each reader),
 every node carries its layer's training state and every edge the state of the gradient that
-goes back along it (see :func:`rewriter.review.semdiff.phase_facts`).
+goes back along it (see :func:`rewriter.review.facts.phase_facts`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Edge:
     source: str
     target: str
     blob: str
-    #: "flows", "cut" or "none" (see rewriter.review.semdiff.EdgeFact)
+    #: "flows", "cut" or "none" (see rewriter.review.facts.EdgeFact)
     gradient: str
     #: diff marks: "added", "removed", "newly-cut", "restored"
     marks: set[str] = field(default_factory=set)
