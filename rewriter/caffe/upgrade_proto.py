@@ -279,15 +279,7 @@ def _upgrade_inputs(net: Any) -> Any:
             )
         alone = len(out.layer) == 0
         layer = out.layer.add() if alone else type(out.layer[0])()
-        layer.name = "input"
-        layer.type = "Input"
-        for i, blob in enumerate(net.input):
-            layer.top.append(blob)
-            shape = layer.input_param.shape.add()
-            if has_shape:
-                shape.CopyFrom(net.input_shape[i])
-            else:
-                shape.dim.extend(net.input_dim[4 * i : 4 * i + 4])
+        _fill_input_layer(layer, net)
         if not alone:
             out = with_first_layer(out, layer)
     return out
@@ -688,12 +680,19 @@ def check_inputs(net: Any) -> None:
 
 def _input_layer(net: Any, layer_cls: type[Any]) -> Any | None:
     """The Input layer UpgradeNetInput makes, or None (inputs without shapes are just dropped)."""
-    has_shape = len(net.input_shape) > 0
-    if not has_shape and len(net.input_dim) == 0:
+    if len(net.input_shape) == 0 and len(net.input_dim) == 0:
         return None
     layer = layer_cls()
+    _fill_input_layer(layer, net)
+    return layer
+
+
+def _fill_input_layer(layer: Any, net: Any) -> None:
+    """Make ``layer`` the Input layer of ``net``'s legacy inputs: one top and one shape per
+    ``input``, from ``input_shape`` when given, else four ``input_dim`` each."""
     layer.name = "input"
     layer.type = "Input"
+    has_shape = len(net.input_shape) > 0
     for i, blob in enumerate(net.input):
         layer.top.append(blob)
         shape = layer.input_param.shape.add()
@@ -701,7 +700,6 @@ def _input_layer(net: Any, layer_cls: type[Any]) -> Any | None:
             shape.CopyFrom(net.input_shape[i])
         else:
             shape.dim.extend(net.input_dim[4 * i : 4 * i + 4])
-    return layer
 
 
 def bn_upgrade_needed(layer: Any) -> bool:
