@@ -9,12 +9,11 @@ them.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from rewriter.errors import RewriterError
+from rewriter.errors import RewriterError, did_you_mean
 
 __all__ = ["RecipeError", "placeholders"]
 
@@ -32,8 +31,8 @@ class RecipeError(RewriterError):
 
 
 def _hint(name: str, choices: Iterable[str]) -> str:
-    near = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean '{near[0]}'?" if near else ""
+    hint = did_you_mean(name, choices)
+    return f"; {hint}" if hint else ""
 
 
 def placeholders(value: Any) -> Iterator[str]:

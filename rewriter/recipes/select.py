@@ -26,7 +26,6 @@ from legacy ``input:`` fields).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from array import array
@@ -34,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rewriter.errors import RewriterError
+from rewriter.recipes.common import _hint
 from rewriter.util.lazyseq import LazySequence
 
 if TYPE_CHECKING:
@@ -178,9 +178,7 @@ class NetView:
                 f"{self.path}: layer '{name}' is not in the {phase} net (its include/exclude "
                 f'rules keep it out); add phase = "{other}" to the step'
             )
-        near = difflib.get_close_matches(name, list(self.by_name), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
-        return SelectionError(f"{self.path}: no layer named '{name}'{hint}")
+        return SelectionError(f"{self.path}: no layer named '{name}'{_hint(name, self.by_name)}")
 
     # --- graph side ----------------------------------------------------------------------------
     def graph(self, phase: str) -> Graph:
