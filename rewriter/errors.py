@@ -67,6 +67,9 @@ class Diagnostic:
     code: str = ""
     #: what to do next (a did-you-mean, the flag to pass), printed under the excerpt
     hint: str | None = None
+    #: the known name an unknown one is most likely a typo of (not printed: the message says
+    #: "did you mean"); unknown names without one look like a fork's fields
+    suggestion: str | None = None
 
     def render(self) -> str:
         where = f"{self.location}: " if self.location else ""

@@ -145,6 +145,30 @@ def test_check_typo_gets_no_fork_hint(tmp_path: Path) -> None:
     assert res.returncode == 2 and "hint:" not in res.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('name: "x"\nlayerr { name: "a" }\n', "did you mean 'layer'?"),
+        (
+            'name: "x"\nlayer { name: "a" type: "Pooling" pooling_param { pool: MAXX } }\n',
+            "did you mean MAX?",
+        ),
+    ],
+    ids=["field", "enum-value"],
+)
+def test_check_misspelt_name_gets_its_did_you_mean_not_the_fork_hint(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    """A name a letter away from a BVLC one is a typo; the fork hint (--lenient) would send the
+    user the wrong way. SSD's multibox_loss_param, only loosely like loss_param, keeps the hint
+    (test_check_ends_with_the_fork_hint)."""
+    net = tmp_path / "typo.prototxt"
+    net.write_text(text)
+    res = _cli("check", str(net))
+    assert res.returncode == 2 and said in res.stderr
+    assert "hint:" not in res.stderr and "--lenient" not in res.stderr
+
+
 def test_upgrade_lenient_cli_keeps_fork_fields(tmp_path: Path) -> None:
     path, text = _read(DENSENET)
     strict = _cli("upgrade", str(path))

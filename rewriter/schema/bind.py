@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewriter.errors import Diagnostic, Location, SchemaErrors, locate
+from rewriter.errors import Diagnostic, Location, SchemaErrors, did_you_mean, locate
 from rewriter.schema.runtime import is_repeated
 from rewriter.text.cst import (
     _REC,
@@ -194,15 +194,33 @@ _SLOW = object()  # not a one-token value: read it the general way (bind_field)
 _FORK_VALUE_CODES = frozenset({"unknown-enum", "not-repeated"})
 
 
+#: how alike an unknown name and a known one must be (difflib ratio) to count as a typo of it;
+#: the did-you-mean in the message uses difflib's looser default (0.6), which also pairs a
+#: fork's field with a BVLC one (``multibox_loss_param`` / ``loss_param``: 0.69)
+_TYPO_RATIO = 0.8
+
+
+def _typo_of(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` is most likely a typo of, or None."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=_TYPO_RATIO)
+    return close[0] if close else None
+
+
 class _ValueError(Exception):
     def __init__(
-        self, offset: int, message: str, expected: str | None = None, code: str = "value"
+        self,
+        offset: int,
+        message: str,
+        expected: str | None = None,
+        code: str = "value",
+        suggestion: str | None = None,
     ) -> None:
         super().__init__(message)
         self.offset = offset
         self.message = message
         self.expected = expected
         self.code = code
+        self.suggestion = suggestion
 
 
 class _Binder:
@@ -212,10 +230,16 @@ class _Binder:
         self.diags: list[Diagnostic] = []
 
     def diag(
-        self, severity: str, offset: int, message: str, expected: str | None = None, code: str = ""
+        self,
+        severity: str,
+        offset: int,
+        message: str,
+        expected: str | None = None,
+        code: str = "",
+        suggestion: str | None = None,
     ) -> None:
         loc = locate(self.doc.src, offset, self.doc.path)
-        self.diags.append(Diagnostic(severity, message, loc, expected, code))
+        self.diags.append(Diagnostic(severity, message, loc, expected, code, suggestion=suggestion))
 
     def bind_fields(self, fields: Iterable[Field], desc: Descriptor, msg: Message) -> None:
         """Bind fields depth first, in file order.
@@ -443,9 +467,10 @@ class _Binder:
                 e.message + " (kept verbatim; the field stays unset in the message)",
                 None,
                 e.code,
+                e.suggestion,
             )
         else:
-            self.diag("error", e.offset, e.message, e.expected, e.code)
+            self.diag("error", e.offset, e.message, e.expected, e.code, e.suggestion)
 
     def duplicate(self, name_start: int, name: str, desc: Descriptor) -> None:
         self.diag(
@@ -468,16 +493,19 @@ class _Binder:
 
     def unknown(self, f: Field, desc: Descriptor, table: dict[str, FieldInfo]) -> None:
         name = f.name
-        near = difflib.get_close_matches(name, list(table), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
+        near = did_you_mean(name, table)
+        hint = f"; {near}" if near else ""
         if name.startswith("["):
             message = f"unknown extension {name} in {desc.full_name}"
         else:
             message = f"unknown field '{name}' in {desc.full_name}{hint}"
+        typo = _typo_of(name, table)
         if self.lenient:
-            self.diag("warning", f.name_start, message + " (kept verbatim)", None, "unknown-field")
+            self.diag(
+                "warning", f.name_start, message + " (kept verbatim)", None, "unknown-field", typo
+            )
         else:
-            self.diag("error", f.name_start, message, None, "unknown-field")
+            self.diag("error", f.name_start, message, None, "unknown-field", typo)
 
     def value(self, f: Field, info: FieldInfo, span: list[tuple[str, int, int]] | None) -> Any:
         if span is None:
@@ -544,6 +572,7 @@ class _Binder:
                 f"enum {info.full_type} has no value named '{text}'{hint}",
                 "one of " + ", ".join(info.enum_names),
                 "unknown-enum",
+                _typo_of(text, info.enum_names),
             )
         if t in _INT_RANGES:
             if not _INT_RE.fullmatch(text):

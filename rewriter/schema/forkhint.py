@@ -12,7 +12,7 @@ from rewriter.errors import Diagnostic
 
 __all__ = ["FORK_CODES", "fork_hint"]
 
-#: diagnostic codes of names the schema lacks (a typo gets a "did you mean" in its message)
+#: diagnostic codes of names the schema lacks
 FORK_CODES = frozenset({"unknown-field", "unknown-enum", "not-repeated"})
 
 
@@ -20,9 +20,11 @@ def fork_hint(
     diags: Iterable[Diagnostic], command: str, paths: Iterable[str] = (), proto: bool = True
 ) -> str | None:
     """``hint: ...`` for ``command`` when some errors are unknown names, else None; ``proto``:
-    the command also takes ``--proto``."""
-    n = sum(1 for d in diags if d.severity == "error" and d.code in FORK_CODES)
-    if not n:
+    the command also takes ``--proto``. When every unknown name is close to a known one
+    (``layerr``), the errors are typos, which their did-you-means answer: no fork hint."""
+    unknown = [d for d in diags if d.severity == "error" and d.code in FORK_CODES]
+    n = len(unknown)
+    if not n or all(d.suggestion for d in unknown):
         return None
     names = list(dict.fromkeys(paths))
     files = " ".join(names) if 0 < len(names) <= 3 else "FILE..."  # a command line stays short
