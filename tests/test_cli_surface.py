@@ -92,6 +92,12 @@ def test_builtin_recipe_errors_name_its_options_not_its_toml() -> None:
     assert r.returncode == 2
     assert "recipe 'freeze': no layer of this net matches the selection" in r.stderr
     assert "allow_empty" not in r.stderr
+    # a misspelt layer name: the did-you-mean, the recipe's options, never its TOML file
+    r = cli("apply", "freeze", str(SEED), "--set", "layers=conv1/7x7_s3")
+    assert r.returncode == 2
+    assert "no layer named 'conv1/7x7_s3'; did you mean 'conv1/7x7_s2'?" in r.stderr
+    assert "options of 'freeze': --set upto=LAYER" in r.stderr
+    assert "freeze.toml" not in r.stderr
 
 
 def test_builtin_recipe_descriptions_promise_only_real_options() -> None:

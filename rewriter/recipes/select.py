@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rewriter.errors import RewriterError
-from rewriter.recipes.common import _hint
+from rewriter.recipes.common import RecipeError, _hint
 from rewriter.util.lazyseq import LazySequence
 
 if TYPE_CHECKING:
@@ -49,8 +49,9 @@ SELECTOR_KEYS = ("layers", "glob", "regex", "type", "upto", "after", "between")
 PHASES = ("TRAIN", "TEST")
 
 
-class SelectionError(RewriterError):
-    """A selector names something that is not there, or selects nothing."""
+class SelectionError(RecipeError):
+    """A selector names something that is not there, or selects nothing (a step's error: a
+    built-in recipe restates it in its own options, as any step error)."""
 
 
 class NetView:
@@ -466,6 +467,6 @@ def select(view: NetView, step: Step, phase: str, missing_ok: bool = False) -> l
 
 def _located(step: Step, key: str, err: SelectionError) -> SelectionError:
     where = step.where(key)
-    if where is None:
-        return err
-    return SelectionError(f"{err} ({step.kind} step at {where})")
+    out = err if where is None else SelectionError(f"{err} ({step.kind} step at {where})")
+    out.bare = str(err)
+    return out
