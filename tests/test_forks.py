@@ -138,6 +138,19 @@ def test_check_ends_with_the_fork_hint() -> None:
     assert "hint:" not in ok.stderr
 
 
+@pytest.mark.parametrize(("command", "proto"), [("explain", True), ("shapes", False)])
+def test_every_net_command_ends_with_its_own_fork_hint(command: str, proto: bool) -> None:
+    """Not only check and upgrade: a fork file given to any command that takes --lenient ends
+    with that command's own --lenient line (and --proto where it takes one), once."""
+    path, _ = _read(SSD)
+    res = _cli(command, str(path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.count("hint: ") == 1
+    assert f"  rewriter {command} --lenient {path}" in res.stderr
+    assert (f"rewriter {command} --proto FORK/" in res.stderr) is proto
+    assert _cli(command, "--lenient", str(path)).returncode == 0
+
+
 def test_check_typo_gets_no_fork_hint(tmp_path: Path) -> None:
     net = tmp_path / "typo.prototxt"
     net.write_text('name: "x"\nlayer { name: "a" type: "ReLU" bottom: 3 }\n')

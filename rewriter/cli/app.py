@@ -467,6 +467,31 @@ def _no_layer(net: Path, layer: str, phase: str, names: list[str]) -> str:
     return f"{net}: no layer named {layer!r} in phase {phase}" + (f"; {hint}" if hint else "")
 
 
+def _fork_hint(error: RewriterError) -> str | None:
+    """The fork hint (``--lenient``, ``--proto``) for a file the schema refused, whichever
+    command read it; only the flags that command takes, and none when it was given them."""
+    from rewriter.errors import SchemaErrors
+
+    argv = sys.argv[1:]
+    if not isinstance(error, SchemaErrors) or "--lenient" in argv:
+        return None
+    if any(a == "--proto" or a.startswith("--proto=") for a in argv):
+        return None
+    from rewriter.schema.forkhint import fork_hint
+
+    # typer's click command tree (typer may carry its own click: read it by its attributes)
+    command: Any = typer.main.get_command(app)
+    words: list[str] = []
+    while argv and argv[0] in getattr(command, "commands", {}):
+        words.append(argv.pop(0))
+        command = command.commands[words[-1]]
+    flags = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    if not words or "--lenient" not in flags:
+        return None
+    paths = [d.location.path for d in error.diagnostics if d.location is not None]
+    return fork_hint(error.diagnostics, " ".join(words), paths, proto="--proto" in flags)
+
+
 def run() -> None:
     """Run the app with the commands loaded so far: map our errors to exit code 2 with a clear
     message. Kept apart from :func:`main`, which loads the command modules (they import this
@@ -482,6 +507,9 @@ def run() -> None:
         sys.exit(e.exit_code)
     except RewriterError as e:
         typer.echo(str(e), err=True)
+        hint = _fork_hint(e)
+        if hint is not None:
+            typer.echo(hint, err=True)
         sys.exit(getattr(e, "exit_code", EXIT_ERROR))
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
