@@ -231,6 +231,7 @@ def rebind(
     schema: Schema | None,
     keep: Kept | None = None,
     origin: Sequence[int | None] | None = None,
+    edits: list[tuple[int, set[str] | None]] | None = None,
 ) -> Any:
     """The message of ``new_doc``, re-reading only what changed since ``old`` (check a).
 
@@ -242,16 +243,25 @@ def rebind(
     detached: see :meth:`NetView.detach`), and the original values of what changes are saved
     in ``keep`` under their original layer index (``origin`` maps ``old``'s layer indices to
     the original ones), for the semantic diff.
+
+    ``edits`` receives (layer index, names of its edited fields) per edited layer, with a
+    ``(-1, None)`` entry when the whole text had to be read again (the layers are unknown).
     """
     path = old.path
     edited = _edited_layers(old, new_doc)
     if edited is None:
+        if edits is not None:
+            edits.append((-1, None))
         return _full_bind(new_doc, lenient, schema, path)
     parts, targets = edited
+    if edits is not None:
+        edits.extend((k, names) for k, names, _ in targets)
     if not targets:
         return old.message if keep is None else _detach(old, lenient, schema)
     bound_parts = _bind_parts(parts, path, lenient, schema)
     if bound_parts is None:
+        if edits is not None:
+            edits.append((-1, None))
         return _full_bind(new_doc, lenient, schema, path)
     if keep is None:
         msg = type(old.message)()
@@ -729,6 +739,10 @@ def setup_check(
 
     Only the result is set up first; the input (re-read from its unchanged text: the steps
     edited its message) only when the result fails, to tell a new failure from an old one.
+    A phase whose graph the engine derived from the input's (``final.setup_as_input``: every
+    edit changed only unshared parameter multipliers, within the layers' blob counts, or
+    BatchNorm's use_global_stats) sets up exactly as the input does: Caffe's set-up reads
+    those values only in the checks :mod:`rewriter.caffe.derive` made sure cannot fire.
     """
     from rewriter.caffe.setup_checks import check_setup
     from rewriter.schema.bind import bind
@@ -738,6 +752,13 @@ def setup_check(
     for phase in ("TRAIN", "TEST"):
         if phase == "TEST" and same_phases:
             results.append(CheckResult("setup", True, "TEST: same layers as TRAIN"))
+            continue
+        if phase in final.setup_as_input:
+            detail = (
+                f"{phase}: sets up as the input does (only unshared lr_mult/decay_mult and "
+                "use_global_stats changed, which Caffe's set-up does not check)"
+            )
+            results.append(CheckResult("setup", True, detail))
             continue
         try:
             built: Any = final.graph(phase)  # the structure check's, when it built one

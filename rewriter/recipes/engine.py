@@ -484,11 +484,13 @@ def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
     from .steps import STRUCTURAL_KINDS, fast_doc
 
     view, orig = progress.view, progress.orig
+    inherited = view.graph_cache() if not plan.structural else {}
     if view is orig and progress.before is None:
         digests = not any(s.kind in STRUCTURAL_KINDS for s in run.steps)
         progress.before = _release_graphs(orig, progress.structural, digests)
     new_doc = fast_doc(plan.editor.apply(), run.newline)
     plan.editor = Editor(new_doc)  # done: let its records go before the checks
+    edits: list[tuple[int, set[str] | None]] = []
     msg = rebind(
         view,
         new_doc,
@@ -496,10 +498,42 @@ def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
         schema=run.schema,
         keep=progress.kept,
         origin=progress.origin,
+        edits=edits,
     )
     after = run.view_of(new_doc, msg)
+    if inherited:
+        _derive_graphs(run, view, after, inherited, edits, first=view is orig)
+    del inherited
     _follow_layer_moves(progress, plan)
     return after
+
+
+def _derive_graphs(
+    run: _Setting,
+    view: NetView,
+    after: NetView,
+    inherited: dict[str, tuple[Any, Any, Any]],
+    edits: list[tuple[int, set[str] | None]],
+    first: bool,
+) -> None:
+    """Give ``after`` the graphs of ``view`` with only the edited layers' parameters set up
+    again, when the edits changed nothing else Net::Init reads (rewriter.caffe.derive);
+    otherwise ``after`` builds its own graphs when they are asked for."""
+    if view.format != "V2" or after.format != "V2" or len(after) != len(view):
+        return
+    changed: list[tuple[int, set[str]]] = []
+    for k, names in edits:
+        if names is None:
+            return
+        changed.append((k, names))
+    from rewriter.caffe.derive import derive_graph
+
+    layer_msgs = after.message.layer
+    for phase, (graph, where, edges) in inherited.items():
+        derived = derive_graph(graph, layer_msgs, changed, after.offset, run.counts)
+        if derived is not None:
+            as_input = first or phase in view.setup_as_input
+            after.adopt_graph(phase, derived, where, edges, as_input)
 
 
 def _follow_layer_moves(progress: _Progress, plan: Plan) -> None:

@@ -99,6 +99,9 @@ class NetView:
         self._edges: dict[str, tuple[Adjacency, Adjacency]] = {}
         #: no include/exclude rule and no NetState (rewriter.recipes.checks.phase_independent)
         self.phase_free: bool | None = None
+        #: phases whose graph was derived from the engine input's along every step
+        #: (rewriter.caffe.derive): Caffe's set-up reads nothing those steps changed
+        self.setup_as_input: set[str] = set()
 
     @property
     def message(self) -> Any:
@@ -218,6 +221,24 @@ class NetView:
     def built_phases(self) -> list[str]:
         """The phases whose graph is cached, in the order they were built."""
         return list(self._graphs)
+
+    def graph_cache(self) -> dict[str, tuple[Graph, IndexMap | None, Any]]:
+        """The graphs built so far, with the maps read off their wiring (see adopt_graph)."""
+        return {p: (g, self._where.get(p), self._edges.get(p)) for p, g in self._graphs.items()}
+
+    def adopt_graph(
+        self, phase: str, graph: Graph, where: IndexMap | None, edges: Any, as_input: bool
+    ) -> None:
+        """Take ``graph`` as this view's for ``phase``: one derived from another view's with
+        the same wiring (rewriter.caffe.derive), whose index maps and edges still hold.
+        ``as_input``: it sets up as the engine's input does (see ``setup_as_input``)."""
+        self._graphs[phase] = graph
+        if where is not None:
+            self._where[phase] = where
+        if edges is not None:
+            self._edges[phase] = edges
+        if as_input:
+            self.setup_as_input.add(phase)
 
     def forget_graphs(self) -> None:
         """Drop the cached graphs and what was derived from them (rebuilt on demand).
