@@ -151,3 +151,30 @@ layer { name: "conv1" type: "BatchNorm" bottom: "data" top: "conv1"
         apply(parse(net), Step("evil"))
     assert adopted == []
     assert "Cannot configure batch normalization statistics" in str(e.value)
+
+
+def test_a_later_step_that_rewires_is_still_caught(
+    monkeypatch: pytest.MonkeyPatch, adopted: list[tuple[str, bool]]
+) -> None:
+    """freeze (derived: the input's structure is never hashed) then a step that renames a
+    bottom without declaring it: the structure check must still compare with the input."""
+    from tests.test_apply_checks import NET
+
+    def plan(ctx: StepContext) -> Plan:
+        p = Plan(ctx.step, Editor(ctx.view.doc))
+        k = ctx.view.by_name["fc"][0]
+        layer = ctx.view.field(k)
+        assert layer.body is not None and hasattr(layer.body, "fields")
+        kids = [c.name for c in layer.body.fields]  # type: ignore[union-attr]
+        p.editor.set_value(ctx.view.field_path(k) + (kids.index("bottom"),), '"data"')
+        p.declare(k, ("bottom",))  # the field is declared, the rewiring is not
+        return p
+
+    evil(monkeypatch, plan)
+    with pytest.raises(CheckFailed) as e:
+        apply(parse(NET), [Step("freeze", upto="conv1"), Step("evil")])
+    assert adopted == [("TRAIN", True)]  # the freeze was derived
+    assert any(f.name == "structure" and "fc" in f.detail for f in e.value.failures)
+    ok = apply(parse(NET), [Step("freeze", upto="conv1"), Step("freeze", upto="fc")])
+    assert all(c.ok for c in ok.checks)
+    assert ("TRAIN", True) in adopted[1:]

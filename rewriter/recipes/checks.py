@@ -693,6 +693,13 @@ def structure_check(
                 CheckResult("structure", True, "TEST: no include/exclude rules, same as TRAIN")
             )
             continue
+        if phase in final.derived_from_input and not changes:
+            # its graph is the input's with parameters set up again (rewriter.caffe.derive),
+            # which it does only when the edits changed nothing the wiring reads
+            n = sum(1 for lay in final.graph(phase).layers if not lay.inserted_split)
+            detail = f"{phase}: {n} layers, unchanged (only parameter fields were edited)"
+            results.append(CheckResult("structure", True, detail))
+            continue
         known = before.get(phase) if before else None
         if isinstance(known, StructDigest) and not changes:
             try:
@@ -739,7 +746,7 @@ def setup_check(
 
     Only the result is set up first; the input (re-read from its unchanged text: the steps
     edited its message) only when the result fails, to tell a new failure from an old one.
-    A phase whose graph the engine derived from the input's (``final.setup_as_input``: every
+    A phase whose graph the engine derived from the input's (``final.derived_from_input``: every
     edit changed only unshared parameter multipliers, within the layers' blob counts, or
     BatchNorm's use_global_stats) sets up exactly as the input does: Caffe's set-up reads
     those values only in the checks :mod:`rewriter.caffe.derive` made sure cannot fire.
@@ -753,7 +760,7 @@ def setup_check(
         if phase == "TEST" and same_phases:
             results.append(CheckResult("setup", True, "TEST: same layers as TRAIN"))
             continue
-        if phase in final.setup_as_input:
+        if phase in final.derived_from_input:
             detail = (
                 f"{phase}: sets up as the input does (only unshared lr_mult/decay_mult and "
                 "use_global_stats changed, which Caffe's set-up does not check)"

@@ -25,6 +25,7 @@ import gc
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import compress, count
@@ -338,6 +339,8 @@ class _Progress:
     touched: set[str] = field(default_factory=set)
     #: original values of what the steps edit (each step edits its input's message in place)
     kept: Kept = field(default_factory=dict)
+    #: phases whose input digest is not read: the output's graph still has the input's wiring
+    deferred: set[str] = field(default_factory=set)
 
 
 def _run(
@@ -487,7 +490,9 @@ def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
     inherited = view.graph_cache() if not plan.structural else {}
     if view is orig and progress.before is None:
         digests = not any(s.kind in STRUCTURAL_KINDS for s in run.steps)
-        progress.before = _release_graphs(orig, progress.structural, digests)
+        # a graph the output may derive has the input's wiring: its digest can wait
+        progress.deferred = set(inherited) if digests else set()
+        progress.before = _release_graphs(orig, progress.structural, digests, progress.deferred)
     new_doc = fast_doc(plan.editor.apply(), run.newline)
     plan.editor = Editor(new_doc)  # done: let its records go before the checks
     edits: list[tuple[int, set[str] | None]] = []
@@ -503,9 +508,32 @@ def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
     after = run.view_of(new_doc, msg)
     if inherited:
         _derive_graphs(run, view, after, inherited, edits, first=view is orig)
+    _settle_digests(progress, view, after, inherited)
     del inherited
     _follow_layer_moves(progress, plan)
     return after
+
+
+def _settle_digests(
+    progress: _Progress,
+    view: NetView,
+    after: NetView,
+    inherited: dict[str, tuple[Any, Any, Any]],
+) -> None:
+    """Read the input's structure digest of each deferred phase that ``after`` no longer
+    derives from the input (from ``view``'s graph, which still has the input's wiring), or
+    leave it to the structure check when ``view`` has no such graph."""
+    from .steps import StructDigest, graph_structure
+
+    before = progress.before
+    for phase in list(progress.deferred):
+        if phase in after.derived_from_input:
+            continue
+        progress.deferred.discard(phase)
+        assert before is not None
+        got = inherited.get(phase)
+        if got is not None and (view is progress.orig or phase in view.derived_from_input):
+            before[phase] = StructDigest.of(graph_structure(got[0]))
 
 
 def _derive_graphs(
@@ -532,7 +560,7 @@ def _derive_graphs(
     for phase, (graph, where, edges) in inherited.items():
         derived = derive_graph(graph, layer_msgs, changed, after.offset, run.counts)
         if derived is not None:
-            as_input = first or phase in view.setup_as_input
+            as_input = first or phase in view.derived_from_input
             after.adopt_graph(phase, derived, where, edges, as_input)
 
 
@@ -601,11 +629,15 @@ def _run_checks(run: _Setting, progress: _Progress, result: Result) -> None:
 
 
 def _release_graphs(
-    orig: NetView, structural: Sequence[StructChange], digests: bool
+    orig: NetView,
+    structural: Sequence[StructChange],
+    digests: bool,
+    deferred: AbstractSet[str] = frozenset(),
 ) -> dict[str, Struct | StructDigest]:
     """Read the input's structures (what the structure check needs of its graphs), then drop
     its graphs: the first step is planned, and the output's graphs are about to be built.
-    With ``digests`` (no step of the recipe changes the structure) only their digests."""
+    With ``digests`` (no step of the recipe changes the structure) only their digests, and
+    not those of the ``deferred`` phases (see :func:`_settle_digests`)."""
     from .checks import phase_independent
     from .steps import StructDigest, structure
 
@@ -616,12 +648,13 @@ def _release_graphs(
     out: dict[str, Struct | StructDigest] = {}
     if not any(c.kind == "rewrite" for c in structural):
         for phase in orig.built_phases():
-            out[phase] = read(phase)
+            if phase not in deferred:
+                out[phase] = read(phase)
         orig.forget_graphs()
         if not phase_independent(orig):
             # the check compares both phases: read the other one now, one graph at a time
             for phase in ("TRAIN", "TEST"):
-                if phase not in out:
+                if phase not in out and phase not in deferred:
                     # (if it does not build, the check builds it again and reports why)
                     with suppress(RewriterError):
                         out[phase] = read(phase)

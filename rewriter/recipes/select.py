@@ -100,8 +100,8 @@ class NetView:
         #: no include/exclude rule and no NetState (rewriter.recipes.checks.phase_independent)
         self.phase_free: bool | None = None
         #: phases whose graph was derived from the engine input's along every step
-        #: (rewriter.caffe.derive): Caffe's set-up reads nothing those steps changed
-        self.setup_as_input: set[str] = set()
+        #: (rewriter.caffe.derive): the input's wiring, and nothing Caffe's set-up reads changed
+        self.derived_from_input: set[str] = set()
 
     @property
     def message(self) -> Any:
@@ -231,14 +231,14 @@ class NetView:
     ) -> None:
         """Take ``graph`` as this view's for ``phase``: one derived from another view's with
         the same wiring (rewriter.caffe.derive), whose index maps and edges still hold.
-        ``as_input``: it sets up as the engine's input does (see ``setup_as_input``)."""
+        ``as_input``: derived along every step from the engine's input (``derived_from_input``)."""
         self._graphs[phase] = graph
         if where is not None:
             self._where[phase] = where
         if edges is not None:
             self._edges[phase] = edges
         if as_input:
-            self.setup_as_input.add(phase)
+            self.derived_from_input.add(phase)
 
     def forget_graphs(self) -> None:
         """Drop the cached graphs and what was derived from them (rebuilt on demand).

@@ -38,6 +38,8 @@ from rewriter.text.edit import Editor
 from ..select import NetView, select
 
 if TYPE_CHECKING:
+    from rewriter.caffe.graph import Graph
+
     from ..recipe import Step
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "StepSpec",
     "StructChange",
     "fast_doc",
+    "graph_structure",
     "is_idempotent",
     "structure",
 ]
@@ -229,7 +232,11 @@ class StructDigest(NamedTuple):
 
 def structure(view: NetView, phase: str) -> Struct:
     """Caffe's net for ``phase`` as (name, type, bottoms, tops), split layers folded back."""
-    graph = view.graph(phase)
+    return graph_structure(view.graph(phase))
+
+
+def graph_structure(graph: Graph) -> Struct:
+    """:func:`structure` of a graph already built."""
     unsplit: dict[str, str] = {}
     for layer in graph.layers:
         if layer.inserted_split:
