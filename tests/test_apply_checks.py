@@ -279,8 +279,7 @@ def _copying_rebind(monkeypatch: pytest.MonkeyPatch) -> None:
     plain = rewriter.recipes.checks.rebind
 
     def copy(*args: object, **kw: object) -> object:
-        kw.pop("keep", None)
-        kw.pop("origin", None)
+        kw.pop("in_place", None)
         return plain(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rewriter.recipes.checks, "rebind", copy)
@@ -298,9 +297,9 @@ def _summary(result: object) -> tuple[object, ...]:
 
 
 def test_editing_the_message_in_place_equals_copying_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each step edits its input's message in place and keeps only the original values of what
-    it changes; the changes, checks, and both messages (``net_before`` is bound again from the
-    input's text) equal those of copying the message at every step."""
+    """Each step edits its input's message in place (the semantic diff reads the original
+    values from the input's text); the changes, checks, and both messages (``net_before`` is
+    bound again from the input's text) equal those of copying the message at every step."""
     runs = [lambda case=case: run_case(case)[0] for case in CASES]
     runs.append(lambda: apply(parse(NET), MULTI))
     # a later step rewriting what an earlier one changed, and a step undoing one

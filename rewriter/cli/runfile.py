@@ -25,12 +25,14 @@ def run_file(
     phase: str = "TRAIN",
     lenient: bool = False,
     with_diff: bool = True,
+    with_changes: bool = True,
 ) -> dict[str, Any]:
     """Apply to one file and return plain data (for the CLI and its worker processes).
 
     Never raises for an expected error: ``{"ok": False, "error": message}`` instead.
     A NetSpec script (``*.py``) is rewritten by the libcst codemod, with the same checks.
-    ``with_diff=False``: a net's result leaves out the unified diff nobody will print.
+    ``with_diff=False``: a net's result leaves out the unified diff nobody will print;
+    ``with_changes=False``: it counts its changes instead of listing them (text output).
     """
     if str(path).endswith(".py"):
         from rewriter.netspec.codemod import run_file as run_script_file
@@ -38,4 +40,6 @@ def run_file(
         return run_script_file(path, recipe, values, phase, lenient)
     from rewriter.recipes.engine import run_file as run_net_file
 
-    return run_net_file(path, recipe, values, phase, lenient, with_diff=with_diff)
+    return run_net_file(
+        path, recipe, values, phase, lenient, with_diff=with_diff, with_changes=with_changes
+    )

@@ -218,19 +218,13 @@ def _full_bind(doc: Document, lenient: bool, schema: Schema | None, path: str) -
     return bound.message
 
 
-#: original values of the layers the engine edited in place: original layer index ->
-#: (the field names kept, or None for the whole layer; a LayerParameter holding those values)
-Kept = dict[int, tuple[frozenset[str] | None, Any]]
-
-
 def rebind(
     old: NetView,
     new_doc: Document,
     *,
     lenient: bool,
     schema: Schema | None,
-    keep: Kept | None = None,
-    origin: Sequence[int | None] | None = None,
+    in_place: bool = False,
     edits: list[tuple[int, set[str] | None]] | None = None,
 ) -> Any:
     """The message of ``new_doc``, re-reading only what changed since ``old`` (check a).
@@ -239,10 +233,9 @@ def rebind(
     name); identical texts -- one step making the same edit in hundreds of similar layers --
     are parsed and bound once, as the same text always binds to the same values.
 
-    With ``keep``, ``old``'s message is edited in place instead of copied (``old`` is
-    detached: see :meth:`NetView.detach`), and the original values of what changes are saved
-    in ``keep`` under their original layer index (``origin`` maps ``old``'s layer indices to
-    the original ones), for the semantic diff.
+    With ``in_place``, ``old``'s message is edited in place instead of copied (``old`` is
+    detached: see :meth:`NetView.detach`); the semantic diff reads the original values from
+    the input's text (:func:`original_layer`).
 
     ``edits`` receives (layer index, names of its edited fields) per edited layer, with a
     ``(-1, None)`` entry when the whole text had to be read again (the layers are unknown).
@@ -257,18 +250,18 @@ def rebind(
     if edits is not None:
         edits.extend((k, names) for k, names, _ in targets)
     if not targets:
-        return old.message if keep is None else _detach(old, lenient, schema)
+        return _detach(old, lenient, schema) if in_place else old.message
     bound_parts = _bind_parts(parts, path, lenient, schema)
     if bound_parts is None:
         if edits is not None:
             edits.append((-1, None))
         return _full_bind(new_doc, lenient, schema, path)
-    if keep is None:
+    if in_place:
+        msg = _detach(old, lenient, schema)
+    else:
         msg = type(old.message)()
         msg.CopyFrom(old.message)
-    else:
-        msg = _detach(old, lenient, schema)
-    _splice(msg, bound_parts, targets, keep, origin)
+    _splice(msg, bound_parts, targets)
     return msg
 
 
@@ -334,21 +327,11 @@ def _bind_parts(
     return list(parts_msg.layer)
 
 
-def _splice(
-    msg: Any,
-    bound_parts: list[Any],
-    targets: list[_Target],
-    keep: Kept | None,
-    origin: Sequence[int | None] | None,
-) -> None:
-    """Put the re-read fields into ``msg``'s layers (saving their old values in ``keep``)."""
+def _splice(msg: Any, bound_parts: list[Any], targets: list[_Target]) -> None:
+    """Put the re-read fields into ``msg``'s layers."""
     for k, names, slot in targets:
         layer = msg.layer[k]
         part = bound_parts[slot]
-        if keep is not None:
-            ko = origin[k] if origin is not None else k
-            if ko is not None:
-                _keep(keep, ko, layer, names)
         if names is None:
             layer.CopyFrom(part)
             continue
@@ -365,67 +348,41 @@ def _detach(view: NetView, lenient: bool, schema: Schema | None) -> Any:
     return view.detach(lambda: _full_bind(doc, lenient, schema, path))
 
 
-def _keep(keep: Kept, ko: int, layer: Any, names: set[str] | None) -> None:
-    """Save the values of ``names`` (None: all) of ``layer`` before they are edited, unless
-    an earlier step saved them already (those are the original values)."""
-    entry = keep.get(ko)
-    if entry is None:
-        saved = type(layer)()
+class OriginalLayers:
+    """The input's layers as the semantic diff compares them, bound again from the input's
+    text: its message was edited in place by the steps (:func:`rebind`). Only the fields
+    compared are read (``layer { <those fields> }``), and each distinct text is bound once, so
+    one step's same edit in thousands of layers costs one small bind, not a saved copy per
+    layer (at 100k layers those copies were ~2x the file)."""
+
+    def __init__(self, orig: NetView, lenient: bool, schema: Schema | None) -> None:
+        self.orig = orig
+        self.lenient = lenient
+        self.schema = schema
+        self._memo: dict[str, Any] = {}
+
+    def layer(self, ko: int, names: Sequence[str] | None) -> Any:
+        """Input layer ``ko`` with (at least) the fields ``names`` (None: all of them)."""
+        f = self.orig.field(ko)
         if names is None:
-            saved.CopyFrom(layer)
-            keep[ko] = (None, saved)
+            text = "\n" + f.code + "\n"
         else:
-            _copy_fields(layer, saved, names)
-            keep[ko] = (_shared(frozenset(names)), saved)
-        return
-    have, saved = entry
-    if have is None:
-        return
-    if names is None:
-        whole = type(layer)()
-        whole.CopyFrom(layer)
-        for name in have:
-            if name in whole.DESCRIPTOR.fields_by_name:
-                whole.ClearField(name)
-        whole.MergeFrom(saved)
-        keep[ko] = (None, whole)
-        return
-    _copy_fields(layer, saved, names - have)
-    keep[ko] = (_shared(have | names), saved)
+            text = "layer {\n" + _kids_text(f, names, "\n") + "\n}\n"
+        found = self._memo.get(text)
+        if found is None:
+            found = self._memo[text] = self._bind(text)
+        return found
 
+    def _bind(self, text: str) -> Any:
+        from rewriter.schema.bind import bind
+        from rewriter.text.cst import parse
 
-_NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
-
-
-def _shared(names: frozenset[str]) -> frozenset[str]:
-    """One object per distinct set of names (thousands of layers keep the same few)."""
-    return _NAME_SETS.setdefault(names, names)
-
-
-def _copy_fields(source: Any, target: Any, names: Iterable[str]) -> None:
-    known = source.DESCRIPTOR.fields_by_name
-    for name in names:
-        fd = known.get(name)
-        if fd is None:
-            continue
-        if is_repeated(fd):
-            getattr(target, name).extend(getattr(source, name))
-        elif fd.message_type is not None:
-            if source.HasField(name):
-                getattr(target, name).CopyFrom(getattr(source, name))
-        elif source.HasField(name):
-            setattr(target, name, getattr(source, name))
-
-
-def kept_layer(orig: NetView, kept: Kept | None, ko: int, names: set[str] | None) -> Any:
-    """The original layer ``ko`` for comparing ``names`` (None: every field): its saved
-    values when they cover ``names``, else the original message's layer."""
-    entry = kept.get(ko) if kept else None
-    if entry is not None:
-        have, saved = entry
-        if have is None or (names is not None and names <= have):
-            return saved
-    return orig.layer(ko)
+        bound = bind(parse(text, self.orig.path), self.schema, NET, self.lenient)
+        message: Any = bound.message
+        layers = message.layer
+        if bound.errors or len(layers) != 1:  # (it bound as part of the input)
+            raise RewriterError(f"{self.orig.path}: an input layer does not bind on its own")
+        return layers[0]
 
 
 # --------------------------------------------------------------------------- semantic diff
@@ -501,16 +458,18 @@ def semantic_diff(
     net_effects: set[tuple[str, ...]],
     removed: Iterable[int],
     step_of: Mapping[int, Mapping[tuple[str, ...], str]] | None = None,
-    kept: Kept | None = None,
+    lenient: bool = False,
+    schema: Schema | None = None,
 ) -> tuple[list[Change], list[CheckResult]]:
     """Changes between the original and final messages, and any outside declared effects.
-    ``kept``: original values of the layers :func:`rebind` edited in place."""
+    The original layers are read from the input's text (``lenient`` as it was bound)."""
     # Layers whose edited fields read the same before and after (the same text binds to the
     # same values) share one DeepDiff: keyed by the texts.
     memo: dict[tuple[Any, ...], _Diffs] = {}
     verdicts: dict[tuple[Any, ...], list[tuple[bool, str]]] = {}
     changes: list[Change] = []
     failures: list[CheckResult] = []
+    originals = OriginalLayers(orig, lenient, schema)
     for kf, ko in enumerate(origin):
         if ko is None:  # a layer a step added
             name = final.names[kf]
@@ -518,7 +477,7 @@ def semantic_diff(
                 failures.append(_fail("semantic-diff", "layer added but no step declared it", name))
             changes.append(Change(name, kf, "layer", None, message_to_py(final.layer(kf)), "added"))
             continue
-        diffs = _layer_diffs(orig, final, ko, kf, kept, memo)
+        diffs = _layer_diffs(originals, final, ko, kf, memo)
         if not diffs:
             continue
         verdict = _verdict(diffs, ko, effects, step_of, verdicts)
@@ -537,34 +496,35 @@ def semantic_diff(
         name = orig.names[ko]
         if ("*",) not in effects.get(ko, set()):
             failures.append(_fail("semantic-diff", "layer removed but no step declared it", name))
-        changes.append(Change(name, None, "layer", message_to_py(orig.layer(ko)), None, "removed"))
+        was = message_to_py(originals.layer(ko, None))
+        changes.append(Change(name, None, "layer", was, None, "removed"))
     _net_field_diff(orig, final, net_effects, changes, failures)
     return changes, failures
 
 
 def _layer_diffs(
-    orig: NetView,
+    originals: OriginalLayers,
     final: NetView,
     ko: int,
     kf: int,
-    kept: Kept | None,
     memo: dict[tuple[Any, ...], _Diffs],
 ) -> _Diffs:
     """DeepDiff of input layer ``ko`` and output layer ``kf`` on the fields whose text changed
     ([] when the layer is the same field), once per distinct change."""
-    fo, ff = orig.field(ko), final.field(kf)
+    fo, ff = originals.orig.field(ko), final.field(kf)
     if fo is ff:
         return []
     names = changed_names(fo, ff)
-    om, nm = kept_layer(orig, kept, ko, names), final.layer(kf)
-    if names is None:
-        names = {fd.name for fd, _ in om.ListFields()} | {fd.name for fd, _ in nm.ListFields()}
+    order = None if names is None else tuple(sorted(names))
+    if order is None:
         key: tuple[Any, ...] = (ko, kf)
     else:
-        order = tuple(sorted(names))
         key = (order, _kids_text(fo, order), _kids_text(ff, order))
     diffs = memo.get(key)
     if diffs is None:
+        om, nm = originals.layer(ko, order), final.layer(kf)
+        if names is None:
+            names = {fd.name for fd, _ in om.ListFields()} | {fd.name for fd, _ in nm.ListFields()}
         a, b = to_py(om, names), to_py(nm, names)
         diffs = [(p, _path_text(p), kind, t1, t2) for p, kind, t1, t2 in
                  (_deepdiff(a, b) if a != b else [])]  # fmt: skip
@@ -623,10 +583,10 @@ def _net_field_diff(
             changes.append(Change(None, None, _path_text(p), t1, t2, kind))
 
 
-def _kids_text(f: Field, names: Iterable[str]) -> str:
+def _kids_text(f: Field, names: Iterable[str], sep: str = "\x00") -> str:
     body = f.body
     assert isinstance(body, MessageBody)
-    return "\x00".join(c.code for name in names for c in body.get_all(name))
+    return sep.join(c.code for name in names for c in body.get_all(name))
 
 
 def _step_for(

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from rewriter.errors import RewriterError
 
-from .checks import Change, CheckFailed, CheckResult, Kept
+from .checks import Change, CheckFailed, CheckResult
 
 if TYPE_CHECKING:
     from rewriter.caffe.netfile import NetFile
@@ -142,17 +142,23 @@ class Result:
             raise RewriterError("Result.write: no path to write to (pass one)")
         write_text_atomic(target, self.code)
 
-    def to_json(self, with_diff: bool = True) -> dict[str, Any]:
+    def to_json(self, with_diff: bool = True, with_changes: bool = True) -> dict[str, Any]:
+        """Plain data; without ``with_changes``, only how many changes in how many layers
+        (``change_count``, ``changed_layers``): a list of dicts per change is ~1x the file."""
         data: dict[str, Any] = {
             "path": self.path,
             "recipe": self.recipe,
             "changed": self.changed,
             "skipped": self.skipped,
             "steps": list(self.steps),
-            "changes": [c.as_dict() for c in self.changes],
             "checks": [c.as_dict() for c in self.checks],
             "warnings": list(self.warnings),
         }
+        if with_changes:
+            data["changes"] = [c.as_dict() for c in self.changes]
+        else:
+            data["change_count"] = len(self.changes)
+            data["changed_layers"] = len({c.layer for c in self.changes if c.layer is not None})
         if with_diff:
             data["diff"] = self.diff
         return data
@@ -337,8 +343,6 @@ class _Progress:
     before: dict[str, Struct | StructDigest] | None = None
     promised: int = 0
     touched: set[str] = field(default_factory=set)
-    #: original values of what the steps edit (each step edits its input's message in place)
-    kept: Kept = field(default_factory=dict)
     #: phases whose input digest is not read: the output's graph still has the input's wiring
     deferred: set[str] = field(default_factory=set)
 
@@ -501,8 +505,7 @@ def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
         new_doc,
         lenient=run.out_lenient,
         schema=run.schema,
-        keep=progress.kept,
-        origin=progress.origin,
+        in_place=True,
         edits=edits,
     )
     after = run.view_of(new_doc, msg)
@@ -588,7 +591,7 @@ def _run_checks(run: _Setting, progress: _Progress, result: Result) -> None:
     parse-bind, semantic-diff, structure, set-up, promises, idempotence."""
     from .checks import semantic_diff, setup_check, structure_check
 
-    orig, final, kept = progress.orig, progress.view, progress.kept
+    orig, final = progress.orig, progress.view
     checks = result.checks
     checks.append(CheckResult("parse-bind", True, _bind_detail(orig, final, run.out_lenient)))
     changes, failures = semantic_diff(
@@ -599,9 +602,9 @@ def _run_checks(run: _Setting, progress: _Progress, result: Result) -> None:
         progress.net_effects,
         progress.removed_orig,
         progress.step_of,
-        kept,
+        run.out_lenient,
+        run.schema,
     )
-    kept.clear()
     result.changes = changes
     if failures:
         checks.extend(failures)
@@ -1082,6 +1085,7 @@ def run_file(
     weights_out: str | None = None,
     write_to: str | None = None,
     with_diff: bool = True,
+    with_changes: bool = True,
 ) -> dict[str, Any]:
     """Apply to one net file and return plain data (for the CLI and its worker processes).
 
@@ -1092,6 +1096,7 @@ def run_file(
     :func:`rewriter.cli.runfile.run_file` sends NetSpec scripts (``*.py``) to the codemod instead.
     ``with_diff=False`` leaves out the unified diff (``-o``, ``--in-place`` and ``--check``
     print none): on a net with thousands of edited layers it is a tenth of the run.
+    ``with_changes=False`` gives only the counts of changes (see :meth:`Result.to_json`).
     """
     try:
         result = apply(
@@ -1109,7 +1114,7 @@ def run_file(
         }
     except RewriterError as e:
         return {"path": path, "ok": False, "error": str(e)}
-    data = result.to_json(with_diff=with_diff)
+    data = result.to_json(with_diff=with_diff, with_changes=with_changes)
     data["ok"] = True
     if result.weights is not None:
         data["weights"] = {"source": result.weights.source, "written": result.weights.written}

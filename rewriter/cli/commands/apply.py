@@ -189,7 +189,7 @@ def apply_cmd(
     else:
         # the diff is printed only as text to stdout, and is part of the json
         with_diff = fmt == "json" or not (check or output is not None or in_place)
-        results = _run_all(files, recipe, values, phase, lenient, jobs, with_diff)
+        results = _run_all(files, recipe, values, phase, lenient, jobs, with_diff, fmt == "json")
 
     errors = 0
     changed = 0
@@ -221,7 +221,7 @@ def apply_cmd(
                 typer.echo(f"{data['path']}: warning: {w}", err=True)
             if check:
                 if data["changed"]:
-                    typer.echo(f"{data['path']}: would change ({len(data['changes'])} change(s))")
+                    typer.echo(f"{data['path']}: would change ({_change_count(data)} change(s))")
                 continue
             if output is None and not in_place and data.get("diff"):
                 text = data["diff"]
@@ -281,12 +281,20 @@ def _summary(data: dict[str, Any], written: bool) -> str:
         verb_skip = ""
     if not data["changed"]:
         return f"{data['path']}: no change ({n_checks} checks passed)"
-    layers = {c["layer"] for c in data["changes"] if c["layer"] is not None}
+    if "changes" in data:
+        n_layers = len({c["layer"] for c in data["changes"] if c["layer"] is not None})
+    else:
+        n_layers = data["changed_layers"]
     verb = "written" if written else "not written (use -o or --in-place)"
     return (
-        f"{data['path']}: {len(data['changes'])} change(s) in {len(layers)} layer(s), "
+        f"{data['path']}: {_change_count(data)} change(s) in {n_layers} layer(s), "
         f"{n_checks} checks passed{verb_skip}, {verb}"
     )
+
+
+def _change_count(data: dict[str, Any]) -> int:
+    """Listed (json output, NetSpec scripts) or only counted (a net's text output)."""
+    return len(data["changes"]) if "changes" in data else int(data["change_count"])
 
 
 def _read(path: str) -> str:
@@ -309,6 +317,7 @@ def _run_all(
     lenient: bool,
     jobs: int,
     with_diff: bool = True,
+    with_changes: bool = True,
 ) -> list[dict[str, Any]]:
     from rewriter.cli.runfile import run_file
 
@@ -326,7 +335,7 @@ def _run_all(
     try:
         if jobs == 1 or len(files) == 1:
             for i, f in enumerate(files):
-                results[i] = run_file(f, recipe, values, phase, lenient, with_diff)
+                results[i] = run_file(f, recipe, values, phase, lenient, with_diff, with_changes)
                 if progress is not None:
                     progress.advance(task)
         else:
@@ -334,7 +343,9 @@ def _run_all(
 
             with ProcessPoolExecutor(max_workers=jobs) as pool:
                 futures = {
-                    pool.submit(run_file, f, recipe, values, phase, lenient, with_diff): i
+                    pool.submit(
+                        run_file, f, recipe, values, phase, lenient, with_diff, with_changes
+                    ): i
                     for i, f in enumerate(files)
                 }
                 for fut in as_completed(futures):
