@@ -711,9 +711,6 @@ def setup_check(
     BatchNorm's use_global_stats) sets up exactly as the input does: Caffe's set-up reads
     those values only in the checks :mod:`rewriter.caffe.derive` made sure cannot fire.
     """
-    from rewriter.caffe.setup_checks import check_setup
-    from rewriter.schema.bind import bind
-
     results: list[CheckResult] = []
     same_phases = phase_independent(orig) and phase_independent(final)
     for phase in ("TRAIN", "TEST"):
@@ -727,6 +724,9 @@ def setup_check(
             )
             results.append(CheckResult("setup", True, detail))
             continue
+        from rewriter.caffe.setup_checks import check_setup
+        from rewriter.schema.bind import bind
+
         try:
             built: Any = final.graph(phase)  # the structure check's, when it built one
         except RewriterError:
