@@ -300,20 +300,35 @@ def apply_text(text: str, recipe: Recipe | Step | Sequence[Step] | str, **kw: An
 # --------------------------------------------------------------------------- the engine
 
 
-@dataclass
 class _Setting:
     """What stays fixed while a recipe runs: its steps, the default phase and how the output is
-    read back (as strictly as the input allows, with the input's line ending)."""
+    read back (as strictly as the input allows, with the input's line ending).
 
-    recipe: Recipe
-    steps: list[Step]
-    phase: str
-    path: str
-    counts: dict[str, int] | None
-    schema: Schema | None
-    newline: str
-    #: lenient only if the input needed it
-    out_lenient: bool
+    (A plain class: this module is on every apply's start-up path, and creating a dataclass
+    costs ~1 ms at import.)"""
+
+    __slots__ = ("recipe", "steps", "phase", "path", "counts", "schema", "newline", "out_lenient")
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        steps: list[Step],
+        phase: str,
+        path: str,
+        counts: dict[str, int] | None,
+        schema: Schema | None,
+        newline: str,
+        out_lenient: bool,
+    ) -> None:
+        self.recipe = recipe
+        self.steps = steps
+        self.phase = phase
+        self.path = path
+        self.counts = counts
+        self.schema = schema
+        self.newline = newline
+        #: lenient only if the input needed it
+        self.out_lenient = out_lenient
 
     def view_of(self, d: Document, msg: Any) -> NetView:
         from .select import NetView
@@ -321,30 +336,30 @@ class _Setting:
         return NetView(d, msg, path=self.path, param_counts=self.counts)
 
 
-@dataclass
 class _Progress:
-    """What the steps did so far, as the checks need it; ``view`` is the current net."""
+    """What the steps did so far, as the checks need it; ``view`` is the current net.
+    (A plain class, as :class:`_Setting`.)"""
 
-    orig: NetView
-    view: NetView
-    #: output layer index -> input layer index (None: added); a range until a step adds or
-    #: removes layers (a list of 100k ints is 3 MB)
-    origin: Sequence[int | None]
-    effects: dict[int, frozenset[tuple[str, ...]]] = field(default_factory=dict)
-    step_of: dict[int, dict[tuple[str, ...], str]] = field(default_factory=dict)
-    declared: dict[Any, tuple[frozenset[tuple[str, ...]], dict[tuple[str, ...], str]]] = field(
-        default_factory=dict
-    )
-    net_effects: set[tuple[str, ...]] = field(default_factory=set)
-    structural: list[StructChange] = field(default_factory=list)
-    removed_orig: list[int] = field(default_factory=list)
-    promise_failures: list[CheckResult] = field(default_factory=list)
-    #: the input's structures, read before its graphs were dropped
-    before: dict[str, Struct | StructDigest] | None = None
-    promised: int = 0
-    touched: set[str] = field(default_factory=set)
-    #: phases whose input digest is not read: the output's graph still has the input's wiring
-    deferred: set[str] = field(default_factory=set)
+    def __init__(self, orig: NetView, view: NetView, origin: Sequence[int | None]) -> None:
+        self.orig = orig
+        self.view = view
+        #: output layer index -> input layer index (None: added); a range until a step adds
+        #: or removes layers (a list of 100k ints is 3 MB)
+        self.origin = origin
+        self.effects: dict[int, frozenset[tuple[str, ...]]] = {}
+        self.step_of: dict[int, dict[tuple[str, ...], str]] = {}
+        self.declared: dict[Any, tuple[frozenset[tuple[str, ...]], dict[tuple[str, ...], str]]] = {}
+        self.net_effects: set[tuple[str, ...]] = set()
+        self.structural: list[StructChange] = []
+        self.removed_orig: list[int] = []
+        self.promise_failures: list[CheckResult] = []
+        #: the input's structures, read before its graphs were dropped
+        self.before: dict[str, Struct | StructDigest] | None = None
+        self.promised = 0
+        self.touched: set[str] = set()
+        #: phases whose input digest is not read: the output's graph still has the input's
+        #: wiring
+        self.deferred: set[str] = set()
 
 
 def _run(
