@@ -178,3 +178,43 @@ def test_a_later_step_that_rewires_is_still_caught(
     ok = apply(parse(NET), [Step("freeze", upto="conv1"), Step("freeze", upto="fc")])
     assert all(c.ok for c in ok.checks)
     assert ("TRAIN", True) in adopted[1:]
+
+
+@pytest.mark.parametrize(
+    "recipe, options",
+    [
+        ("freeze", {"upto": "res9_branch2b"}),  # selection needs the graph
+        ("freeze", {"layers": ["res3_branch2a", "bn_res3_branch2a"]}),  # selection by name
+        ("bn-frozen", {}),  # by type
+        ("set-lr", {"glob": "res*", "lr_mult": 0.5, "bias_lr_mult": 1.0}),
+    ],
+)
+def test_apply_parses_binds_and_wires_the_input_once(
+    recipe: str, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the selection needs, the checks never read the input again: one whole
+    parse and bind, and one Net::Init wiring (the output's graph is derived from it)."""
+    import rewriter.caffe.graph
+    import rewriter.schema.bind
+    from bench.gen import resnet_bn
+
+    text = resnet_bn(300)
+    n_fields = len(parse(text).fields)
+    binds: list[int] = []
+    builds: list[str] = []
+    real_bind, real_build = rewriter.schema.bind.bind, rewriter.caffe.graph.build_graph
+
+    def counting_bind(doc: Any, *a: Any, **k: Any) -> Any:
+        binds.append(len(doc.fields))
+        return real_bind(doc, *a, **k)
+
+    def counting_build(net: Any, *a: Any, **k: Any) -> Any:
+        builds.append(str(k.get("phase", a[0] if a else "TRAIN")))
+        return real_build(net, *a, **k)
+
+    monkeypatch.setattr(rewriter.schema.bind, "bind", counting_bind)
+    monkeypatch.setattr(rewriter.caffe.graph, "build_graph", counting_build)
+    result = apply(parse(text), Recipe.builtin(recipe), options=options)
+    assert result.changed and all(c.ok for c in result.checks)
+    assert [n for n in binds if n == n_fields] == [n_fields]  # (the rest: edited fields)
+    assert builds == ["TRAIN"]

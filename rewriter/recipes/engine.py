@@ -506,8 +506,15 @@ def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
     from .steps import STRUCTURAL_KINDS, fast_doc
 
     view, orig = progress.view, progress.orig
+    first = view is orig and progress.before is None
+    if first and not plan.structural and not orig.built_phases():
+        # The checks need the input's TRAIN net; built now, from the message the steps have
+        # not edited yet, the output's can be derived from it. (Later, the input's text would
+        # have to be parsed and bound again first.)
+        with suppress(RewriterError):
+            orig.graph("TRAIN")
     inherited = view.graph_cache() if not plan.structural else {}
-    if view is orig and progress.before is None:
+    if first:
         digests = not any(s.kind in STRUCTURAL_KINDS for s in run.steps)
         # a graph the output may derive has the input's wiring: its digest can wait
         progress.deferred = set(inherited) if digests else set()
@@ -669,14 +676,14 @@ def _release_graphs(
             if phase not in deferred:
                 out[phase] = read(phase)
         orig.forget_graphs()
-        if not phase_independent(orig):
-            # the check compares both phases: read the other one now, one graph at a time
-            for phase in ("TRAIN", "TEST"):
-                if phase not in out and phase not in deferred:
-                    # (if it does not build, the check builds it again and reports why)
-                    with suppress(RewriterError):
-                        out[phase] = read(phase)
-                    orig.forget_graphs()
+        # the check compares TRAIN, and TEST when rules tell them apart: read what is missing
+        # now (one graph at a time), while the input's message is still the input's
+        for phase in ("TRAIN", "TEST") if not phase_independent(orig) else ("TRAIN",):
+            if phase not in out and phase not in deferred:
+                # (if it does not build, the check builds it again and reports why)
+                with suppress(RewriterError):
+                    out[phase] = read(phase)
+                orig.forget_graphs()
     orig.forget_graphs()
     return out
 
