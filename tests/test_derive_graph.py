@@ -218,3 +218,25 @@ def test_apply_parses_binds_and_wires_the_input_once(
     assert result.changed and all(c.ok for c in result.checks)
     assert [n for n in binds if n == n_fields] == [n_fields]  # (the rest: edited fields)
     assert builds == ["TRAIN"]
+
+
+def test_a_net_with_phase_rules_derives_both_phases(
+    adopted: list[tuple[str, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed net has TRAIN- and TEST-only layers: both input nets are wired once, before
+    the edits, and both output nets are derived (and set up as the input's)."""
+    import rewriter.caffe.graph
+
+    builds: list[str] = []
+    real_build = rewriter.caffe.graph.build_graph
+
+    def counting_build(net: Any, *a: Any, **k: Any) -> Any:
+        builds.append(str(k.get("phase", a[0] if a else "TRAIN")))
+        return real_build(net, *a, **k)
+
+    monkeypatch.setattr(rewriter.caffe.graph, "build_graph", counting_build)
+    result = apply(REPO / "examples" / "seed_net.prototxt", Recipe.builtin("seed-freeze"))
+    assert sorted(builds) == ["TEST", "TRAIN"]
+    assert set(adopted) == {("TEST", True), ("TRAIN", True)}  # (per step)
+    setup = [c.detail for c in result.checks if c.name == "setup"]
+    assert len(setup) == 2 and all("sets up as the input does" in d for d in setup)

@@ -507,12 +507,15 @@ def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
 
     view, orig = progress.view, progress.orig
     first = view is orig and progress.before is None
-    if first and not plan.structural and not orig.built_phases():
-        # The checks need the input's TRAIN net; built now, from the message the steps have
-        # not edited yet, the output's can be derived from it. (Later, the input's text would
-        # have to be parsed and bound again first.)
-        with suppress(RewriterError):
-            orig.graph("TRAIN")
+    if first and not plan.structural:
+        # The checks need the input's nets (TRAIN; TEST when rules tell them apart); built
+        # now, from the message the steps have not edited yet, the output's can be derived
+        # from them. (Later, the input's text would have to be parsed and bound again.)
+        from .checks import phase_independent
+
+        for phase in ("TRAIN",) if phase_independent(orig) else ("TRAIN", "TEST"):
+            with suppress(RewriterError):
+                orig.graph(phase)
     inherited = view.graph_cache() if not plan.structural else {}
     if first:
         digests = not any(s.kind in STRUCTURAL_KINDS for s in run.steps)
