@@ -17,10 +17,13 @@ Run on every apply (:func:`rewriter.recipes.engine.apply`), in this order:
 ``structure``
     Caffe's net for TRAIN and for TEST (layers after include/exclude filtering, with their
     types, bottoms and tops; Split layers folded back) equals the original one, transformed by
-    the structural changes steps declared (renames, removed layers) and nothing else.
+    the structural changes steps declared (renames, removed layers) and nothing else. When
+    every edit changed only ``param`` blocks or BatchNorm's ``batch_norm_param``, the result's
+    graph is derived from the input's (:mod:`rewriter.caffe.derive`), unchanged by construction.
 ``setup``
     The result passes Caffe's set-up checks (:mod:`rewriter.caffe.setup_checks`: shapes, parameter
-    sharing...) in every phase where the input passed them.
+    sharing...) in every phase where the input passed them; a derived phase sets up as the
+    input does (those fields reach no set-up check the derivation does not rule out).
 ``promises``
     Each step's promise, checked with Caffe's backward analysis on the document it produced.
 ``idempotence``
@@ -657,7 +660,7 @@ def structure_check(
             # its graph is the input's with parameters set up again (rewriter.caffe.derive),
             # which it does only when the edits changed nothing the wiring reads
             n = sum(1 for lay in final.graph(phase).layers if not lay.inserted_split)
-            detail = f"{phase}: {n} layers, unchanged (only parameter fields were edited)"
+            detail = f"{phase}: {n} layers, unchanged (only param, batch_norm_param edited)"
             results.append(CheckResult("structure", True, detail))
             continue
         known = before.get(phase) if before else None
@@ -707,9 +710,9 @@ def setup_check(
     Only the result is set up first; the input (re-read from its unchanged text: the steps
     edited its message) only when the result fails, to tell a new failure from an old one.
     A phase whose graph the engine derived from the input's (``final.derived_from_input``: every
-    edit changed only unshared parameter multipliers, within the layers' blob counts, or
-    BatchNorm's use_global_stats) sets up exactly as the input does: Caffe's set-up reads
-    those values only in the checks :mod:`rewriter.caffe.derive` made sure cannot fire.
+    edit changed only unshared param blocks, within the layers' blob counts, or BatchNorm's
+    batch_norm_param) sets up exactly as the input does: Caffe's set-up reads those only in
+    the checks :mod:`rewriter.caffe.derive` made sure cannot fire.
     """
     results: list[CheckResult] = []
     same_phases = phase_independent(orig) and phase_independent(final)
@@ -719,8 +722,8 @@ def setup_check(
             continue
         if phase in final.derived_from_input:
             detail = (
-                f"{phase}: sets up as the input does (only unshared lr_mult/decay_mult and "
-                "use_global_stats changed, which Caffe's set-up does not check)"
+                f"{phase}: sets up as the input does (only unshared param blocks and "
+                "BatchNorm's batch_norm_param were edited: no set-up check reads them)"
             )
             results.append(CheckResult("setup", True, detail))
             continue
