@@ -534,6 +534,8 @@ def _apply_edits(run: _Setting, progress: _Progress, plan: Plan) -> NetView:
         edits=edits,
     )
     after = run.view_of(new_doc, msg)
+    if len(after) == len(view) and all(n is not None and "name" not in n for _, n in edits):
+        after.share_names(view)
     if inherited:
         _derive_graphs(run, view, after, inherited, edits, first=view is orig)
     _settle_digests(progress, view, after, inherited)

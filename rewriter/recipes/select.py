@@ -222,6 +222,12 @@ class NetView:
         """The phases whose graph is cached, in the order they were built."""
         return list(self._graphs)
 
+    def share_names(self, other: NetView) -> None:
+        """Take ``other``'s layer names (and their index): this view's document is ``other``'s
+        with no layer added, removed or renamed (100k names and their dict are ~1x the file)."""
+        self._names = other._names
+        self._by_name = other._by_name
+
     def graph_cache(self) -> dict[str, tuple[Graph, IndexMap | None, Any]]:
         """The graphs built so far, with the maps read off their wiring (see adopt_graph)."""
         return {p: (g, self._where.get(p), self._edges.get(p)) for p, g in self._graphs.items()}
