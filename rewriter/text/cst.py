@@ -177,6 +177,64 @@ class MessageBody:
             body._lists = base._lists
         return body
 
+    def entries(self) -> list[int | Field]:
+        """The children as an edit sees them: records of the packed array (ints) where this
+        body has them, Field objects otherwise. An edit of a layer touches one or two of its
+        children; the others stay records and are never built (see :meth:`with_entries`)."""
+        if self._fields is not None:
+            return list(self._fields)
+        if self._mixed is not None:
+            return list(self._mixed)
+        return list(self._records())
+
+    def with_entries(self, entries: Sequence[int | Field]) -> MessageBody:
+        """This body with new children given as :meth:`entries` (records of this body's packed
+        array, or fields): the edit's result, as :meth:`edited` builds it but without building
+        and matching Field objects for the children it kept."""
+        packed = self._packed
+        if packed is None or all(isinstance(x, Field) for x in entries):
+            fields = [x if isinstance(x, Field) else self._field_at(x) for x in entries]
+            return MessageBody(
+                self.src, self.start, self.open_end, fields, self.close_start, self.end, False
+            )
+        body = MessageBody(self.src, self.start, self.open_end, (), self.close_start, self.end)
+        body.pristine = False
+        body._fields = None
+        body._mixed = tuple(entries)
+        body._packed = packed
+        body._lists = self._lists
+        return body
+
+    def entry_field(self, x: int | Field) -> Field:
+        """The field of one of :meth:`entries`."""
+        return x if isinstance(x, Field) else self._field_at(x)
+
+    def entry_span(self, x: int | Field) -> tuple[int, int, int, int]:
+        """(start, name_start, value_end, end) in ``self.src`` of a record of :meth:`entries`."""
+        packed = self._packed
+        assert packed is not None and isinstance(x, int)
+        j = x * _REC
+        return packed[j], packed[j + 1], packed[j + 4], packed[j + 5]
+
+    def prefixes(self) -> Iterator[str]:
+        """The prefix of every field below this body, depth first in file order (as
+        :meth:`Document.walk_depth` visits them), read from the records where there are some."""
+        packed = self._packed
+        src = self.src
+        if packed is not None and self._mixed is None:
+            for j in range(self._lo * _REC, self._hi * _REC, _REC):
+                yield src[packed[j] : packed[j + 1]]
+            return
+        for x in self.entries():
+            if isinstance(x, Field):
+                yield x.prefix
+                if isinstance(x.body, MessageBody):
+                    yield from x.body.prefixes()
+            else:
+                assert packed is not None
+                for j in range(x * _REC, (x + 1 + packed[x * _REC + 8]) * _REC, _REC):
+                    yield src[packed[j] : packed[j + 1]]
+
     @property
     def is_view(self) -> bool:
         """A parsed body whose fields are all records (see :meth:`_records`)."""
