@@ -331,7 +331,23 @@ class MessageBody:
 
     def names(self) -> list[str]:
         """The field names in order (without building the fields of a parsed body)."""
+        if self.is_view:
+            return self._view_names()
         return list(self._names())
+
+    def _view_names(self) -> list[str]:
+        """:meth:`names` of a view, read straight from its records (steps ask for the names
+        of thousands of layers)."""
+        packed = self._packed
+        assert packed is not None
+        src = self.src
+        out = []
+        r, hi = self._lo, self._hi
+        while r < hi:
+            j = r * _REC
+            out.append(src[packed[j + 1] : packed[j + 2]])
+            r += 1 + packed[j + 8]
+        return out
 
     def _names(self) -> Iterator[str]:
         """The field names in order, without building the fields."""
@@ -343,7 +359,7 @@ class MessageBody:
             for f in self.fields:
                 yield f.name
         else:
-            yield from map(self._name_at, self._records())
+            yield from self._view_names()
 
     def _field_at(self, i: int) -> Field:
         """The field of record ``i`` (packed bodies only)."""
@@ -439,7 +455,23 @@ class MessageBody:
         """Indices of the fields named ``name`` (``index().get(name, ())`` without the dict)."""
         if self._fields is not None:
             return self.index().get(name, ())
-        return tuple(i for i, n in enumerate(self._names()) if n == name)
+        packed = self._packed
+        if packed is None or self._mixed is not None:
+            return tuple(i for i, n in enumerate(self._names()) if n == name)
+        # A view: compare the names in place, without slicing them out.
+        src = self.src
+        size = len(name)
+        out = []
+        i = 0
+        r, hi = self._lo, self._hi
+        while r < hi:
+            j = r * _REC
+            a = packed[j + 1]
+            if packed[j + 2] - a == size and src.startswith(name, a):
+                out.append(i)
+            i += 1
+            r += 1 + packed[j + 8]
+        return tuple(out)
 
     def get(self, name: str) -> Field | None:
         """The last field of that name (protobuf keeps the last of a repeated singular)."""
