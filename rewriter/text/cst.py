@@ -185,20 +185,37 @@ class MessageBody:
             return list(self._fields)
         if self._mixed is not None:
             return list(self._mixed)
-        return list(self._records())
+        packed = self._packed
+        assert packed is not None
+        out: list[int | Field] = []
+        r, hi = self._lo, self._hi
+        while r < hi:
+            out.append(r)
+            r += 1 + packed[r * _REC + 8]
+        return out
+
+    def entry_prefixes(self, entries: Sequence[int | Field]) -> list[str]:
+        """The prefix of each of :meth:`entries` (an edit looks at every one)."""
+        packed = self._packed
+        if packed is None:
+            return [x.prefix for x in entries if isinstance(x, Field)]
+        src = self.src
+        return [
+            x.prefix if isinstance(x, Field) else src[packed[x * _REC] : packed[x * _REC + 1]]
+            for x in entries
+        ]
 
     def with_entries(self, entries: Sequence[int | Field]) -> MessageBody:
         """This body with new children given as :meth:`entries` (records of this body's packed
         array, or fields): the edit's result, as :meth:`edited` builds it but without building
         and matching Field objects for the children it kept."""
         packed = self._packed
-        if packed is None or all(isinstance(x, Field) for x in entries):
+        records = packed is not None and any(type(x) is int for x in entries)
+        start, open_end, close_start, end = self.start, self.open_end, self.close_start, self.end
+        if not records:
             fields = [x if isinstance(x, Field) else self._field_at(x) for x in entries]
-            return MessageBody(
-                self.src, self.start, self.open_end, fields, self.close_start, self.end, False
-            )
-        body = MessageBody(self.src, self.start, self.open_end, (), self.close_start, self.end)
-        body.pristine = False
+            return MessageBody(self.src, start, open_end, fields, close_start, end, False)
+        body = MessageBody(self.src, start, open_end, (), close_start, end, False)
         body._fields = None
         body._mixed = tuple(entries)
         body._packed = packed
@@ -317,7 +334,7 @@ class MessageBody:
         records, without building either body's fields."""
         mixed = self._mixed
         packed = old._packed
-        if mixed is None or not old.is_view or self._packed is not packed:
+        if mixed is None or packed is None or not old.is_view or self._packed is not packed:
             return None
         kept: set[int] = set()
         names: set[str] = set()
@@ -326,14 +343,34 @@ class MessageBody:
                 names.add(x.name)
             else:
                 kept.add(x)
-        names.update(old._name_at(r) for r in old._records() if r not in kept)
+        src = old.src
+        r, hi = old._lo, old._hi
+        while r < hi:
+            j = r * _REC
+            if r not in kept:
+                names.add(src[packed[j + 1] : packed[j + 2]])
+            r += 1 + packed[j + 8]
         return names
 
     def names(self) -> list[str]:
         """The field names in order (without building the fields of a parsed body)."""
         if self.is_view:
             return self._view_names()
+        if self._mixed is not None:
+            return self._mixed_names()
         return list(self._names())
+
+    def _mixed_names(self) -> list[str]:
+        """:meth:`names` of an edited body that kept records (every edited layer's is read
+        by the checks)."""
+        mixed = self._mixed
+        packed = self._packed
+        assert mixed is not None and packed is not None
+        src = self.src
+        return [
+            x.name if isinstance(x, Field) else src[packed[x * _REC + 1] : packed[x * _REC + 2]]
+            for x in mixed
+        ]
 
     def _view_names(self) -> list[str]:
         """:meth:`names` of a view, read straight from its records (steps ask for the names
@@ -351,10 +388,8 @@ class MessageBody:
 
     def _names(self) -> Iterator[str]:
         """The field names in order, without building the fields."""
-        mixed = self._mixed
-        if mixed is not None:
-            for x in mixed:
-                yield x.name if isinstance(x, Field) else self._name_at(x)
+        if self._mixed is not None:
+            yield from self._mixed_names()
         elif self._packed is None:
             for f in self.fields:
                 yield f.name
@@ -457,7 +492,7 @@ class MessageBody:
             return self.index().get(name, ())
         packed = self._packed
         if packed is None or self._mixed is not None:
-            return tuple(i for i, n in enumerate(self._names()) if n == name)
+            return tuple(i for i, n in enumerate(self.names()) if n == name)
         # A view: compare the names in place, without slicing them out.
         src = self.src
         size = len(name)

@@ -122,7 +122,7 @@ class _Style:
 def _style(
     doc: Document,
     body: MessageBody,
-    entries: list[int | Field],
+    prefixes: list[str],
     parent_indent: str,
     unit: str,
     nl: str,
@@ -130,8 +130,7 @@ def _style(
     if body is not doc.body and "\n" not in body.code:
         return _Style(True, "", "", nl)
     indent = None
-    for x in entries:
-        prefix = _prefix(body, x)
+    for prefix in prefixes:
         nl_at = prefix.rfind("\n")
         if nl_at >= 0:
             indent = prefix[nl_at + 1 :]
@@ -273,7 +272,8 @@ class Editor:
             self._unit = _unit(self.doc)
             self._newline = self.doc.newline
         assert self._newline is not None
-        style = _style(self.doc, body, fields, indent, self._unit, self._newline)
+        prefixes = body.entry_prefixes(fields)
+        style = _style(self.doc, body, prefixes, indent, self._unit, self._newline)
         inserts: dict[int, list[_Op]] = {}
         removed: set[int] = set()
         for op in sorted(ops, key=lambda o: o.order) if len(ops) > 1 else ops:
@@ -301,6 +301,8 @@ class Editor:
                 fields[op.index] = make_field(f.prefix + text)
             elif op.kind == "remove":
                 removed.add(op.index)
+            if op.kind != "remove":
+                prefixes[op.index] = _prefix(body, fields[op.index])
         out: list[int | Field] = []
         carry = ""  # prefix text a removed field leaves behind (a separating blank line)
         line_break = ""  # the line break that ended the line before the removed fields
@@ -312,22 +314,18 @@ class Editor:
             for op in inserts.get(i, ()):
                 assert op.spec is not None
                 following = _code(body, fields[i]) if i < n else body.close_text
-                nxt = fields[i] if i < n and i not in removed else None
+                nxt = i < n and i not in removed
                 at_file_start = not out and body is self.doc.body
-                if (
-                    nxt is not None
-                    and not style.one_line
-                    and (at_file_start or "\n" not in _prefix(body, nxt))
-                ):
+                if nxt and not style.one_line and (at_file_start or "\n" not in prefixes[i]):
                     glued = True
                     at_start = at_start or at_file_start
-                    out.append(self._glued_field(op.spec, style, body, out, _prefix(body, nxt)))
+                    out.append(self._glued_field(op.spec, style, body, out, prefixes[i]))
                     continue
                 out.append(self._new_field(op.spec, style, body, out, following))
             if i == n:
                 break
             x = fields[i]
-            prefix = _prefix(body, x)
+            prefix = prefixes[i]
             if glued:
                 # The inserted field took this one's place at the start of the file or line;
                 # this one now starts its own line (its comments, if any, come with it).
