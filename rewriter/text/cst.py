@@ -99,7 +99,8 @@ class MessageBody:
     -1 for a scalar and -2 for a list, whose :class:`ListBody` sits in a side table), about a
     quarter of the objects' size. ``fields`` builds the Field objects (and views of the nested
     bodies) each time it is read; they are equal in every attribute from one read to the next,
-    but not the same objects. Bodies built by edits hold their fields as a plain tuple.
+    but not the same objects. Bodies built by edits keep the children they did not touch as
+    records (see :meth:`with_entries`).
     """
 
     __slots__ = (
@@ -142,41 +143,6 @@ class MessageBody:
         self._lists: dict[int, ListBody] | None = None
         self._mixed: tuple[int | Field, ...] | None = None
 
-    @classmethod
-    def edited(
-        cls,
-        base: MessageBody,
-        fields: Sequence[Field],
-    ) -> MessageBody:
-        """``base`` with new children (an edit): the children it kept from a parsed ``base``
-        stay records (an int each, instead of a Field and its body), the others are objects.
-        An edited layer keeps most of its fields; this keeps its memory near the parsed one."""
-        body = cls(base.src, base.start, base.open_end, fields, base.close_start, base.end, False)
-        packed = base._packed
-        if packed is None or not base.is_view:
-            return body
-        src = base.src
-        # Edits keep the children they leave in order: walk base's records alongside.
-        records = base._records()
-        r = next(records, None)
-        mixed: list[int | Field] = []
-        kept = False
-        for f in fields:
-            if type(f) is Field and f.src is src:
-                while r is not None and packed[r * _REC] < f.start:
-                    r = next(records, None)
-                if r is not None and packed[r * _REC] == f.start and packed[r * _REC + 5] == f.end:
-                    mixed.append(r)
-                    kept = True
-                    continue
-            mixed.append(f)
-        if kept:
-            body._fields = None
-            body._mixed = tuple(mixed)
-            body._packed = packed
-            body._lists = base._lists
-        return body
-
     def entries(self) -> list[int | Field]:
         """The children as an edit sees them: records of the packed array (ints) where this
         body has them, Field objects otherwise. An edit of a layer touches one or two of its
@@ -207,8 +173,9 @@ class MessageBody:
 
     def with_entries(self, entries: Sequence[int | Field]) -> MessageBody:
         """This body with new children given as :meth:`entries` (records of this body's packed
-        array, or fields): the edit's result, as :meth:`edited` builds it but without building
-        and matching Field objects for the children it kept."""
+        array, or fields): the edit's result. The children it kept stay records (an int each,
+        instead of a Field and its body), so an edited layer's memory stays near the parsed
+        one, and :meth:`edited_names` reads what changed from them."""
         packed = self._packed
         records = packed is not None and any(type(x) is int for x in entries)
         start, open_end, close_start, end = self.start, self.open_end, self.close_start, self.end
