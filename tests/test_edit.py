@@ -94,3 +94,44 @@ def test_rename_and_edits_reparse_to_same_tree_text() -> None:
     out = ed.apply()
     assert parse(out.code).code == out.code
     assert 'type: "Deconvolution"' in out.code
+
+
+def test_the_same_new_text_in_many_layers_gives_distinct_fields() -> None:
+    """New field texts are parsed once and copied; each copy still counts as a change of its
+    own, also when a later edit inserts the same text again into the same block."""
+    from rewriter.recipes.checks import changed_names
+
+    src = "".join(f'layer {{\n  name: "l{i}"\n  type: "Scale"\n}}\n' for i in range(3))
+    ed = Editor(parse(src))
+    for i in range(3):
+        ed.insert((i,), 2, "param", [("lr_mult", "0")])
+    once = ed.apply()
+    made = [layer.message.fields[-1] for layer in once.fields]
+    assert {f.code for f in made} == {"\n  param {\n    lr_mult: 0\n  }"}
+    assert made[0] == made[0] and made[0] != made[1]
+    ed2 = Editor(once)
+    ed2.insert((0,), 3, "param", [("lr_mult", "0")])
+    twice = ed2.apply()
+    assert changed_names(once.fields[0], twice.fields[0]) == {"param"}
+    assert twice.code == parse(twice.code).code
+    assert twice.fields[0].code.count("param {") == 2
+
+
+def test_an_edited_layer_names_its_changed_children_from_the_records() -> None:
+    """The children an edit did not touch stay records of the parsed layer, so the names of
+    those it changed come without building any field; they agree with comparing fields."""
+    doc = parse(SRC)
+    ed = Editor(doc)
+    ed.set_value((1, 2, 0), "0")
+    ed.insert((1,), 5, "top", '"t"')
+    ed.remove((1, 1))
+    new = ed.apply()
+    old_body, new_body = doc.fields[1].message, new.fields[1].message
+    fast = new_body.edited_names(old_body)
+    assert fast == {"param", "top", "type"}
+    old_set, new_set = set(old_body.fields), set(new_body.fields)
+    slow = {c.name for c in new_body.fields if c not in old_set}
+    slow |= {c.name for c in old_body.fields if c not in new_set}
+    assert fast == slow
+    assert new_body.names() == [f.name for f in new_body.fields]
+    assert new_body.positions("param") == (1, 2)

@@ -99,7 +99,8 @@ class MessageBody:
     -1 for a scalar and -2 for a list, whose :class:`ListBody` sits in a side table), about a
     quarter of the objects' size. ``fields`` builds the Field objects (and views of the nested
     bodies) each time it is read; they are equal in every attribute from one read to the next,
-    but not the same objects. Bodies built by edits hold their fields as a plain tuple.
+    but not the same objects. Bodies built by edits keep the children they did not touch as
+    records (see :meth:`with_entries`).
     """
 
     __slots__ = (
@@ -142,40 +143,81 @@ class MessageBody:
         self._lists: dict[int, ListBody] | None = None
         self._mixed: tuple[int | Field, ...] | None = None
 
-    @classmethod
-    def edited(
-        cls,
-        base: MessageBody,
-        fields: Sequence[Field],
-    ) -> MessageBody:
-        """``base`` with new children (an edit): the children it kept from a parsed ``base``
-        stay records (an int each, instead of a Field and its body), the others are objects.
-        An edited layer keeps most of its fields; this keeps its memory near the parsed one."""
-        body = cls(base.src, base.start, base.open_end, fields, base.close_start, base.end, False)
-        packed = base._packed
-        if packed is None or not base.is_view:
-            return body
-        src = base.src
-        # Edits keep the children they leave in order: walk base's records alongside.
-        records = base._records()
-        r = next(records, None)
-        mixed: list[int | Field] = []
-        kept = False
-        for f in fields:
-            if type(f) is Field and f.src is src:
-                while r is not None and packed[r * _REC] < f.start:
-                    r = next(records, None)
-                if r is not None and packed[r * _REC] == f.start and packed[r * _REC + 5] == f.end:
-                    mixed.append(r)
-                    kept = True
-                    continue
-            mixed.append(f)
-        if kept:
-            body._fields = None
-            body._mixed = tuple(mixed)
-            body._packed = packed
-            body._lists = base._lists
+    def entries(self) -> list[int | Field]:
+        """The children as an edit sees them: records of the packed array (ints) where this
+        body has them, Field objects otherwise. An edit of a layer touches one or two of its
+        children; the others stay records and are never built (see :meth:`with_entries`)."""
+        if self._fields is not None:
+            return list(self._fields)
+        if self._mixed is not None:
+            return list(self._mixed)
+        packed = self._packed
+        assert packed is not None
+        out: list[int | Field] = []
+        r, hi = self._lo, self._hi
+        while r < hi:
+            out.append(r)
+            r += 1 + packed[r * _REC + 8]
+        return out
+
+    def entry_prefixes(self, entries: Sequence[int | Field]) -> list[str]:
+        """The prefix of each of :meth:`entries` (an edit looks at every one)."""
+        packed = self._packed
+        if packed is None:
+            return [x.prefix for x in entries if isinstance(x, Field)]
+        src = self.src
+        return [
+            x.prefix if isinstance(x, Field) else src[packed[x * _REC] : packed[x * _REC + 1]]
+            for x in entries
+        ]
+
+    def with_entries(self, entries: Sequence[int | Field]) -> MessageBody:
+        """This body with new children given as :meth:`entries` (records of this body's packed
+        array, or fields): the edit's result. The children it kept stay records (an int each,
+        instead of a Field and its body), so an edited layer's memory stays near the parsed
+        one, and :meth:`edited_names` reads what changed from them."""
+        packed = self._packed
+        records = packed is not None and any(type(x) is int for x in entries)
+        start, open_end, close_start, end = self.start, self.open_end, self.close_start, self.end
+        if not records:
+            fields = [x if isinstance(x, Field) else self._field_at(x) for x in entries]
+            return MessageBody(self.src, start, open_end, fields, close_start, end, False)
+        body = MessageBody(self.src, start, open_end, (), close_start, end, False)
+        body._fields = None
+        body._mixed = tuple(entries)
+        body._packed = packed
+        body._lists = self._lists
         return body
+
+    def entry_field(self, x: int | Field) -> Field:
+        """The field of one of :meth:`entries`."""
+        return x if isinstance(x, Field) else self._field_at(x)
+
+    def entry_span(self, x: int | Field) -> tuple[int, int, int, int]:
+        """(start, name_start, value_end, end) in ``self.src`` of a record of :meth:`entries`."""
+        packed = self._packed
+        assert packed is not None and isinstance(x, int)
+        j = x * _REC
+        return packed[j], packed[j + 1], packed[j + 4], packed[j + 5]
+
+    def prefixes(self) -> Iterator[str]:
+        """The prefix of every field below this body, depth first in file order (as
+        :meth:`Document.walk_depth` visits them), read from the records where there are some."""
+        packed = self._packed
+        src = self.src
+        if packed is not None and self._mixed is None:
+            for j in range(self._lo * _REC, self._hi * _REC, _REC):
+                yield src[packed[j] : packed[j + 1]]
+            return
+        for x in self.entries():
+            if isinstance(x, Field):
+                yield x.prefix
+                if isinstance(x.body, MessageBody):
+                    yield from x.body.prefixes()
+            else:
+                assert packed is not None
+                for j in range(x * _REC, (x + 1 + packed[x * _REC + 8]) * _REC, _REC):
+                    yield src[packed[j] : packed[j + 1]]
 
     @property
     def is_view(self) -> bool:
@@ -259,7 +301,7 @@ class MessageBody:
         records, without building either body's fields."""
         mixed = self._mixed
         packed = old._packed
-        if mixed is None or not old.is_view or self._packed is not packed:
+        if mixed is None or packed is None or not old.is_view or self._packed is not packed:
             return None
         kept: set[int] = set()
         names: set[str] = set()
@@ -268,24 +310,58 @@ class MessageBody:
                 names.add(x.name)
             else:
                 kept.add(x)
-        names.update(old._name_at(r) for r in old._records() if r not in kept)
+        src = old.src
+        r, hi = old._lo, old._hi
+        while r < hi:
+            j = r * _REC
+            if r not in kept:
+                names.add(src[packed[j + 1] : packed[j + 2]])
+            r += 1 + packed[j + 8]
         return names
 
     def names(self) -> list[str]:
         """The field names in order (without building the fields of a parsed body)."""
+        if self.is_view:
+            return self._view_names()
+        if self._mixed is not None:
+            return self._mixed_names()
         return list(self._names())
+
+    def _mixed_names(self) -> list[str]:
+        """:meth:`names` of an edited body that kept records (every edited layer's is read
+        by the checks)."""
+        mixed = self._mixed
+        packed = self._packed
+        assert mixed is not None and packed is not None
+        src = self.src
+        return [
+            x.name if isinstance(x, Field) else src[packed[x * _REC + 1] : packed[x * _REC + 2]]
+            for x in mixed
+        ]
+
+    def _view_names(self) -> list[str]:
+        """:meth:`names` of a view, read straight from its records (steps ask for the names
+        of thousands of layers)."""
+        packed = self._packed
+        assert packed is not None
+        src = self.src
+        out = []
+        r, hi = self._lo, self._hi
+        while r < hi:
+            j = r * _REC
+            out.append(src[packed[j + 1] : packed[j + 2]])
+            r += 1 + packed[j + 8]
+        return out
 
     def _names(self) -> Iterator[str]:
         """The field names in order, without building the fields."""
-        mixed = self._mixed
-        if mixed is not None:
-            for x in mixed:
-                yield x.name if isinstance(x, Field) else self._name_at(x)
+        if self._mixed is not None:
+            yield from self._mixed_names()
         elif self._packed is None:
             for f in self.fields:
                 yield f.name
         else:
-            yield from map(self._name_at, self._records())
+            yield from self._view_names()
 
     def _field_at(self, i: int) -> Field:
         """The field of record ``i`` (packed bodies only)."""
@@ -381,7 +457,23 @@ class MessageBody:
         """Indices of the fields named ``name`` (``index().get(name, ())`` without the dict)."""
         if self._fields is not None:
             return self.index().get(name, ())
-        return tuple(i for i, n in enumerate(self._names()) if n == name)
+        packed = self._packed
+        if packed is None or self._mixed is not None:
+            return tuple(i for i, n in enumerate(self.names()) if n == name)
+        # A view: compare the names in place, without slicing them out.
+        src = self.src
+        size = len(name)
+        out = []
+        i = 0
+        r, hi = self._lo, self._hi
+        while r < hi:
+            j = r * _REC
+            a = packed[j + 1]
+            if packed[j + 2] - a == size and src.startswith(name, a):
+                out.append(i)
+            i += 1
+            r += 1 + packed[j + 8]
+        return tuple(out)
 
     def get(self, name: str) -> Field | None:
         """The last field of that name (protobuf keeps the last of a repeated singular)."""

@@ -59,12 +59,39 @@ def with_value(f: Field, value: str) -> Field:
     return Field(text, 0, pre, pre + f.name_end - f.name_start, vs, vs + len(value), len(text))
 
 
+class _NewField(Field):
+    """A field an edit made from new text. Copies of one parsed text share its source, so
+    each copy is equal only to itself (as each parse of the text used to be)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+#: text -> its parsed field: an edit repeated in thousands of layers makes the same few texts
+_MADE: dict[str, Field] = {}
+_MADE_SIZE = 512
+
+
 def make_field(text: str) -> Field:
-    """One field parsed from its own small text (prefix and all)."""
-    doc = parse(text)
-    if len(doc.fields) != 1 or doc.tail_start != len(text):
-        raise ValueError(f"not exactly one field: {text!r}")
-    return doc.fields[0]
+    """One field parsed from its own small text (prefix and all); a text seen before is
+    not parsed again (a fresh copy of its field is returned)."""
+    f = _MADE.get(text)
+    if f is None:
+        doc = parse(text)
+        if len(doc.fields) != 1 or doc.tail_start != len(text):
+            raise ValueError(f"not exactly one field: {text!r}")
+        f = doc.fields[0]
+        if len(_MADE) >= _MADE_SIZE:
+            _MADE.clear()
+        _MADE[text] = f
+    return _NewField(
+        f.src, f.start, f.name_start, f.name_end, f.value_start, f.value_end, f.end, f.body
+    )
 
 
 class _Style:
@@ -92,13 +119,21 @@ class _Style:
         return nl.join(lines)
 
 
-def _style(doc: Document, body: MessageBody, parent_indent: str, unit: str, nl: str) -> _Style:
+def _style(
+    doc: Document,
+    body: MessageBody,
+    prefixes: list[str],
+    parent_indent: str,
+    unit: str,
+    nl: str,
+) -> _Style:
     if body is not doc.body and "\n" not in body.code:
         return _Style(True, "", "", nl)
     indent = None
-    for f in body.fields:
-        if "\n" in f.prefix:
-            indent = f.indent
+    for prefix in prefixes:
+        nl_at = prefix.rfind("\n")
+        if nl_at >= 0:
+            indent = prefix[nl_at + 1 :]
             break
     if indent is None:
         indent = parent_indent + unit
@@ -111,9 +146,10 @@ def _unit(doc: Document) -> str:
 
     Computed once per Editor: on a file with no indentation at all it walks the whole tree.
     """
-    for _, f in doc.walk_depth():
-        ind = f.indent
-        if ind and "\n" in f.prefix:
+    for prefix in doc.body.prefixes():
+        nl = prefix.rfind("\n")
+        if nl >= 0 and nl + 1 < len(prefix):
+            ind = prefix[nl + 1 :]
             return ind if ind.strip() == "" else "  "
     return ""
 
@@ -185,7 +221,8 @@ class Editor:
         for parent in self._ops:
             for depth in range(len(parent)):
                 through.setdefault(parent[:depth], set()).add(parent[depth])
-        fields, _ = self._rebuild((), doc.body, "", through)
+        entries, _ = self._rebuild((), doc.body, "", through)
+        fields = [doc.body.entry_field(x) for x in entries]
         tail = doc.tail_start
         if not doc.fields and fields:
             # A file with no fields (empty, comments only, a byte order mark): the new fields
@@ -199,25 +236,27 @@ class Editor:
 
     def _rebuild(
         self, path: Path, body: MessageBody, indent: str, through: dict[Path, set[int]]
-    ) -> tuple[list[Field], str]:
-        """The new children of ``body``, and a line break its close bracket now needs (when
-        the last field kept ends in a comment that used to be followed by another line)."""
-        fields = list(body.fields)
+    ) -> tuple[list[int | Field], str]:
+        """The new children of ``body`` (as :meth:`MessageBody.entries`: the ones kept stay
+        records of its packed array), and a line break its close bracket now needs (when the
+        last field kept ends in a comment that used to be followed by another line)."""
+        fields = body.entries()
         for i in sorted(through.get(path, ())):
             if i >= len(fields):
                 raise IndexError(f"no field at path {path + (i,)}")
-            f = fields[i]
-            if not isinstance(f.body, MessageBody):
-                raise TypeError(f"path {path + (i,)} goes through a scalar field")
-            new_children, close_break = self._rebuild(path + (i,), f.body, f.indent, through)
+            f = body.entry_field(fields[i])
             b = f.body
+            if not isinstance(b, MessageBody):
+                raise TypeError(f"path {path + (i,)} goes through a scalar field")
+            new_children, close_break = self._rebuild(path + (i,), b, f.indent, through)
             if close_break:
                 # The break goes in front of the close text, which is otherwise kept as it was.
                 opened, closed = b.open_text, close_break + b.close_text
                 src, n = opened + closed, len(opened)
-                nb = MessageBody(src, 0, n, new_children, n, len(src), False)
+                kids = [b.entry_field(x) for x in new_children]
+                nb = MessageBody(src, 0, n, kids, n, len(src), False)
             else:
-                nb = MessageBody.edited(b, new_children)
+                nb = b.with_entries(new_children)
             fields[i] = ComposedField(
                 f.src, f.start, f.name_start, f.name_end, f.value_start, f.value_end, f.end, nb
             )
@@ -227,20 +266,21 @@ class Editor:
         return self._apply_ops(body, fields, ops, indent)
 
     def _apply_ops(
-        self, body: MessageBody, fields: list[Field], ops: list[_Op], indent: str
-    ) -> tuple[list[Field], str]:
+        self, body: MessageBody, fields: list[int | Field], ops: list[_Op], indent: str
+    ) -> tuple[list[int | Field], str]:
         if self._unit is None:
             self._unit = _unit(self.doc)
             self._newline = self.doc.newline
         assert self._newline is not None
-        style = _style(self.doc, body, indent, self._unit, self._newline)
+        prefixes = body.entry_prefixes(fields)
+        style = _style(self.doc, body, prefixes, indent, self._unit, self._newline)
         inserts: dict[int, list[_Op]] = {}
         removed: set[int] = set()
-        for op in sorted(ops, key=lambda o: o.order):
+        for op in sorted(ops, key=lambda o: o.order) if len(ops) > 1 else ops:
             if op.kind == "insert":
                 inserts.setdefault(op.index, []).append(op)
                 continue
-            f = fields[op.index]
+            f = body.entry_field(fields[op.index])
             if op.kind == "set":
                 fields[op.index] = with_value(f, op.text)
             elif op.kind == "rename":
@@ -253,13 +293,17 @@ class Editor:
                 text = op.text
                 if "#" not in text and not text[-1:].isspace():
                     text += f.suffix[: len(f.suffix) - len(f.suffix.lstrip(" \t"))]
-                    glued_next = op.index + 1 < len(fields) and not fields[op.index + 1].prefix
+                    glued_next = op.index + 1 < len(fields) and not _prefix(
+                        body, fields[op.index + 1]
+                    )
                     if glued_next and not text[-1:].isspace():
                         text += " "  # the next field was glued to this one (`x {}A: 1`)
                 fields[op.index] = make_field(f.prefix + text)
             elif op.kind == "remove":
                 removed.add(op.index)
-        out: list[Field] = []
+            if op.kind != "remove":
+                prefixes[op.index] = _prefix(body, fields[op.index])
+        out: list[int | Field] = []
         carry = ""  # prefix text a removed field leaves behind (a separating blank line)
         line_break = ""  # the line break that ended the line before the removed fields
         dropped = False  # fields were removed since the last one kept
@@ -269,56 +313,53 @@ class Editor:
             at_start = False  # ... and it was the first field of the file
             for op in inserts.get(i, ()):
                 assert op.spec is not None
-                following = fields[i].code if i < n else body.close_text
-                nxt = fields[i] if i < n and i not in removed else None
+                following = _code(body, fields[i]) if i < n else body.close_text
+                nxt = i < n and i not in removed
                 at_file_start = not out and body is self.doc.body
-                if (
-                    nxt is not None
-                    and not style.one_line
-                    and (at_file_start or "\n" not in nxt.prefix)
-                ):
+                if nxt and not style.one_line and (at_file_start or "\n" not in prefixes[i]):
                     glued = True
                     at_start = at_start or at_file_start
-                    out.append(self._glued_field(op.spec, style, body, out, nxt))
+                    out.append(self._glued_field(op.spec, style, body, out, prefixes[i]))
                     continue
                 out.append(self._new_field(op.spec, style, body, out, following))
             if i == n:
                 break
-            f = fields[i]
+            x = fields[i]
+            prefix = prefixes[i]
             if glued:
                 # The inserted field took this one's place at the start of the file or line;
                 # this one now starts its own line (its comments, if any, come with it).
-                code = f.code.lstrip("\ufeff")
-                if "\n" not in f.prefix and not at_start:
+                code = _code(body, x).lstrip("\ufeff")
+                if "\n" not in prefix and not at_start:
                     code = style.indent + code.lstrip(" \t")
-                f = make_field(style.newline + code)
+                x = make_field(style.newline + code)
+                prefix = x.prefix
             if i in removed:
-                carry += _detached_prefix(f.prefix)
-                if not line_break and "\n" in f.prefix:
-                    line_break = _first_line_break(f.prefix)
+                carry += _detached_prefix(prefix)
+                if not line_break and "\n" in prefix:
+                    line_break = _first_line_break(prefix)
                 dropped = True
                 continue
-            lead = carry + f.prefix
-            if "\n" not in lead:
+            if "\n" not in prefix and "\n" not in carry:
                 if _ends_in_comment(body, out):
                     # The field before ends in a comment: this one must start a line of its own.
                     if line_break:
                         carry = line_break + carry
                     else:
                         carry = style.newline + style.indent
-                        f = make_field(f.code.lstrip(" \t"))
-                elif dropped and not lead.lstrip("\ufeff") and _glued_after(out):
+                        x = make_field(_code(body, x).lstrip(" \t"))
+                elif dropped and not (carry + prefix).lstrip("\ufeff") and _glued_after(body, out):
                     # The removed field's line break was all that kept this one apart
                     # (``A: 0\nB: 1 C: 2`` minus B).
                     carry += line_break or " "
             line_break, dropped = "", False
             if carry:
-                f = make_field(carry + f.code)
+                x = make_field(carry + _code(body, x))
                 carry = ""
-            out.append(f)
+            out.append(x)
         if carry.startswith("\ufeff") and out:
             # The file's BOM travelled with a deleted first field: keep it in front.
-            out[0] = make_field("\ufeff" + out[0].code)
+            out[0] = make_field("\ufeff" + _code(body, out[0]))
         close_break = ""
         if (
             body is not self.doc.body
@@ -330,13 +371,18 @@ class Editor:
         return out, close_break
 
     def _glued_field(
-        self, spec: FieldSpec, style: _Style, body: MessageBody, before: list[Field], nxt: Field
+        self,
+        spec: FieldSpec,
+        style: _Style,
+        body: MessageBody,
+        before: list[int | Field],
+        prefix: str,
     ) -> Field:
-        """A field inserted before one that does not start its own line: at the start of the
-        file it takes that place (after a byte order mark); inside a line it starts a line."""
+        """A field inserted before one (with this prefix) that does not start its own line: at
+        the start of the file it takes that place (after a byte order mark); inside a line it
+        starts a line."""
         text = style.render(spec.name, spec.value)
         if not before and body is self.doc.body:
-            prefix = nxt.prefix
             bom = "\ufeff" if prefix.startswith("\ufeff") else ""
             # A first line indented without a break before it keeps its indentation.
             lead = prefix[len(bom) :] if "\n" not in prefix else ""
@@ -344,11 +390,16 @@ class Editor:
         return make_field(style.newline + style.indent + text)
 
     def _new_field(
-        self, spec: FieldSpec, style: _Style, body: MessageBody, before: list[Field], following: str
+        self,
+        spec: FieldSpec,
+        style: _Style,
+        body: MessageBody,
+        before: list[int | Field],
+        following: str,
     ) -> Field:
         text = style.render(spec.name, spec.value)
         if style.one_line:
-            preceding = before[-1].code if before else body.open_text
+            preceding = _code(body, before[-1]) if before else body.open_text
             ws_before = preceding.endswith((" ", "\t"))
             prefix = "" if ws_before else " "
             # keep a space before whatever follows unless it brings its own
@@ -359,6 +410,28 @@ class Editor:
         return make_field(style.newline + style.indent + text)
 
 
+def _prefix(body: MessageBody, x: int | Field) -> str:
+    """The prefix of one of ``body``'s entries (a record or a field)."""
+    if isinstance(x, Field):
+        return x.prefix
+    start, name_start, _, _ = body.entry_span(x)
+    return body.src[start:name_start]
+
+
+def _code(body: MessageBody, x: int | Field) -> str:
+    if isinstance(x, Field):
+        return x.code
+    start, _, _, end = body.entry_span(x)
+    return body.src[start:end]
+
+
+def _suffix(body: MessageBody, x: int | Field) -> str:
+    if isinstance(x, Field):
+        return x.suffix
+    _, _, value_end, end = body.entry_span(x)
+    return body.src[value_end:end]
+
+
 def _first_line_break(prefix: str) -> str:
     """The prefix up to its first line break and the indentation after it."""
     nl = prefix.index("\n") + 1
@@ -366,20 +439,20 @@ def _first_line_break(prefix: str) -> str:
     return prefix[:nl].lstrip("\ufeff") + rest[: len(rest) - len(rest.lstrip(" \t"))]
 
 
-def _glued_after(fields: list[Field]) -> bool:
+def _glued_after(body: MessageBody, fields: list[int | Field]) -> bool:
     """Whether a field name printed right after these would run on with the last token
     (``0name``); after ``}``, a quote, ``;`` or ``{`` it may follow directly."""
     if not fields:
         return False  # after ``{``, ``<`` or at the start of the file
-    f = fields[-1]
+    f = body.entry_field(fields[-1])
     last = f.suffix[-1:] or f.src[f.value_end - 1 : f.value_end]
     return last.isalnum() or last in "_.+-"  # a number or identifier would run on
 
 
-def _ends_in_comment(body: MessageBody, fields: list[Field]) -> bool:
+def _ends_in_comment(body: MessageBody, fields: list[int | Field]) -> bool:
     """Whether the text before the next field ends in a comment (a field's trailing one, or
     one after the open bracket)."""
-    return "#" in (fields[-1].suffix if fields else body.open_text)
+    return "#" in (_suffix(body, fields[-1]) if fields else body.open_text)
 
 
 def _detached_prefix(prefix: str) -> str:

@@ -468,11 +468,20 @@ def _last_index(f: Field, name: str) -> int | None:
     return hits[-1] if hits else None
 
 
+def _count(f: Field) -> int:
+    """The number of children of a message field (without building them)."""
+    body = f.body
+    return len(body.names()) if isinstance(body, MessageBody) else 0
+
+
 def _insert_pos(layer: Field, after: Sequence[str]) -> int:
     """Index just after the last child named in ``after`` (0 if none)."""
+    body = layer.body
+    if not isinstance(body, MessageBody):
+        return 0
     pos = 0
-    for i, c in enumerate(_children(layer)):
-        if c.name in after:
+    for i, name in enumerate(body.names()):
+        if name in after:
             pos = i + 1
     return pos
 
@@ -518,16 +527,16 @@ def _ensure_scalar(
             value: Any = text
             for inner in reversed(path[depth + 1 :]):
                 value = [(inner, value)]
-            plan.editor.insert(fpath, len(_children(f)), name, value)
+            plan.editor.insert(fpath, _count(f), name, value)
             return True
-        f = _children(f)[ci]
+        f = _child(f, ci)
         fpath = fpath + (ci,)
         if not isinstance(f.body, MessageBody):
             raise ctx.error(f"{view.describe(k)}: '{name}' is not a message block")
     leaf = path[-1]
     ci = _last_index(f, leaf)
     if ci is None:
-        plan.editor.insert(fpath, len(_children(f)), leaf, text)
+        plan.editor.insert(fpath, _count(f), leaf, text)
     else:
         plan.editor.set_value(fpath + (ci,), text)
     return True
