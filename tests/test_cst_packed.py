@@ -324,3 +324,37 @@ def test_reading_fields_from_several_threads() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("row", corpus_params(kind="net", fmt="V2")[:40])
+def test_code_of_reads_the_records_like_the_fields(row: dict[str, str] | None) -> None:
+    """``MessageBody.code_of`` (read from the records) equals the fields' own code, in a
+    parsed body, an edited one (records and new fields mixed) and a plain one."""
+    _, text = read_corpus(row)
+    doc = parse(text)
+    layers = [f for f in doc.fields if isinstance(f.body, MessageBody)][:30]
+    for f in layers:
+        body = f.body
+        assert isinstance(body, MessageBody)
+        for names in ({"param"}, {"name", "top", "bottom"}, {"convolution_param", "param"}):
+            want = "".join(c.code for c in body.fields if c.name in names)
+            assert body.code_of(names) == want
+            assert body.code_of(names, "\0") == "\0".join(
+                c.code for c in body.fields if c.name in names
+            )
+            plain = MessageBody(
+                body.src, body.start, body.open_end, body.fields, body.close_start, body.end
+            )
+            assert plain.code_of(names) == want
+    edited = [f for f in layers if any(c.name == "name" for c in f.body.fields)]  # type: ignore[union-attr]
+    if edited:
+        ed = Editor(doc)
+        k = doc.fields.index(edited[0])
+        kids = [c.name for c in edited[0].body.fields]  # type: ignore[union-attr]
+        ed.set_value((k, kids.index("name")), '"renamed"')
+        new = ed.apply().fields[k]
+        assert isinstance(new.body, MessageBody)
+        for names in ({"name"}, {"name", "type"}, {"top"}):
+            assert new.body.code_of(names) == "".join(
+                c.code for c in new.body.fields if c.name in names
+            )

@@ -297,9 +297,7 @@ def _edited_layers(old: NetView, new_doc: Document) -> tuple[list[str], list[_Ta
                 continue
             assert isinstance(b.body, MessageBody)
             body = b.body
-            kids = "".join(
-                body.child(i).code for i, name in enumerate(body.names()) if name in names
-            )
+            kids = body.code_of(names)
             text = "layer {\n" + kids + "\n}\n"
             key = (tuple(sorted(names)), text)
         slot = unique.get(key)
@@ -586,10 +584,10 @@ def _net_field_diff(
             changes.append(Change(None, None, _path_text(p), t1, t2, kind))
 
 
-def _kids_text(f: Field, names: Iterable[str], sep: str = "\x00") -> str:
+def _kids_text(f: Field, names: Sequence[str], sep: str = "\x00") -> str:
     body = f.body
     assert isinstance(body, MessageBody)
-    return sep.join(c.code for name in names for c in body.get_all(name))
+    return body.code_of(names, sep)
 
 
 def _step_for(

@@ -32,7 +32,7 @@ import re
 import struct
 import sys
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from typing import Union
 
 from rewriter.errors import Location, ParseError, locate
@@ -405,6 +405,27 @@ class MessageBody:
             parts.extend(f.code for f in self.fields)
         parts.append(src[self.close_start : self.end])
         return "".join(parts)
+
+    def code_of(self, names: Container[str], sep: str = "") -> str:
+        """The code of the children named in ``names``, in file order, joined by ``sep``; read
+        from the records where it can (the semantic diff keys thousands of edited layers by
+        the text of their edited children)."""
+        src = self.src
+        packed = self._packed
+        parts: list[str] = []
+        if self._fields is None and packed is not None:
+            mixed = self._mixed
+            for x in mixed if mixed is not None else self._records():
+                if isinstance(x, Field):
+                    if x.name in names:
+                        parts.append(x.code)
+                    continue
+                j = x * _REC
+                if src[packed[j + 1] : packed[j + 2]] in names:
+                    parts.append(src[packed[j] : packed[j + 5]])
+        else:
+            parts = [f.code for f in self.fields if f.name in names]
+        return sep.join(parts)
 
     @property
     def open_text(self) -> str:
