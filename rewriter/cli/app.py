@@ -249,7 +249,7 @@ def check(
     its wiring in TRAIN, TEST and the stages the rules name, then its set-up checks (shapes,
     parameter sharing) in TRAIN and TEST (exit 0 valid, 2 invalid)."""
     from rewriter.errors import Diagnostic
-    from rewriter.recipes.deploy import parse_settings
+    from rewriter.recipes.settings import parse_settings
     from rewriter.schema.bind import diagnose
     from rewriter.schema.forkhint import FORK_CODES, fork_hint
     from rewriter.text.fileio import read_text
