@@ -9,7 +9,6 @@ it to ONNX. Those live here, above the engine and the exporter, so neither impor
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rewriter.caffe.netfile import NetFile
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["CaffeFile", "load", "read", "write"]
 
 
-@dataclass
 class CaffeFile(NetFile):
     """A parsed net or solver plus what we learn from it, computed once."""
 

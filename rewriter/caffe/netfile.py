@@ -10,10 +10,10 @@ recipe, exporting to ONNX); the engine, shapes and the exporter take a NetFile.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rewriter.text.cst import Document, read, write
+from rewriter.util.record import Record
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -26,15 +26,27 @@ if TYPE_CHECKING:
 __all__ = ["NetFile", "load_file", "read", "write"]
 
 
-@dataclass
-class NetFile:
-    """A parsed net or solver plus what we learn from it, computed once."""
+class NetFile(Record):
+    """A parsed net or solver plus what we learn from it, computed once.
 
-    document: Document
-    lenient: bool = False
-    root: str | None = None
-    schema: Schema | None = None
-    _bound: Bound | None = field(default=None, repr=False)
+    A Record, not a dataclass: ~1 ms less at every command's start."""
+
+    __slots__ = ("document", "lenient", "root", "schema", "_bound")
+    _no_repr = ("_bound",)
+
+    def __init__(
+        self,
+        document: Document,
+        lenient: bool = False,
+        root: str | None = None,
+        schema: Schema | None = None,
+        _bound: Bound | None = None,
+    ) -> None:
+        self.document = document
+        self.lenient = lenient
+        self.root = root
+        self.schema = schema
+        self._bound = _bound
 
     @property
     def path(self) -> str:

@@ -56,8 +56,6 @@ def _plain_coercion() -> None:
     param_cls: Any = getattr(core, "_TyperParameter", None)
     if param_cls is None or not hasattr(param_cls, "get_runtime_param"):
         return
-    from dataclasses import dataclass
-
     integer = re.compile(r"[+-]?[0-9]+")
 
     def leaf(annotation: Any, info: Any) -> Any:
@@ -112,10 +110,17 @@ def _plain_coercion() -> None:
             return to_list
         return leaf(annotation, info)
 
-    @dataclass(frozen=True)
     class Plain(RuntimeParam):
-        convert: Any = None
-        descriptor: Any = None
+        # A plain subclass of typer's frozen dataclass, not a dataclass itself: @dataclass
+        # would compile its methods at every start (~1-2 ms); typer reads only the base's
+        # fields, and each parameter makes one Plain.
+        convert: Any
+        descriptor: Any
+
+        def __init__(self, parameter_info: Any, annotation: Any, convert: Any, descriptor: Any):
+            super().__init__(parameter_info=parameter_info, annotation=annotation)
+            object.__setattr__(self, "convert", convert)
+            object.__setattr__(self, "descriptor", descriptor)
 
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
             try:
@@ -249,7 +254,7 @@ def check(
     its wiring in TRAIN, TEST and the stages the rules name, then its set-up checks (shapes,
     parameter sharing) in TRAIN and TEST (exit 0 valid, 2 invalid)."""
     from rewriter.errors import Diagnostic
-    from rewriter.recipes.deploy import parse_settings
+    from rewriter.recipes.settings import parse_settings
     from rewriter.schema.bind import diagnose
     from rewriter.schema.forkhint import FORK_CODES, fork_hint
     from rewriter.text.fileio import read_text

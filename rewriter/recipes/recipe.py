@@ -35,12 +35,12 @@ import importlib
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rewriter.errors import Diagnostic, Location
 from rewriter.recipes.common import _PLACEHOLDER, RecipeError, _hint, placeholders
+from rewriter.util.record import FrozenRecord, Record
 
 __all__ = [
     "Option",
@@ -183,13 +183,15 @@ def _bracket_delta(s: str) -> int:
     return _scan_value(s)[0]
 
 
-@dataclass(frozen=True)
-class _Source:
-    """A recipe file's text and key positions, for error messages."""
+class _Source(FrozenRecord):
+    """A recipe file's text and key positions, for error messages (read-only)."""
 
-    path: str
-    text: str
-    positions: Mapping[Key, tuple[int, int]]
+    __slots__ = ("path", "text", "positions")
+
+    def __init__(self, path: str, text: str, positions: Mapping[Key, tuple[int, int]]) -> None:
+        self.path = path
+        self.text = text
+        self.positions = positions
 
     def where(self, key: Key) -> Location:
         k = tuple(key)
@@ -209,21 +211,32 @@ def _error(loc: Location | None, message: str, expected: str | None = None) -> R
 
 
 # --------------------------------------------------------------------------- data model
+# Records, not dataclasses: ``apply`` imports this module, and each @dataclass costs ~1 ms to
+# create at import (see rewriter.util.record).
 
 
-@dataclass
-class Option:
+class Option(Record):
     """A typed recipe option: set with ``--set name=value`` or ``apply(..., name=value)``."""
 
-    name: str
-    type: str = "string"
-    default: Any = None
-    description: str = ""
-    #: no default was given: the option must be set
-    required: bool = False
-    where: Location | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("name", "type", "default", "description", "required", "where")
+    _no_repr = _no_compare = ("where",)
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        name: str,
+        type: str = "string",
+        default: Any = None,
+        description: str = "",
+        required: bool = False,
+        where: Location | None = None,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.default = default
+        self.description = description
+        #: no default was given: the option must be set
+        self.required = required
+        self.where = where
         if self.type not in OPTION_TYPES:
             raise _error(
                 self.where,
@@ -284,15 +297,23 @@ def coerce_option(opt: Option, text: str) -> Any:
         raise RecipeError(f"option {opt.name}={text!r}: not a valid {t}") from None
 
 
-@dataclass
-class Precondition:
+class Precondition(Record):
     """Checked before any step runs; ``on_fail = "skip"`` leaves the file unchanged instead."""
 
-    has_layer: list[str] = field(default_factory=list)
-    format: str = "any"
-    on_fail: str = "error"
-    #: layer types of which the net must have at least one layer each (any phase)
-    has_type: list[str] = field(default_factory=list)
+    __slots__ = ("has_layer", "format", "on_fail", "has_type")
+
+    def __init__(
+        self,
+        has_layer: list[str] | None = None,
+        format: str = "any",
+        on_fail: str = "error",
+        has_type: list[str] | None = None,
+    ) -> None:
+        self.has_layer: list[str] = [] if has_layer is None else has_layer
+        self.format = format
+        self.on_fail = on_fail
+        #: layer types of which the net must have at least one layer each (any phase)
+        self.has_type: list[str] = [] if has_type is None else has_type
 
 
 class Step:
@@ -385,21 +406,41 @@ def _toml_value(v: Any) -> str:
     return f'"{s}"'
 
 
-@dataclass
-class Recipe:
+class Recipe(Record):
     """An ordered list of steps with typed options, preconditions and included recipes."""
 
-    name: str = "recipe"
-    steps: list[Step] = field(default_factory=list)
-    description: str = ""
-    options: dict[str, Option] = field(default_factory=dict)
-    preconditions: Precondition = field(default_factory=Precondition)
-    #: included recipes, already loaded (their steps run first, in this order)
-    includes: list[Recipe] = field(default_factory=list)
-    path: Path | None = None
-    text: str | None = field(default=None, repr=False)
+    __slots__ = (
+        "name",
+        "steps",
+        "description",
+        "options",
+        "preconditions",
+        "includes",
+        "path",
+        "text",
+    )
+    _no_repr = ("text",)
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        name: str = "recipe",
+        steps: list[Step] | None = None,
+        description: str = "",
+        options: dict[str, Option] | None = None,
+        preconditions: Precondition | None = None,
+        includes: list[Recipe] | None = None,
+        path: Path | None = None,
+        text: str | None = None,
+    ) -> None:
+        self.name = name
+        self.steps: list[Step] = [] if steps is None else steps
+        self.description = description
+        self.options: dict[str, Option] = {} if options is None else options
+        self.preconditions = Precondition() if preconditions is None else preconditions
+        #: included recipes, already loaded (their steps run first, in this order)
+        self.includes: list[Recipe] = [] if includes is None else includes
+        self.path = path
+        self.text = text
         if isinstance(self.options, list | tuple):
             self.options = {o.name: o for o in self.options}
         for i, step in enumerate(self.steps):

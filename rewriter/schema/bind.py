@@ -12,7 +12,6 @@ import difflib
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from rewriter.text.cst import (
     decode_string,
     scalar_tokens,
 )
+from rewriter.util.record import FrozenRecord, Record
 
 if TYPE_CHECKING:
     from google.protobuf.descriptor import Descriptor
@@ -102,17 +102,39 @@ _OCTAL_RE = re.compile(r"-?0[0-9]")
 _FLOAT_RE = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?")
 
 
-@dataclass(frozen=True)
-class FieldInfo:
-    """What the binder needs of one field descriptor, computed once per message type."""
+class FieldInfo(FrozenRecord):
+    """What the binder needs of one field descriptor, computed once per message type (read-only).
 
-    name: str
-    type: int
-    repeated: bool
-    message: Descriptor | None
-    enum_names: dict[str, int] | None
-    enum_numbers: frozenset[int] | None
-    full_type: str
+    The records of this module are :class:`~rewriter.util.record.Record` classes, not
+    ``@dataclass``: every command imports it, and each dataclass costs ~1 ms at import."""
+
+    __slots__ = (
+        "name",
+        "type",
+        "repeated",
+        "message",
+        "enum_names",
+        "enum_numbers",
+        "full_type",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        type: int,
+        repeated: bool,
+        message: Descriptor | None,
+        enum_names: dict[str, int] | None,
+        enum_numbers: frozenset[int] | None,
+        full_type: str,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.repeated = repeated
+        self.message = message
+        self.enum_names = enum_names
+        self.enum_numbers = enum_numbers
+        self.full_type = full_type
 
     @property
     def type_name(self) -> str:
@@ -149,14 +171,22 @@ def field_table(desc: Descriptor) -> dict[str, FieldInfo]:
 _KEEP: list[Any] = []
 
 
-@dataclass
-class Bound:
+class Bound(Record):
     """A document bound to a message type: the message plus every finding."""
 
-    document: Document
-    root: str
-    message: Message
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+    __slots__ = ("document", "root", "message", "diagnostics")
+
+    def __init__(
+        self,
+        document: Document,
+        root: str,
+        message: Message,
+        diagnostics: list[Diagnostic] | None = None,
+    ) -> None:
+        self.document = document
+        self.root = root
+        self.message = message
+        self.diagnostics: list[Diagnostic] = [] if diagnostics is None else diagnostics
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -668,19 +698,29 @@ def diagnose(
 _TRAIN_NET_FIELDS = ("train_net_param", "train_net", "net_param", "net")
 
 
-@dataclass
-class SolverNet:
+class SolverNet(Record):
     """The training net a solver names."""
 
-    field: str
-    #: the path as written (None for an inline net)
-    path: str | None
-    location: Location
-    #: the solver's train_state (stage names, level)
-    stages: tuple[str, ...] = ()
-    level: int = 0
-    #: the net file found for ``path``
-    found: Path | None = None
+    __slots__ = ("field", "path", "location", "stages", "level", "found")
+
+    def __init__(
+        self,
+        field: str,
+        path: str | None,
+        location: Location,
+        stages: tuple[str, ...] = (),
+        level: int = 0,
+        found: Path | None = None,
+    ) -> None:
+        self.field = field
+        #: the path as written (None for an inline net)
+        self.path = path
+        self.location = location
+        #: the solver's train_state (stage names, level)
+        self.stages = stages
+        self.level = level
+        #: the net file found for ``path``
+        self.found = found
 
     def describe(self) -> str:
         where = f"{self.field}: {self.found or self.path}" if self.path else f"{self.field} {{...}}"

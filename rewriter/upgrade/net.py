@@ -11,7 +11,6 @@ run it; it imports the steps, never either of them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rewriter.caffe.upgrade_proto import (
@@ -32,16 +31,19 @@ from rewriter.upgrade.splice import _Ctx, _line_indent, _Step, _value_texts
 from rewriter.upgrade.v0 import _step_v0
 from rewriter.upgrade.v1 import _step_v1
 from rewriter.upgrade.verify import InputDropped, _graph_difference
+from rewriter.util.record import FrozenRecord, Record
 
 if TYPE_CHECKING:
     from rewriter.schema.runtime import Schema
 
 
-@dataclass(frozen=True)
-class _Target:
+class _Target(FrozenRecord):
     """The net being upgraded: the document itself, or a solver's embedded net field."""
 
-    index: int | None = None
+    __slots__ = ("index",)
+
+    def __init__(self, index: int | None = None) -> None:
+        self.index = index
 
     def locate(self, doc: Document, msg: Any) -> tuple[MessageBody, Any, tuple[int, ...], str]:
         if self.index is None:
@@ -109,8 +111,7 @@ def _check_syntax(doc: Document, body: MessageBody) -> None:
             )
 
 
-@dataclass
-class _NetRun:
+class _NetRun(Record):
     """One net through the steps.
 
     ``expected`` is Caffe's upgrade of the original net, with its ``message`` kept in wire form
@@ -121,11 +122,21 @@ class _NetRun:
     ``bound`` is the binding of ``doc`` when the last step left one (None otherwise).
     """
 
-    doc: Document
-    expected: MessageUpgrade
-    wire: bytes | None = None
-    graph_error: UpgradeError | None = None
-    bound: Any = None
+    __slots__ = ("doc", "expected", "wire", "graph_error", "bound")
+
+    def __init__(
+        self,
+        doc: Document,
+        expected: MessageUpgrade,
+        wire: bytes | None = None,
+        graph_error: UpgradeError | None = None,
+        bound: Any = None,
+    ) -> None:
+        self.doc = doc
+        self.expected = expected
+        self.wire = wire
+        self.graph_error = graph_error
+        self.bound = bound
 
     def message(self) -> Any:
         """Caffe's upgrade of the net, as a message again."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from rewriter.text.cst import Document, Field, ListBody, MessageBody
 from rewriter.upgrade.result import UpgradeError
+from rewriter.util.record import Record
 
 
 class _Splices:
@@ -64,17 +64,26 @@ class _Splices:
         return "".join(self.done)
 
 
-@dataclass
-class _Line:
+class _Line(Record):
     """A field to print: a scalar (``name: value``), a message (``value`` is a list) or verbatim
     text (``raw``, already indented for its place); with comment lines before it ("" is a blank
     line) and a trailing comment (with its leading spaces). No name and no raw: comments only."""
 
-    name: str = ""
-    value: str | list[_Line] | None = None
-    raw: str | None = None
-    comments: list[str] = field(default_factory=list)
-    trailing: str = ""
+    __slots__ = ("name", "value", "raw", "comments", "trailing")
+
+    def __init__(
+        self,
+        name: str = "",
+        value: str | list[_Line] | None = None,
+        raw: str | None = None,
+        comments: list[str] | None = None,
+        trailing: str = "",
+    ) -> None:
+        self.name = name
+        self.value = value
+        self.raw = raw
+        self.comments: list[str] = [] if comments is None else comments
+        self.trailing = trailing
 
     def has_comments(self) -> bool:
         if self.comments or self.trailing or (self.raw is not None and "#" in self.raw):
@@ -345,17 +354,28 @@ def _insert_comment_lines(sp: _Splices, chain: Sequence[Field], comments: list[s
             return
 
 
-@dataclass
-class _Ctx:
-    path: str
-    unit: str
-    crlf: bool
-    differences: list[str] = field(default_factory=list)
-    lenient: bool = False
-    #: a fork's V1 type token -> its V2 type string (``--v1-type CROP=Crop``)
-    v1_types: Mapping[str, str] = field(default_factory=dict)
-    #: for the net being upgraded: V1 layer index -> the V2 type of its fork token
-    fork_types: dict[int, str] = field(default_factory=dict)
+class _Ctx(Record):
+    __slots__ = ("path", "unit", "crlf", "differences", "lenient", "v1_types", "fork_types")
+
+    def __init__(
+        self,
+        path: str,
+        unit: str,
+        crlf: bool,
+        differences: list[str] | None = None,
+        lenient: bool = False,
+        v1_types: Mapping[str, str] | None = None,
+        fork_types: dict[int, str] | None = None,
+    ) -> None:
+        self.path = path
+        self.unit = unit
+        self.crlf = crlf
+        self.differences: list[str] = [] if differences is None else differences
+        self.lenient = lenient
+        #: a fork's V1 type token -> its V2 type string (``--v1-type CROP=Crop``)
+        self.v1_types: Mapping[str, str] = {} if v1_types is None else v1_types
+        #: for the net being upgraded: V1 layer index -> the V2 type of its fork token
+        self.fork_types: dict[int, str] = {} if fork_types is None else fork_types
 
     def finish(self, text: str) -> str:
         return re.sub(r"(?<!\r)\n", "\r\n", text) if self.crlf else text

@@ -66,7 +66,7 @@ def export_onnx(
     """Write the net Caffe would build (phase TEST by default) as an ONNX model."""
     from rewriter.errors import UsageError
     from rewriter.onnx import require_extra
-    from rewriter.recipes.deploy import parse_settings
+    from rewriter.recipes.settings import parse_settings
 
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):

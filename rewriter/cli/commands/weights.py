@@ -30,7 +30,7 @@ def _fmt(fmt: str) -> str:
 
 
 def _options(settings: list[str] | None) -> dict[str, Any]:
-    from rewriter.recipes.deploy import parse_settings
+    from rewriter.recipes.settings import parse_settings
 
     return parse_settings(settings or [], _SHAPE_KEYS)
 
