@@ -34,12 +34,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rewriter.errors import RewriterError
 from rewriter.schema.runtime import is_repeated
 from rewriter.text.cst import Document, Field, MessageBody
+from rewriter.util.record import Record
 
 if TYPE_CHECKING:
     from rewriter.schema.runtime import Schema
@@ -61,14 +61,25 @@ __all__ = [
 NET = "caffe.NetParameter"
 
 
-@dataclass
-class CheckResult:
-    name: str
-    ok: bool
-    detail: str = ""
-    layer: str | None = None
-    #: not run (the numeric check without the [onnx] extra): ok, but never "passed"
-    skipped: bool = False
+class CheckResult(Record):
+    """One check's verdict (a record, not a dataclass: apply's start-up, rewriter.util.record)."""
+
+    __slots__ = ("name", "ok", "detail", "layer", "skipped")
+
+    def __init__(
+        self,
+        name: str,
+        ok: bool,
+        detail: str = "",
+        layer: str | None = None,
+        skipped: bool = False,
+    ) -> None:
+        self.name = name
+        self.ok = ok
+        self.detail = detail
+        self.layer = layer
+        #: not run (the numeric check without the [onnx] extra): ok, but never "passed"
+        self.skipped = skipped
 
     def as_dict(self) -> dict[str, Any]:
         out = {"check": self.name, "ok": self.ok, "detail": self.detail, "layer": self.layer}
@@ -93,17 +104,28 @@ class CheckFailed(RewriterError):
         super().__init__("\n".join(lines))
 
 
-@dataclass
-class Change:
+class Change(Record):
     """One semantic change of one layer (or of the net, ``layer`` None)."""
 
-    layer: str | None
-    index: int | None
-    path: str
-    old: Any
-    new: Any
-    kind: str = "changed"  # changed | added | removed
-    step: str = ""
+    __slots__ = ("layer", "index", "path", "old", "new", "kind", "step")
+
+    def __init__(
+        self,
+        layer: str | None,
+        index: int | None,
+        path: str,
+        old: Any,
+        new: Any,
+        kind: str = "changed",  # changed | added | removed
+        step: str = "",
+    ) -> None:
+        self.layer = layer
+        self.index = index
+        self.path = path
+        self.old = old
+        self.new = new
+        self.kind = kind
+        self.step = step
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -17,7 +17,8 @@ Style rules, so an inserted field looks as if the author had written it:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from rewriter.util.record import FrozenRecord, Record
 
 from .cst import _VALUE_RE, ComposedField, Document, Field, MessageBody, encode_string, parse
 
@@ -29,10 +30,14 @@ Path = tuple[int, ...]
 Value = str | Sequence[tuple[str, "Value"]]
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    name: str
-    value: Value
+class FieldSpec(FrozenRecord):
+    """A field to insert: its name and value (a record, not a dataclass: start-up cost)."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: Value) -> None:
+        self.name = name
+        self.value = value
 
 
 def render_value(value: object) -> str:
@@ -154,13 +159,22 @@ def _unit(doc: Document) -> str:
     return ""
 
 
-@dataclass
-class _Op:
-    kind: str  # "set" | "rename" | "remove" | "insert" | "replace"
-    index: int
-    text: str = ""
-    order: int = 0
-    spec: FieldSpec | None = None
+class _Op(Record):
+    __slots__ = ("kind", "index", "text", "order", "spec")
+
+    def __init__(
+        self,
+        kind: str,  # "set" | "rename" | "remove" | "insert" | "replace"
+        index: int,
+        text: str = "",
+        order: int = 0,
+        spec: FieldSpec | None = None,
+    ) -> None:
+        self.kind = kind
+        self.index = index
+        self.text = text
+        self.order = order
+        self.spec = spec
 
 
 class Editor:

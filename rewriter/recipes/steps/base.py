@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rewriter.errors import RewriterError
 from rewriter.schema.runtime import is_repeated
 from rewriter.text.cst import Document, Field, MessageBody
 from rewriter.text.edit import Editor
+from rewriter.util.record import FrozenRecord, Record
 
 from ..select import NetView, select
 
@@ -60,26 +60,49 @@ FieldPath = tuple[str, ...]
 # --------------------------------------------------------------------------- key types
 
 
-@dataclass(frozen=True)
-class Key:
-    type: str  # str | int | number | bool | strlist | intlist | pair | scalar | choice
-    required: bool = False
-    default: Any = None
-    choices: tuple[str, ...] = ()
-    doc: str = ""
+# Records, not dataclasses: every apply imports this module, and each @dataclass costs ~1 ms
+# to create (rewriter.util.record).
 
 
-@dataclass(frozen=True)
-class StepSpec:
-    kind: str
-    doc: str
-    keys: dict[str, Key]
-    #: "required": needs a selector; "optional": no selector means every layer; "none"
-    selection: str
-    plan: Callable[[StepContext], Plan]
-    #: after the recipe, report Caffe-analysis warnings about the layers this step touched
-    #: (off where the step's own promise rules them out or it reports its own)
-    analysis_warnings: bool = True
+class Key(FrozenRecord):
+    __slots__ = ("type", "required", "default", "choices", "doc")
+
+    def __init__(
+        self,
+        type: str,  # str | int | number | bool | strlist | intlist | pair | scalar | choice
+        required: bool = False,
+        default: Any = None,
+        choices: tuple[str, ...] = (),
+        doc: str = "",
+    ) -> None:
+        self.type = type
+        self.required = required
+        self.default = default
+        self.choices = choices
+        self.doc = doc
+
+
+class StepSpec(FrozenRecord):
+    __slots__ = ("kind", "doc", "keys", "selection", "plan", "analysis_warnings")
+
+    def __init__(
+        self,
+        kind: str,
+        doc: str,
+        keys: dict[str, Key],
+        selection: str,
+        plan: Callable[[StepContext], Plan],
+        analysis_warnings: bool = True,
+    ) -> None:
+        self.kind = kind
+        self.doc = doc
+        self.keys = keys
+        #: "required": needs a selector; "optional": no selector means every layer; "none"
+        self.selection = selection
+        self.plan = plan
+        #: after the recipe, report Caffe-analysis warnings about the layers this step
+        #: touched (off where the step's own promise rules them out or it reports its own)
+        self.analysis_warnings = analysis_warnings
 
 
 def type_ok(key: Key, value: Any) -> Any:
@@ -143,22 +166,35 @@ def type_ok(key: Key, value: Any) -> Any:
 # --------------------------------------------------------------------------- plans
 
 
-@dataclass
-class StructChange:
+class StructChange(Record):
     """A change to the net's layers/blobs/edges that a step declares."""
 
-    kind: str  # rename-layer | rename-blob | remove-layer | rewrite (checked by the promise)
-    old: str
-    new: str = ""
-    #: remove-layer: the removed layer's bottom and top blob names
-    bottom: str = ""
-    top: str = ""
-    #: relayer (rewriter.recipes.weightsteps): layers removed, and layer ``old``'s new
-    # type/bottoms/tops
-    removed: tuple[str, ...] = ()
-    type: str | None = None
-    bottoms: tuple[str, ...] | None = None
-    tops: tuple[str, ...] | None = None
+    __slots__ = ("kind", "old", "new", "bottom", "top", "removed", "type", "bottoms", "tops")
+
+    def __init__(
+        self,
+        kind: str,  # rename-layer | rename-blob | remove-layer | rewrite (checked by the promise)
+        old: str,
+        new: str = "",
+        bottom: str = "",
+        top: str = "",
+        removed: tuple[str, ...] = (),
+        type: str | None = None,
+        bottoms: tuple[str, ...] | None = None,
+        tops: tuple[str, ...] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.old = old
+        self.new = new
+        #: remove-layer: the removed layer's bottom and top blob names
+        self.bottom = bottom
+        self.top = top
+        #: relayer (rewriter.recipes.weightsteps): layers removed, and layer ``old``'s new
+        #: type/bottoms/tops
+        self.removed = removed
+        self.type = type
+        self.bottoms = bottoms
+        self.tops = tops
 
     def describe(self) -> str:
         if self.kind == "relayer" and self.removed:
@@ -257,32 +293,37 @@ Failure = tuple[str | None, str]  # (layer name or None, message)
 _PATH_SETS: dict[frozenset[FieldPath], frozenset[FieldPath]] = {}
 
 
-@dataclass
-class Plan:
+class Plan(Record):
     """What one step will do to one document."""
 
-    step: Step
-    editor: Editor | LayerEditor
-    #: document layer index (in the step's input) -> field paths the step may change
-    effects: dict[int, frozenset[FieldPath]] = field(default_factory=dict)
-    #: top-level (non-layer) fields the step may change
-    net_effects: set[FieldPath] = field(default_factory=set)
-    structural: list[StructChange] = field(default_factory=list)
-    #: document layer indices removed (in the step's input)
-    removed: list[int] = field(default_factory=list)
-    #: layer indices in the step's OUTPUT of layers the step adds (deploy's Input layer)
-    inserted: list[int] = field(default_factory=list)
-    selected: list[int] = field(default_factory=list)
-    #: checked on the document after the step
-    promise: Callable[[NetView], list[Failure]] | None = None
-    warnings: list[str] = field(default_factory=list)
-    #: why nothing was done, when nothing was done
-    note: str = ""
-    #: what the step does to the .caffemodel (rewriter.recipes.weightsteps.store.WeightOp), if
-    # anything
-    weights: Callable[[Any], None] | None = None
-    #: the step cannot run without the weights (fold-bn, fc-to-conv)
-    needs_weights: bool = False
+    __slots__ = (
+        "step", "editor", "effects", "net_effects", "structural", "removed", "inserted",
+        "selected", "promise", "warnings", "note", "weights", "needs_weights",
+    )  # fmt: skip
+
+    def __init__(self, step: Step, editor: Editor | LayerEditor) -> None:
+        self.step = step
+        self.editor = editor
+        #: document layer index (in the step's input) -> field paths the step may change
+        self.effects: dict[int, frozenset[FieldPath]] = {}
+        #: top-level (non-layer) fields the step may change
+        self.net_effects: set[FieldPath] = set()
+        self.structural: list[StructChange] = []
+        #: document layer indices removed (in the step's input)
+        self.removed: list[int] = []
+        #: layer indices in the step's OUTPUT of layers the step adds (deploy's Input layer)
+        self.inserted: list[int] = []
+        self.selected: list[int] = []
+        #: checked on the document after the step
+        self.promise: Callable[[NetView], list[Failure]] | None = None
+        self.warnings: list[str] = []
+        #: why nothing was done, when nothing was done
+        self.note = ""
+        #: what the step does to the .caffemodel (rewriter.recipes.weightsteps.store.WeightOp),
+        #: if anything
+        self.weights: Callable[[Any], None] | None = None
+        #: the step cannot run without the weights (fold-bn, fc-to-conv)
+        self.needs_weights = False
 
     def declare(self, k: int, *paths: FieldPath) -> None:
         old = self.effects.get(k)
@@ -291,15 +332,20 @@ class Plan:
         self.effects[k] = _PATH_SETS.setdefault(new, new)
 
 
-@dataclass
-class StepContext:
-    view: NetView
-    step: Step
-    phase: str
-    #: the step's entry in rewriter.recipes.step_table.STEPS (its selection mode, keys, planner)
-    spec: StepSpec
-    #: re-running on the recipe's own output (idempotence check): missing targets are fine
-    rerun: bool = False
+class StepContext(Record):
+    __slots__ = ("view", "step", "phase", "spec", "rerun")
+
+    def __init__(
+        self, view: NetView, step: Step, phase: str, spec: StepSpec, rerun: bool = False
+    ) -> None:
+        self.view = view
+        self.step = step
+        self.phase = phase
+        #: the step's entry in rewriter.recipes.step_table.STEPS (its selection mode, keys,
+        #: planner)
+        self.spec = spec
+        #: re-running on the recipe's own output (idempotence check): missing targets are fine
+        self.rerun = rerun
 
     def error(
         self, message: str, key: str | None = None, reason: str | None = None
