@@ -16,7 +16,7 @@ known type: then a warning says so. Locating is :mod:`rewriter.caffe.diagnose`'s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, NamedTuple
 
 from rewriter.errors import did_you_mean
@@ -51,10 +51,14 @@ def net_init_runs(msg: Any) -> list[tuple[str, tuple[str, ...]]]:
     return runs
 
 
-def net_init_findings(msg: Any, known_types: Sequence[str] = ()) -> Findings:
+def net_init_findings(
+    msg: Any, known_types: Sequence[str] = (), keep: MutableMapping[str, Any] | None = None
+) -> Findings:
     """Build every run of :func:`net_init_runs`; see the module docstring for the verdict.
 
-    ``known_types``: layer types whose near misses are worth a warning.
+    ``known_types``: layer types whose near misses are worth a warning. ``keep``: filled with
+    each phase's graph (no stages, level 0, default param counts) when the net initialises,
+    so that the set-up checks need not build it again.
     """
     from .upgrade_proto import Refusal, from_refusal
 
@@ -85,6 +89,8 @@ def net_init_findings(msg: Any, known_types: Sequence[str] = ()) -> Findings:
         except Refusal as r:  # the in-memory upgrade of a V0/V1 file stops: no run will do
             return Findings(from_refusal(r), warnings)
         ok_phases.add(phase)
+        if keep is not None and not stages:
+            keep[phase] = graph
         if not typos_done and known_types:
             typos_done = True
             warnings += _type_typos(graph, known_types)
