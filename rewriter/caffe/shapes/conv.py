@@ -49,7 +49,9 @@ def _spatial_param(
         )
         return [hw[0], hw[1]]
     n = len(values)
-    if what == "kernel_size":
+    if n == 1 or n == n_sp or (n == 0 and what != "kernel_size"):
+        pass  # valid: the messages below are built only for a failure
+    elif what == "kernel_size":
         _check(
             n == 1 or n == n_sp,
             f"Check failed: num_kernel_dims == 1 || num_kernel_dims == num_spatial_axes_ "

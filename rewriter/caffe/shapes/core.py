@@ -239,6 +239,8 @@ def _check_op(ok: bool, a: int, b: int, expr: str, message: str = "", location: 
 def _canonical(axis: int, shape: Sequence[int]) -> int:
     """``Blob::CanonicalAxisIndex`` (its CHECKs live in ``blob.hpp``)."""
     n = len(shape)
+    if -n <= axis < n:  # the usual case: no message to build
+        return axis + n if axis < 0 else axis
     msg = f"axis {axis} out of range for {n}-D Blob with shape {shape_string(shape)}"
     _check_op(axis >= -n, axis, -n, "axis_index >= -num_axes()", msg, "blob.hpp")
     _check_op(axis < n, axis, n, "axis_index < num_axes()", msg, "blob.hpp")

@@ -43,7 +43,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
             "num_axes >= -1",
             "num_axes must be non-negative, or -1 to extend to the end of bottom[0]",
         )
-        if num_axes >= 0:
+        if num_axes >= 0 and len(bottom) < axis + num_axes:
             _check_op(
                 len(bottom) >= axis + num_axes,
                 len(bottom),
@@ -54,15 +54,18 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
             )
         operand = tuple(bottom[axis:] if num_axes == -1 else bottom[axis : axis + num_axes])
     axis = 0 if len(operand) == 0 else _canonical(int(p.axis), bottom)
-    _check_op(
-        len(bottom) >= axis + len(operand),
-        len(bottom),
-        axis + len(operand),
-        f"bottom[0]->num_axes() >= {ax} + {learned_name}->num_axes()",
-        f"{learned_name} blob's shape extends past bottom[0]'s shape when applied "
-        f"starting with bottom[0] axis = {axis}",
-    )
+    if len(bottom) < axis + len(operand):
+        _check_op(
+            len(bottom) >= axis + len(operand),
+            len(bottom),
+            axis + len(operand),
+            f"bottom[0]->num_axes() >= {ax} + {learned_name}->num_axes()",
+            f"{learned_name} blob's shape extends past bottom[0]'s shape when applied "
+            f"starting with bottom[0] axis = {axis}",
+        )
     for i, d in enumerate(operand):
+        if bottom[axis + i] == d:
+            continue  # (the message is built only for a failure)
         _check_eq(
             bottom[axis + i],
             d,
