@@ -426,6 +426,17 @@ def _spec_of(msg: Any, cache: dict[_Spec, _Spec]) -> _Spec:
     return cache.setdefault(spec, spec)
 
 
+def _batch_norm_upgraded(specs: tuple[_Spec, ...], cache: dict[_Spec, _Spec]) -> tuple[_Spec, ...]:
+    """``UpgradeNetBatchNorm`` on a BatchNorm layer's three specs (lr_mult and decay_mult set
+    to 0), done here rather than on a copy of the whole net."""
+    out = []
+    for spec in specs:
+        new = spec._replace(lr_mult=0.0, has_lr_mult=True, decay_mult=0.0, has_decay_mult=True)
+        new = new._replace(neg_zero=0)
+        out.append(cache.setdefault(new, new))
+    return tuple(out)
+
+
 class _LayerDef:
     """Working copy of one LayerParameter (what FilterNet/InsertSplits pass on). The wiring
     loop frees each one as it turns it into a :class:`Layer`."""
@@ -488,13 +499,16 @@ def _layer_def(msg: Any, index: int, shared: _Shared) -> _LayerDef:
     name = msg.name if shared.layer_names is None else shared.layer_names[index]
     layer_type = msg.type
     specs = shared.specs
+    param_specs = tuple([_spec_of(p, specs) for p in params]) if params else ()
+    if len(param_specs) == 3 and layer_type == "BatchNorm":
+        param_specs = _batch_norm_upgraded(param_specs, specs)
     return _LayerDef(
         strs.setdefault(name, name),
         strs.setdefault(layer_type, layer_type),
         shared.names_of(msg.bottom),
         shared.names_of(msg.top),
         tuple([float(w) for w in loss_weight]) if loss_weight else (),
-        tuple([_spec_of(p, specs) for p in params]) if params else (),
+        param_specs,
         tuple([bool(p) for p in propagate_down]) if propagate_down else (),
         index,
     )
@@ -719,7 +733,7 @@ def _build_graph(
     if phase not in ("TRAIN", "TEST"):
         raise ValueError(f"phase must be TRAIN or TEST, not {phase!r}")
     given = net
-    net = upgrade_net_message(net)
+    net = upgrade_net_message(net, batch_norm=False)  # _layer_def upgrades BatchNorm specs
     file_stages = tuple(net.state.stage) if _has(net, "state") else ()
     all_stages = file_stages + tuple(stages)
     shared = _Shared()
