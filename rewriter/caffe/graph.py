@@ -431,8 +431,7 @@ def _batch_norm_upgraded(specs: tuple[_Spec, ...], cache: dict[_Spec, _Spec]) ->
     to 0), done here rather than on a copy of the whole net."""
     out = []
     for spec in specs:
-        new = spec._replace(lr_mult=0.0, has_lr_mult=True, decay_mult=0.0, has_decay_mult=True)
-        new = new._replace(neg_zero=0)
+        new = _Spec(spec.name, 0.0, True, 0.0, True, spec.permissive, 0)
         out.append(cache.setdefault(new, new))
     return tuple(out)
 
