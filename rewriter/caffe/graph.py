@@ -473,7 +473,7 @@ class _Shared:
     layer named like its top, a bottom and the top it reads, an in-place layer's bottoms and
     tops and its producer's tops all end up as the same objects in the graph."""
 
-    __slots__ = ("strs", "names", "specs", "layer_names")
+    __slots__ = ("strs", "names", "specs", "spec_bytes", "batch_norm", "layer_names")
 
     def __init__(self) -> None:
         #: the caller's strings for the layer names, by message index (or None)
@@ -483,6 +483,11 @@ class _Shared:
         self.strs: dict[str, str] = {}
         self.names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.specs: dict[_Spec, _Spec] = {}
+        #: a ParamSpec's serialized bytes -> its spec: one C call per param block instead
+        #: of six field reads (equal bytes, equal fields: -0.0 and presence included)
+        self.spec_bytes: dict[bytes, _Spec] = {}
+        #: a BatchNorm layer's written specs -> upgraded ones
+        self.batch_norm: dict[tuple[_Spec, ...], tuple[_Spec, ...]] = {}
 
     def names_of(self, names: Iterable[str]) -> tuple[str, ...]:
         strs = self.strs
@@ -497,10 +502,24 @@ def _layer_def(msg: Any, index: int, shared: _Shared) -> _LayerDef:
     strs = shared.strs
     name = msg.name if shared.layer_names is None else shared.layer_names[index]
     layer_type = msg.type
-    specs = shared.specs
-    param_specs = tuple([_spec_of(p, specs) for p in params]) if params else ()
-    if len(param_specs) == 3 and layer_type == "BatchNorm":
-        param_specs = _batch_norm_upgraded(param_specs, specs)
+    param_specs: tuple[_Spec, ...] = ()
+    if params:
+        by_bytes = shared.spec_bytes
+        found: list[_Spec] = []
+        for p in params:
+            key = p.SerializeToString()
+            spec = by_bytes.get(key)
+            if spec is None:
+                spec = by_bytes[key] = _spec_of(p, shared.specs)
+            found.append(spec)
+        param_specs = tuple(found)
+        if len(param_specs) == 3 and layer_type == "BatchNorm":
+            done = shared.batch_norm.get(param_specs)
+            if done is None:
+                done = shared.batch_norm[param_specs] = _batch_norm_upgraded(
+                    param_specs, shared.specs
+                )
+            param_specs = done
     return _LayerDef(
         strs.setdefault(name, name),
         strs.setdefault(layer_type, layer_type),
