@@ -39,16 +39,28 @@ class Findings(NamedTuple):
 def net_init_runs(msg: Any) -> list[tuple[str, tuple[str, ...]]]:
     """(phase, stages) Caffe may build ``msg`` in: TRAIN, TEST, then each stage its rules name
     (the first :data:`MAX_STAGES`) with both phases."""
+    return _runs(msg)[0]
+
+
+def _runs(msg: Any) -> tuple[list[tuple[str, tuple[str, ...]]], bool]:
+    """:func:`net_init_runs` and whether any layer has rules, in one pass over the layers
+    (the rules' containers are read only for a layer that has some)."""
     stages: list[str] = []
-    for layer in list(msg.layer) + list(msg.layers):
-        for rule in list(layer.include) + list(layer.exclude):
-            for s in list(rule.stage) + list(rule.not_stage):
-                if s not in stages:
-                    stages.append(s)
+    any_rules = False
+    for layers in (msg.layer, msg.layers):
+        for layer in layers:
+            include, exclude = layer.include, layer.exclude
+            if not include and not exclude:
+                continue
+            any_rules = True
+            for rule in list(include) + list(exclude):
+                for s in list(rule.stage) + list(rule.not_stage):
+                    if s not in stages:
+                        stages.append(s)
     runs: list[tuple[str, tuple[str, ...]]] = [("TRAIN", ()), ("TEST", ())]
     for s in stages[:MAX_STAGES]:
         runs += [("TRAIN", (s,)), ("TEST", (s,))]
-    return runs
+    return runs, any_rules
 
 
 def net_init_findings(
@@ -67,8 +79,8 @@ def net_init_findings(
     warnings: list[CaffeError] = []
     fork_fillers: list[CaffeError] = []
     typos_done = False
-    runs = net_init_runs(msg)
-    if not any(layer.include or layer.exclude for layer in list(msg.layer) + list(msg.layers)):
+    runs, any_rules = _runs(msg)
+    if not any_rules:
         runs = runs[:1]  # without rules every phase wires the same layers: one run will do
     for phase, stages in runs:
         try:

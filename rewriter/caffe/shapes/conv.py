@@ -16,6 +16,7 @@ from .core import (
     _cpp_div,
     _Ctx,
     _has,
+    _memoized,
     _nonnegative,
     _Result,
     shape_string,
@@ -161,10 +162,18 @@ def _conv(ctx: _Ctx, deconv: bool) -> _Result:
 
 
 def _convolution(ctx: _Ctx) -> _Result:
-    return _conv(ctx, deconv=False)
+    return _memoized(ctx, "convolution_param", _conv_forward)
 
 
 def _deconvolution(ctx: _Ctx) -> _Result:
+    return _memoized(ctx, "convolution_param", _conv_backward)
+
+
+def _conv_forward(ctx: _Ctx) -> _Result:
+    return _conv(ctx, deconv=False)
+
+
+def _conv_backward(ctx: _Ctx) -> _Result:
     return _conv(ctx, deconv=True)
 
 

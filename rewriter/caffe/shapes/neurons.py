@@ -13,6 +13,7 @@ from .core import (
     _check_op,
     _Ctx,
     _legacy_dim,
+    _memoized,
     _Result,
 )
 
@@ -77,6 +78,10 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
 
 
 def _scale(ctx: _Ctx) -> _Result:
+    return _memoized(ctx, "scale_param", _scale_rule)
+
+
+def _scale_rule(ctx: _Ctx) -> _Result:
     operand, axis = _scale_like(ctx, "scale_param", "scale")
     params: list[Shape] = []
     if len(ctx.bottoms) == 1:
