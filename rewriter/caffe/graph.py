@@ -660,6 +660,57 @@ def _insert_splits(layers: list[_LayerDef], shared: _Shared) -> list[_LayerDef]:
     return out
 
 
+#: the one sub-message each type in READS_MESSAGE has its blob count, fillers, param roles
+#: and use_global_stats read from (layer_params' functions, _use_global_stats)
+_SETUP_FIELD = {
+    "Convolution": "convolution_param",
+    "Deconvolution": "convolution_param",
+    "InnerProduct": "inner_product_param",
+    "Embed": "embed_param",
+    "BatchNorm": "batch_norm_param",
+    "Bias": "bias_param",
+    "DummyData": "dummy_data_param",
+    "LSTM": "recurrent_param",
+    "PReLU": "prelu_param",
+    "RNN": "recurrent_param",
+    "Scale": "scale_param",
+}
+
+
+class _Setup(NamedTuple):
+    """What ``LayerSetUp`` makes of a layer's type and parameters, for the graph."""
+
+    blobs: int | None
+    fillers: list[str]
+    use_global_stats: bool | None
+    #: param_roles by blob count
+    roles: dict[int, list[str]]
+
+
+def _layer_setup(layer_type: str, msg: Any, num_bottoms: int, memo: dict[Any, _Setup]) -> _Setup:
+    """Blob count, fillers and use_global_stats of a layer, shared by the layers of one build
+    whose type, bottom count and setup sub-message (by its bytes) agree: a deep net sets up
+    the same few blocks thousands of times."""
+    field = _SETUP_FIELD.get(layer_type) if msg is not None else None
+    if field is None and msg is not None:  # a type whose reads are not listed: no sharing
+        return _Setup(
+            param_blob_count(layer_type, msg, num_bottoms),
+            fillers_used(layer_type, msg, num_bottoms),
+            _use_global_stats(layer_type, msg),
+            {},
+        )
+    key = (layer_type, num_bottoms, getattr(msg, field).SerializeToString() if field else None)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _Setup(
+            param_blob_count(layer_type, msg, num_bottoms),
+            fillers_used(layer_type, msg, num_bottoms),
+            _use_global_stats(layer_type, msg),
+            {},
+        )
+    return found
+
+
 def _use_global_stats(layer_type: str, msg: Any) -> bool | None:
     if layer_type != "BatchNorm" or msg is None:
         return None
@@ -791,6 +842,8 @@ def _build_graph(
     inputs: list[str] = []
     owner_by_name: dict[str, _Owner] = {}
     unknown: dict[str, list[int]] = {}
+    setup_memo: dict[Any, _Setup] = {}
+    split_setup = _Setup(0, [], None, {})
 
     for li in ints:
         ld = layers[li]
@@ -875,13 +928,17 @@ def _build_graph(
         msg = None
         if ld.source_index is not None and ld.type in READS_MESSAGE:
             msg = layer_msgs[ld.source_index]
-        known = 0 if ld.inserted_split else param_blob_count(ld.type, msg, num_bottoms)
+        if ld.inserted_split:
+            setup = split_setup
+        else:
+            setup = _layer_setup(ld.type, msg, num_bottoms, setup_memo)
+        known = setup.blobs
         if ld.type in counts:
             n_blobs = counts[ld.type]
         elif known is not None:
             n_blobs = known
             if not ld.inserted_split:
-                for filler in fillers_used(ld.type, msg, num_bottoms):
+                for filler in setup.fillers:
                     if filler not in FILLER_TYPES:
                         raise CaffeError(
                             f"Check failed: false Unknown filler name: {filler}",
@@ -966,11 +1023,13 @@ def _build_graph(
                     if refs is None:
                         refs = [None] * n_blobs
                     refs[p] = _share(owner_by_name, spec, li, p, ld, out_layers)
-            roles = (
-                [f"param {i}" for i in range(n_blobs)]
-                if ld.inserted_split
-                else param_roles(ld.type, msg, num_bottoms, n_blobs)
-            )
+            roles = setup.roles.get(n_blobs)
+            if roles is None:
+                roles = setup.roles[n_blobs] = (
+                    [f"param {i}" for i in range(n_blobs)]
+                    if ld.inserted_split
+                    else param_roles(ld.type, msg, num_bottoms, n_blobs)
+                )
             if refs is None:
                 params = _own_params(roles, ld.params, layer_specs, param_tuples)
             else:  # a later sharer may still set the owner's multipliers
@@ -1002,7 +1061,7 @@ def _build_graph(
                 flag_tuples.setdefault(pd, pd),
                 params,
                 _allow_force_all(ld.type, num_bottoms),
-                _use_global_stats(ld.type, msg),
+                setup.use_global_stats,
                 bi,
                 ti,
             )
