@@ -31,7 +31,7 @@ are located too, and so are the upgrade's own refusals (:class:`rewriter.upgrade
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,16 +82,19 @@ def located(path: str | Path, phase: str | None = None) -> Iterator[None]:
         raise err from None
 
 
-def net_init_diagnostics(source: Document | str | Path, message: Any) -> list[Diagnostic]:
+def net_init_diagnostics(
+    source: Document | str | Path, message: Any, keep: MutableMapping[str, Any] | None = None
+) -> list[Diagnostic]:
     """``rewriter check``'s Net::Init findings on a bound net, located in ``source``: its
     document, or its path to re-read only if there is a finding (a caller may free the
-    lossless tree of a big file before its graphs are built)."""
+    lossless tree of a big file before its graphs are built). ``keep``: as in
+    :func:`~rewriter.caffe.initcheck.net_init_findings` (the graphs, for the set-up checks)."""
     from rewriter.text.cst import Document
 
     from .initcheck import net_init_findings
     from .layer_params import BVLC_LAYER_TYPES
 
-    found = net_init_findings(message, sorted(BVLC_LAYER_TYPES))
+    found = net_init_findings(message, sorted(BVLC_LAYER_TYPES), keep)
     if found.error is None and not found.warnings:
         return []
     doc = source if isinstance(source, Document) else _read(source)

@@ -426,6 +426,16 @@ def _spec_of(msg: Any, cache: dict[_Spec, _Spec]) -> _Spec:
     return cache.setdefault(spec, spec)
 
 
+def _batch_norm_upgraded(specs: tuple[_Spec, ...], cache: dict[_Spec, _Spec]) -> tuple[_Spec, ...]:
+    """``UpgradeNetBatchNorm`` on a BatchNorm layer's three specs (lr_mult and decay_mult set
+    to 0), done here rather than on a copy of the whole net."""
+    out = []
+    for spec in specs:
+        new = _Spec(spec.name, 0.0, True, 0.0, True, spec.permissive, 0)
+        out.append(cache.setdefault(new, new))
+    return tuple(out)
+
+
 class _LayerDef:
     """Working copy of one LayerParameter (what FilterNet/InsertSplits pass on). The wiring
     loop frees each one as it turns it into a :class:`Layer`."""
@@ -463,7 +473,7 @@ class _Shared:
     layer named like its top, a bottom and the top it reads, an in-place layer's bottoms and
     tops and its producer's tops all end up as the same objects in the graph."""
 
-    __slots__ = ("strs", "names", "specs", "layer_names")
+    __slots__ = ("strs", "names", "specs", "spec_bytes", "batch_norm", "layer_names")
 
     def __init__(self) -> None:
         #: the caller's strings for the layer names, by message index (or None)
@@ -473,6 +483,11 @@ class _Shared:
         self.strs: dict[str, str] = {}
         self.names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.specs: dict[_Spec, _Spec] = {}
+        #: a ParamSpec's serialized bytes -> its spec: one C call per param block instead
+        #: of six field reads (equal bytes, equal fields: -0.0 and presence included)
+        self.spec_bytes: dict[bytes, _Spec] = {}
+        #: a BatchNorm layer's written specs -> upgraded ones
+        self.batch_norm: dict[tuple[_Spec, ...], tuple[_Spec, ...]] = {}
 
     def names_of(self, names: Iterable[str]) -> tuple[str, ...]:
         strs = self.strs
@@ -487,14 +502,31 @@ def _layer_def(msg: Any, index: int, shared: _Shared) -> _LayerDef:
     strs = shared.strs
     name = msg.name if shared.layer_names is None else shared.layer_names[index]
     layer_type = msg.type
-    specs = shared.specs
+    param_specs: tuple[_Spec, ...] = ()
+    if params:
+        by_bytes = shared.spec_bytes
+        found: list[_Spec] = []
+        for p in params:
+            key = p.SerializeToString()
+            spec = by_bytes.get(key)
+            if spec is None:
+                spec = by_bytes[key] = _spec_of(p, shared.specs)
+            found.append(spec)
+        param_specs = tuple(found)
+        if len(param_specs) == 3 and layer_type == "BatchNorm":
+            done = shared.batch_norm.get(param_specs)
+            if done is None:
+                done = shared.batch_norm[param_specs] = _batch_norm_upgraded(
+                    param_specs, shared.specs
+                )
+            param_specs = done
     return _LayerDef(
         strs.setdefault(name, name),
         strs.setdefault(layer_type, layer_type),
         shared.names_of(msg.bottom),
         shared.names_of(msg.top),
         tuple([float(w) for w in loss_weight]) if loss_weight else (),
-        tuple([_spec_of(p, specs) for p in params]) if params else (),
+        param_specs,
         tuple([bool(p) for p in propagate_down]) if propagate_down else (),
         index,
     )
@@ -628,6 +660,57 @@ def _insert_splits(layers: list[_LayerDef], shared: _Shared) -> list[_LayerDef]:
     return out
 
 
+#: the one sub-message each type in READS_MESSAGE has its blob count, fillers, param roles
+#: and use_global_stats read from (layer_params' functions, _use_global_stats)
+_SETUP_FIELD = {
+    "Convolution": "convolution_param",
+    "Deconvolution": "convolution_param",
+    "InnerProduct": "inner_product_param",
+    "Embed": "embed_param",
+    "BatchNorm": "batch_norm_param",
+    "Bias": "bias_param",
+    "DummyData": "dummy_data_param",
+    "LSTM": "recurrent_param",
+    "PReLU": "prelu_param",
+    "RNN": "recurrent_param",
+    "Scale": "scale_param",
+}
+
+
+class _Setup(NamedTuple):
+    """What ``LayerSetUp`` makes of a layer's type and parameters, for the graph."""
+
+    blobs: int | None
+    fillers: list[str]
+    use_global_stats: bool | None
+    #: param_roles by blob count
+    roles: dict[int, list[str]]
+
+
+def _layer_setup(layer_type: str, msg: Any, num_bottoms: int, memo: dict[Any, _Setup]) -> _Setup:
+    """Blob count, fillers and use_global_stats of a layer, shared by the layers of one build
+    whose type, bottom count and setup sub-message (by its bytes) agree: a deep net sets up
+    the same few blocks thousands of times."""
+    field = _SETUP_FIELD.get(layer_type) if msg is not None else None
+    if field is None and msg is not None:  # a type whose reads are not listed: no sharing
+        return _Setup(
+            param_blob_count(layer_type, msg, num_bottoms),
+            fillers_used(layer_type, msg, num_bottoms),
+            _use_global_stats(layer_type, msg),
+            {},
+        )
+    key = (layer_type, num_bottoms, getattr(msg, field).SerializeToString() if field else None)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _Setup(
+            param_blob_count(layer_type, msg, num_bottoms),
+            fillers_used(layer_type, msg, num_bottoms),
+            _use_global_stats(layer_type, msg),
+            {},
+        )
+    return found
+
+
 def _use_global_stats(layer_type: str, msg: Any) -> bool | None:
     if layer_type != "BatchNorm" or msg is None:
         return None
@@ -719,7 +802,7 @@ def _build_graph(
     if phase not in ("TRAIN", "TEST"):
         raise ValueError(f"phase must be TRAIN or TEST, not {phase!r}")
     given = net
-    net = upgrade_net_message(net)
+    net = upgrade_net_message(net, batch_norm=False)  # _layer_def upgrades BatchNorm specs
     file_stages = tuple(net.state.stage) if _has(net, "state") else ()
     all_stages = file_stages + tuple(stages)
     shared = _Shared()
@@ -759,6 +842,8 @@ def _build_graph(
     inputs: list[str] = []
     owner_by_name: dict[str, _Owner] = {}
     unknown: dict[str, list[int]] = {}
+    setup_memo: dict[Any, _Setup] = {}
+    split_setup = _Setup(0, [], None, {})
 
     for li in ints:
         ld = layers[li]
@@ -843,13 +928,17 @@ def _build_graph(
         msg = None
         if ld.source_index is not None and ld.type in READS_MESSAGE:
             msg = layer_msgs[ld.source_index]
-        known = 0 if ld.inserted_split else param_blob_count(ld.type, msg, num_bottoms)
+        if ld.inserted_split:
+            setup = split_setup
+        else:
+            setup = _layer_setup(ld.type, msg, num_bottoms, setup_memo)
+        known = setup.blobs
         if ld.type in counts:
             n_blobs = counts[ld.type]
         elif known is not None:
             n_blobs = known
             if not ld.inserted_split:
-                for filler in fillers_used(ld.type, msg, num_bottoms):
+                for filler in setup.fillers:
                     if filler not in FILLER_TYPES:
                         raise CaffeError(
                             f"Check failed: false Unknown filler name: {filler}",
@@ -934,11 +1023,13 @@ def _build_graph(
                     if refs is None:
                         refs = [None] * n_blobs
                     refs[p] = _share(owner_by_name, spec, li, p, ld, out_layers)
-            roles = (
-                [f"param {i}" for i in range(n_blobs)]
-                if ld.inserted_split
-                else param_roles(ld.type, msg, num_bottoms, n_blobs)
-            )
+            roles = setup.roles.get(n_blobs)
+            if roles is None:
+                roles = setup.roles[n_blobs] = (
+                    [f"param {i}" for i in range(n_blobs)]
+                    if ld.inserted_split
+                    else param_roles(ld.type, msg, num_bottoms, n_blobs)
+                )
             if refs is None:
                 params = _own_params(roles, ld.params, layer_specs, param_tuples)
             else:  # a later sharer may still set the owner's multipliers
@@ -970,7 +1061,7 @@ def _build_graph(
                 flag_tuples.setdefault(pd, pd),
                 params,
                 _allow_force_all(ld.type, num_bottoms),
-                _use_global_stats(ld.type, msg),
+                setup.use_global_stats,
                 bi,
                 ti,
             )

@@ -16,7 +16,7 @@ known type: then a warning says so. Locating is :mod:`rewriter.caffe.diagnose`'s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, NamedTuple
 
 from rewriter.errors import did_you_mean
@@ -39,22 +39,38 @@ class Findings(NamedTuple):
 def net_init_runs(msg: Any) -> list[tuple[str, tuple[str, ...]]]:
     """(phase, stages) Caffe may build ``msg`` in: TRAIN, TEST, then each stage its rules name
     (the first :data:`MAX_STAGES`) with both phases."""
+    return _runs(msg)[0]
+
+
+def _runs(msg: Any) -> tuple[list[tuple[str, tuple[str, ...]]], bool]:
+    """:func:`net_init_runs` and whether any layer has rules, in one pass over the layers
+    (the rules' containers are read only for a layer that has some)."""
     stages: list[str] = []
-    for layer in list(msg.layer) + list(msg.layers):
-        for rule in list(layer.include) + list(layer.exclude):
-            for s in list(rule.stage) + list(rule.not_stage):
-                if s not in stages:
-                    stages.append(s)
+    any_rules = False
+    for layers in (msg.layer, msg.layers):
+        for layer in layers:
+            include, exclude = layer.include, layer.exclude
+            if not include and not exclude:
+                continue
+            any_rules = True
+            for rule in list(include) + list(exclude):
+                for s in list(rule.stage) + list(rule.not_stage):
+                    if s not in stages:
+                        stages.append(s)
     runs: list[tuple[str, tuple[str, ...]]] = [("TRAIN", ()), ("TEST", ())]
     for s in stages[:MAX_STAGES]:
         runs += [("TRAIN", (s,)), ("TEST", (s,))]
-    return runs
+    return runs, any_rules
 
 
-def net_init_findings(msg: Any, known_types: Sequence[str] = ()) -> Findings:
+def net_init_findings(
+    msg: Any, known_types: Sequence[str] = (), keep: MutableMapping[str, Any] | None = None
+) -> Findings:
     """Build every run of :func:`net_init_runs`; see the module docstring for the verdict.
 
-    ``known_types``: layer types whose near misses are worth a warning.
+    ``known_types``: layer types whose near misses are worth a warning. ``keep``: filled with
+    each phase's graph (no stages, level 0, default param counts) when the net initialises,
+    so that the set-up checks need not build it again.
     """
     from .upgrade_proto import Refusal, from_refusal
 
@@ -63,8 +79,8 @@ def net_init_findings(msg: Any, known_types: Sequence[str] = ()) -> Findings:
     warnings: list[CaffeError] = []
     fork_fillers: list[CaffeError] = []
     typos_done = False
-    runs = net_init_runs(msg)
-    if not any(layer.include or layer.exclude for layer in list(msg.layer) + list(msg.layers)):
+    runs, any_rules = _runs(msg)
+    if not any_rules:
         runs = runs[:1]  # without rules every phase wires the same layers: one run will do
     for phase, stages in runs:
         try:
@@ -85,6 +101,8 @@ def net_init_findings(msg: Any, known_types: Sequence[str] = ()) -> Findings:
         except Refusal as r:  # the in-memory upgrade of a V0/V1 file stops: no run will do
             return Findings(from_refusal(r), warnings)
         ok_phases.add(phase)
+        if keep is not None and not stages:
+            keep[phase] = graph
         if not typos_done and known_types:
             typos_done = True
             warnings += _type_typos(graph, known_types)

@@ -467,8 +467,11 @@ def _analyze(graph: Graph) -> Backward:
     verdicts = Verdicts(
         layers, need, forced, bottom_need, final_bottom, param_info, contributes, why
     )
-    warnings = list(graph.warnings) + _traps(graph, verdicts)
-    return Backward(graph=graph, layers=verdicts, warnings=tuple(warnings))
+    traps, states = _traps(graph, verdicts)
+    result = Backward(graph=graph, layers=verdicts, warnings=(*graph.warnings, *traps))
+    if states is not None:  # the traps computed them already: Backward.states is the same
+        vars(result)["states"] = states
+    return result
 
 
 def _who(graph: Graph, li: int | None) -> str:
@@ -580,16 +583,18 @@ def _readers(graph: Graph, layer: Layer, top: int) -> int:
     return sum(1 for c in blob.consumers if layer.index < c <= end)
 
 
-def _traps(graph: Graph, verdicts: Verdicts) -> list[GraphWarning]:
+def _traps(graph: Graph, verdicts: Verdicts) -> tuple[list[GraphWarning], States | None]:
     """Training traps. Only a training net (TRAIN phase with some loss) updates weights.
-    (Reads the verdicts' columns; a verdict object is built only for a layer it warns about.)"""
+    (Reads the verdicts' columns; a verdict object is built only for a layer it warns about.)
+    Also returns the states it computed on the way (None if it did not need them)."""
     out: list[GraphWarning] = []
     if graph.phase != "TRAIN" or not any(any(layer.loss_weights) for layer in graph.layers):
-        return out
+        return out, None
     from rewriter.caffe.states import DECAY_ONLY, of
 
     final = verdicts._final
-    param_states = of(graph, verdicts).params
+    states = of(graph, verdicts)
+    param_states = states.params
     for li, layer in enumerate(graph.layers):
         decaying = [
             p
@@ -633,7 +638,7 @@ def _traps(graph: Graph, verdicts: Verdicts) -> list[GraphWarning]:
                         layer.index,
                     )
                 )
-    return out
+    return out, states
 
 
 def _frozen_upstream(graph: Graph, layer: Layer, max_steps: int = 64) -> str | None:

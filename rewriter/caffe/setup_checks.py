@@ -254,7 +254,8 @@ def check_setup(
     from .upgrade_proto import Refusal, from_refusal
 
     try:
-        upgraded = upgrade_net_message(net)
+        # the graph upgrades BatchNorm param specs itself; nothing else here reads them
+        upgraded = upgrade_net_message(net, batch_norm=False)
     except CaffeError as e:
         report.error = e
         return report

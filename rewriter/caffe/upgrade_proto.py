@@ -322,12 +322,16 @@ MIXED_LAYER_FORMATS = (
 )
 
 
-def upgrade_net_message(net: Any) -> Any:
+def upgrade_net_message(net: Any, *, batch_norm: bool = True) -> Any:
     """``UpgradeNetAsNeeded`` in memory: returns the V2 view Caffe would initialise.
 
     Applies V0 -> V1, V1 -> V2, legacy inputs -> ``Input`` layer and the BatchNorm upgrade
     (exactly three param blocks -> lr_mult 0 / decay_mult 0). The argument is not modified;
     when nothing needs upgrading it is returned as is.
+
+    ``batch_norm=False`` leaves the BatchNorm param blocks as written (no copy of the whole
+    net for them), for readers that take the multipliers elsewhere: the graph applies that
+    upgrade to its own param specs, the shape rules read no param block.
     """
     if len(net.layers) > 0 and len(net.layer) > 0:
         # Caffe refuses such a file rather than dropping one of the two lists.
@@ -341,6 +345,8 @@ def upgrade_net_message(net: Any) -> Any:
         net = v1_to_v2_message(net)
     if len(net.input) > 0:
         net = _upgrade_inputs(net)
+    if not batch_norm:
+        return net
     bn = [i for i, layer in enumerate(net.layer) if layer.type == "BatchNorm"]
     if any(len(net.layer[i].param) == 3 for i in bn):
         copy = type(net)()

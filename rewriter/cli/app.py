@@ -280,9 +280,11 @@ def check(
 
                 message = bound.message
                 bound = None  # its lossless tree is re-read only to locate a finding
-                diags = diags + net_init_diagnostics(path, message)
+                graphs: dict[str, Any] = {}  # built once per phase, for the set-up checks
+                diags = diags + net_init_diagnostics(path, message, graphs if setup else None)
                 if setup and not any(d.severity == "error" for d in diags):
-                    diags = diags + _setup_diagnostics(path, message, shape_opts)
+                    diags = diags + _setup_diagnostics(path, message, shape_opts, graphs)
+                del graphs
         except RewriterError as e:
             diags = [Diagnostic("error", str(e), None, None, "input")]
         errors = [d for d in diags if d.severity == "error"]
@@ -318,9 +320,12 @@ def check(
     raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
 
 
-def _setup_diagnostics(path: Path, message: Any, shape_opts: dict[str, Any]) -> list[Any]:
+def _setup_diagnostics(
+    path: Path, message: Any, shape_opts: dict[str, Any], graphs: dict[str, Any]
+) -> list[Any]:
     """Caffe's set-up checks on a bound net, per phase, as findings located in ``path`` (read
-    again only when there is something to place)."""
+    again only when there is something to place). ``graphs``: the phases' graphs already
+    built (with the same options), each taken out once used."""
     from rewriter.caffe.setup_checks import check_setup, phases_of, skipped_warnings
     from rewriter.errors import Diagnostic
     from rewriter.text.cst import parse
@@ -331,7 +336,7 @@ def _setup_diagnostics(path: Path, message: Any, shape_opts: dict[str, Any]) -> 
     skipped = []
     for phase in phases_of(message):
         try:
-            report = check_setup(message, phase, **shape_opts)
+            report = check_setup(message, phase, graph=graphs.pop(phase, None), **shape_opts)
         except RewriterError as e:
             out.append(
                 Diagnostic("warning", f"set-up checks not run in {phase}: {e}", code="setup")

@@ -28,15 +28,23 @@ def render_table(result: Backward, color: bool = False) -> str:
     g = result.graph
     rows: list[tuple[str, str, str, str, str]] = []
     states = result.states.layers
+    # the graph shares one params tuple between layers set up alike: one cell per tuple
+    lr_cells: dict[int, str] = {}
     for layer in g.layers:
         state = states[layer.index]
-        lrs = ",".join(_num(p.lr_mult) for p in layer.params) or "-"
-        cuts = [
-            layer.bottoms[j]
-            for j, pd in enumerate(layer.propagate_down)
-            if not pd and j < len(layer.bottoms)
-        ]
-        rows.append((layer.name, layer.type, state, lrs, ", ".join(cuts)))
+        params = layer.params
+        lrs = lr_cells.get(id(params))
+        if lrs is None:
+            lrs = lr_cells[id(params)] = ",".join([_num(p.lr_mult) for p in params]) or "-"
+        cut = ""
+        if layer.propagate_down:
+            cuts = [
+                layer.bottoms[j]
+                for j, pd in enumerate(layer.propagate_down)
+                if not pd and j < len(layer.bottoms)
+            ]
+            cut = ", ".join(cuts)
+        rows.append((layer.name, layer.type, state, lrs, cut))
     w_name = max([len("layer")] + [len(r[0]) for r in rows])
     w_type = max([len("type")] + [len(r[1]) for r in rows])
     w_state = max(len(s) for s in st.LAYER_STATES)

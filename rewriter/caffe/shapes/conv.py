@@ -16,6 +16,7 @@ from .core import (
     _cpp_div,
     _Ctx,
     _has,
+    _memoized,
     _nonnegative,
     _Result,
     shape_string,
@@ -49,7 +50,9 @@ def _spatial_param(
         )
         return [hw[0], hw[1]]
     n = len(values)
-    if what == "kernel_size":
+    if n == 1 or n == n_sp or (n == 0 and what != "kernel_size"):
+        pass  # valid: the messages below are built only for a failure
+    elif what == "kernel_size":
         _check(
             n == 1 or n == n_sp,
             f"Check failed: num_kernel_dims == 1 || num_kernel_dims == num_spatial_axes_ "
@@ -159,10 +162,18 @@ def _conv(ctx: _Ctx, deconv: bool) -> _Result:
 
 
 def _convolution(ctx: _Ctx) -> _Result:
-    return _conv(ctx, deconv=False)
+    return _memoized(ctx, "convolution_param", _conv_forward)
 
 
 def _deconvolution(ctx: _Ctx) -> _Result:
+    return _memoized(ctx, "convolution_param", _conv_backward)
+
+
+def _conv_forward(ctx: _Ctx) -> _Result:
+    return _conv(ctx, deconv=False)
+
+
+def _conv_backward(ctx: _Ctx) -> _Result:
     return _conv(ctx, deconv=True)
 
 

@@ -6,7 +6,7 @@ rendering.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,6 +239,8 @@ def _check_op(ok: bool, a: int, b: int, expr: str, message: str = "", location: 
 def _canonical(axis: int, shape: Sequence[int]) -> int:
     """``Blob::CanonicalAxisIndex`` (its CHECKs live in ``blob.hpp``)."""
     n = len(shape)
+    if -n <= axis < n:  # the usual case: no message to build
+        return axis + n if axis < 0 else axis
     msg = f"axis {axis} out of range for {n}-D Blob with shape {shape_string(shape)}"
     _check_op(axis >= -n, axis, -n, "axis_index >= -num_axes()", msg, "blob.hpp")
     _check_op(axis < n, axis, n, "axis_index < num_axes()", msg, "blob.hpp")
@@ -284,9 +286,27 @@ class _Options:
     height: int | None
     width: int | None
     input_shapes: Mapping[str, Shape]
+    #: :func:`_memoized` answers of this walk
+    memo: dict[Any, tuple[tuple[Shape, ...], tuple[Shape, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 _Result = tuple[list[Shape], list[Shape]]  # (top shapes, param shapes)
+
+
+def _memoized(ctx: _Ctx, field_name: str, rule: Callable[[_Ctx], _Result]) -> _Result:
+    """``rule``'s answer for a layer set up like an earlier one of the walk: same type, same
+    ``field_name`` sub-message (by its bytes), same bottom shapes and top count: all that the
+    rule reads (only for rules that make no assumptions). A deep net repeats a few blocks
+    thousands of times; a failing check is never stored, so it is raised every time."""
+    key = (ctx.type, getattr(ctx.msg, field_name).SerializeToString(), *ctx.bottoms, ctx.n_tops)
+    memo = ctx.opts.memo
+    hit = memo.get(key)
+    if hit is None:
+        tops, params = rule(ctx)
+        hit = memo[key] = (tuple(tops), tuple(params))
+    return list(hit[0]), list(hit[1])
 
 
 def _given(ctx: _Ctx, j: int) -> Shape | None:

@@ -10,7 +10,6 @@ from rewriter import hints
 from rewriter.errors import UsageError
 
 from ..graph import AUTOMATIC_TOP, Graph, build_graph, upgrade_net_message
-from ..layer_params import param_roles
 from .core import (
     LayerShapes,
     Shape,
@@ -46,7 +45,7 @@ def _resolve(
                 "infer_shapes(graph) needs the net's message too: infer_shapes(graph, "
                 "message=net_message), or pass the message or CaffeFile itself"
             )
-        return net, upgrade_net_message(message)
+        return net, upgrade_net_message(message, batch_norm=False)  # (no rule reads params)
     if isinstance(net, Document):
         from rewriter.schema.bind import bind
 
@@ -55,7 +54,7 @@ def _resolve(
         net = bound.message
     elif isinstance(net, NetFile):
         net = net.message
-    upgraded = upgrade_net_message(net)
+    upgraded = upgrade_net_message(net, batch_norm=False)  # the graph upgrades BatchNorm specs
     graph = build_graph(upgraded, phase, tuple(stages), level, param_counts)
     return graph, upgraded
 
@@ -146,11 +145,9 @@ def infer_shapes(
         if len(layer.params) < len(params):
             # the graph (Net::Init's blob count, e.g. a param_counts override) is the authority
             params = params[: len(layer.params)]
-        roles = (
-            tuple(param_roles(ltype, msg, len(layer.bottoms), len(params)))
-            if msg is not None
-            else ()
-        )
+        # the graph named each blob already (param_roles with the same type, message and
+        # bottoms; a list whose prefixes agree whatever the count)
+        roles = tuple([prm.role for prm in layer.params[: len(params)]]) if msg is not None else ()
         out.append(
             LayerShapes(
                 layer.name,

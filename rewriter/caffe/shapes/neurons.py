@@ -13,6 +13,7 @@ from .core import (
     _check_op,
     _Ctx,
     _legacy_dim,
+    _memoized,
     _Result,
 )
 
@@ -43,7 +44,7 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
             "num_axes >= -1",
             "num_axes must be non-negative, or -1 to extend to the end of bottom[0]",
         )
-        if num_axes >= 0:
+        if num_axes >= 0 and len(bottom) < axis + num_axes:
             _check_op(
                 len(bottom) >= axis + num_axes,
                 len(bottom),
@@ -54,15 +55,18 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
             )
         operand = tuple(bottom[axis:] if num_axes == -1 else bottom[axis : axis + num_axes])
     axis = 0 if len(operand) == 0 else _canonical(int(p.axis), bottom)
-    _check_op(
-        len(bottom) >= axis + len(operand),
-        len(bottom),
-        axis + len(operand),
-        f"bottom[0]->num_axes() >= {ax} + {learned_name}->num_axes()",
-        f"{learned_name} blob's shape extends past bottom[0]'s shape when applied "
-        f"starting with bottom[0] axis = {axis}",
-    )
+    if len(bottom) < axis + len(operand):
+        _check_op(
+            len(bottom) >= axis + len(operand),
+            len(bottom),
+            axis + len(operand),
+            f"bottom[0]->num_axes() >= {ax} + {learned_name}->num_axes()",
+            f"{learned_name} blob's shape extends past bottom[0]'s shape when applied "
+            f"starting with bottom[0] axis = {axis}",
+        )
     for i, d in enumerate(operand):
+        if bottom[axis + i] == d:
+            continue  # (the message is built only for a failure)
         _check_eq(
             bottom[axis + i],
             d,
@@ -74,6 +78,10 @@ def _scale_like(ctx: _Ctx, field_name: str, learned_name: str) -> tuple[Shape, i
 
 
 def _scale(ctx: _Ctx) -> _Result:
+    return _memoized(ctx, "scale_param", _scale_rule)
+
+
+def _scale_rule(ctx: _Ctx) -> _Result:
     operand, axis = _scale_like(ctx, "scale_param", "scale")
     params: list[Shape] = []
     if len(ctx.bottoms) == 1:
