@@ -304,7 +304,7 @@ def _weight_warnings(
         if lc.change != "modified" or lc.name not in by_new:
             continue
         o, n = by_new[lc.name]
-        why = [f.path for f in lc.fields if f.path == "type" or _shape_path(f.path)]
+        why = _shape_changes(lc)
         if why and (old_counts.count(o) or new_counts.count(n)):
             out.append(
                 WeightWarning(
@@ -316,6 +316,11 @@ def _weight_warnings(
                 )
             )
     return out
+
+
+def _shape_changes(lc: LayerChange) -> list[str]:
+    """The changed fields of a layer that make its pretrained weights stop loading."""
+    return [f.path for f in lc.fields if f.path == "type" or _shape_path(f.path)]
 
 
 def _shape_path(path: str) -> bool:
@@ -603,9 +608,12 @@ def _diff_versions(old: _Version, new: _Version) -> FileDiff:
         for ot, nt in zip(old.unit_msg(o).top, new.unit_msg(n).top, strict=False):
             if ot != nt:
                 blob_rename[ot] = nt
-    # the layers whose parameter blobs the weight warnings may count
+    # the layers whose parameter blobs the weight warnings may count: renamed ones, and
+    # modified ones whose type or a parameter shape changed (a freeze's lr_mult edits of
+    # thousands of layers need no count, nor copies of those layers)
     old_counts, new_counts = _ParamCounts(), _ParamCounts()
-    by_new = _last_pairs(old, new, {lc.name for lc in fd.layers if lc.change == "modified"})
+    shaped = {lc.name for lc in fd.layers if lc.change == "modified" and _shape_changes(lc)}
+    by_new = _last_pairs(old, new, shaped)
     for _, n in renamed:
         new_counts.want(new, n)
     for lc in fd.layers:
