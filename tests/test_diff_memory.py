@@ -217,3 +217,14 @@ def test_diff_peak_python_memory() -> None:
     assert [c.name for c in fd.layers] == ["d250_conv"]
     # (with the object lists: about 16x the file; packed: about 10.7x)
     assert peak < 13 * size, peak / size
+
+
+def test_test_phase_shares_train_change_objects() -> None:
+    old = densenet(30)
+    new = densenet(30, frozen=0).replace("lr_mult: 2", "lr_mult: 0", 1)  # d0_conv frozen
+    fd = semdiff.diff_texts(old, new)
+    train, test = fd.phases["TRAIN"], fd.phases["TEST"]
+    assert train.backward and train.params
+    assert test.backward == train.backward and test.params == train.params
+    assert all(a is b for a, b in zip(test.backward, train.backward, strict=True))
+    assert all(a is b for a, b in zip(test.params, train.params, strict=True))

@@ -41,7 +41,7 @@ import os
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rewriter.caffe.states import FROZEN
 from rewriter.errors import RewriterError
@@ -467,11 +467,30 @@ def _old_phase(
     return _OldPhase(verdicts, out_edges, _losses(old, rename, blob_rename), warnings)
 
 
+_T = TypeVar("_T")
+
+
+def _reuse(out: list[_T], prev: list[_T], item: _T) -> None:
+    """Append ``item``, or the equal one at the same place of the previous phase's list: TRAIN
+    and TEST usually report the same changes (tens of thousands for a freeze), kept once."""
+    i = len(out)
+    if i < len(prev) and prev[i] == item:
+        item = prev[i]
+    out.append(item)
+
+
 def _phase_diff(
-    phase: str, old: _OldPhase | str, new: PhaseFacts | str, mark: int = 1
+    phase: str,
+    old: _OldPhase | str,
+    new: PhaseFacts | str,
+    mark: int = 1,
+    prev: PhaseDiff | None = None,
 ) -> PhaseDiff:
-    """``mark``: a number no other call on the same ``old`` uses (edges found are marked)."""
+    """``mark``: a number no other call on the same ``old`` uses (edges found are marked);
+    ``prev``: the previous phase's diff, whose equal change objects are shared."""
     pd = PhaseDiff(phase)
+    if prev is None:
+        prev = pd
     if isinstance(old, str) or isinstance(new, str):
         pd.old_error = old if isinstance(old, str) else None
         pd.new_error = new if isinstance(new, str) else None
@@ -491,10 +510,9 @@ def _phase_diff(
         o_nbf, o_state, o_params, o_pstates, o_lr, _ = got
         vn = new.backward.layers[ni]
         if o_nbf != vn.needs_backward_final:
-            pd.backward.append(
-                BackwardChange(nl.name, nl.type, o_nbf, vn.needs_backward_final, o_state,
-                               new.states[ni])
-            )  # fmt: skip
+            _reuse(pd.backward, prev.backward,
+                   BackwardChange(nl.name, nl.type, o_nbf, vn.needs_backward_final, o_state,
+                                  new.states[ni]))  # fmt: skip
         for p in nl.params:
             if p.index < o_params:
                 was: str | None = o_pstates[p.index]
@@ -503,9 +521,9 @@ def _phase_diff(
                 was, old_lr = None, None
             now = new_pstates[ni][p.index]
             if was != now and (was is not None or now != FROZEN):
-                pd.params.append(
-                    ParamChange(nl.name, p.index, p.role, now, old_lr, vn.param_lr_mult[p.index])
-                )
+                _reuse(pd.params, prev.params,
+                       ParamChange(nl.name, p.index, p.role, now, old_lr,
+                                   vn.param_lr_mult[p.index]))  # fmt: skip
 
     # each bottom: gradient flows <-> cut; rewired edges (source layer, target layer, blob)
     edges = _edge_arrays(new)
@@ -637,8 +655,10 @@ def _diff_versions(old: _Version, new: _Version) -> FileDiff:
                 olds[phase] = of
             del of
         new_built: list[str] = []
+        prev_pd: PhaseDiff | None = None
         for phase, nf, _ in new.iter_facts():
-            fd.phases[phase] = _phase_diff(phase, olds.pop(phase), nf, PHASES.index(phase) + 1)
+            mark = PHASES.index(phase) + 1
+            fd.phases[phase] = prev_pd = _phase_diff(phase, olds.pop(phase), nf, mark, prev_pd)
             if isinstance(nf, PhaseFacts):
                 new_counts.add_phase(nf)
                 new_built.append(phase)
