@@ -21,11 +21,14 @@ change does. :func:`diff_texts` compares two versions of a file at three levels:
 Speed: layers whose text is byte-identical are not converted or deepdiffed at all, and each
 graph is built once per phase (once in all when no layer has include/exclude rules, since the
 TEST net is then the TRAIN net). Memory: one tree at a time (each is dropped once its side is
-bound), one live message at a time (the other parked as its serialized bytes), one graph at a
-time (the old side's facts are reduced to what the comparison reads before the new graph is
-built: one shared record per layer and the edge set), facts packed (a phase's edges are flat
-arrays, :class:`EdgeFact` objects are made only when read), and no graphs kept in the result:
-the drawing renderers rebuild them on demand (``FileDiff.new_facts`` / ``old_facts``).
+bound), one live message at a time (the other parked as its serialized bytes; the old layers
+the comparison reads kept as their own bytes, not as copies), a graph built from a message of
+its own (upgraded in place: no copy of the net beside it), one graph at a time (the old side's
+facts are reduced to what the comparison reads before the new graph is built: one shared
+record per layer and the edge set), facts packed (a phase's edges are flat arrays,
+:class:`EdgeFact` objects are made only when read), TEST sharing TRAIN's equal change objects,
+and no graphs kept in the result: the drawing renderers rebuild them on demand
+(``FileDiff.new_facts`` / ``old_facts``).
 Renderers live in :mod:`rewriter.review.render`; the JSON schema is documented in docs/diff.md
 (``schema_version`` 1).
 

@@ -72,6 +72,13 @@ class _Message:
                 self._data = self._msg.SerializePartialToString()
             self._msg = None
 
+    def take(self) -> Any:
+        """The message for the caller alone (to change, or to drop when done), this one
+        parked."""
+        msg = self.get()
+        self.park()
+        return msg
+
 
 def _standalone(msg: Any) -> Any:
     """A copy of a sub-message that does not keep its whole parent message alive."""
@@ -228,9 +235,17 @@ def _compute_facts(
                     bw = Backward(graph=graph, layers=bw.layers, warnings=graph.warnings)
                 # states again: BatchNorm's statistics move by default in TRAIN only
                 return replace(prev, graph=graph, backward=bw, states=bw.states.layers), True
-            graph = build_graph(source.get(), phase=phase)
             if park:
-                source.park()
+                # Ours alone: upgraded in place, so build_graph need not copy the whole net
+                # (an old-style BatchNorm's three param blocks) while this one is alive too.
+                from rewriter.caffe.upgrade_proto import upgrade_batch_norm
+
+                msg = source.take()
+                upgrade_batch_norm(msg)
+                graph = build_graph(msg, phase=phase)
+                del msg
+            else:
+                graph = build_graph(source.get(), phase=phase)
             return phase_facts(graph, graph.backward()), False
     except RewriterError as e:
         return str(e), False
@@ -253,9 +268,8 @@ class _LazyFacts(Mapping[str, PhaseFacts]):
             raise KeyError(phase)
         prev: PhaseFacts | str | None = None
         if phase == "TEST" and self._independent:
-            prev, _ = _compute_facts(self._source, "TRAIN", None, True)
-        got, _ = _compute_facts(self._source, phase, prev, self._independent)
-        self._source.park()
+            prev, _ = _compute_facts(self._source, "TRAIN", None, True, park=True)
+        got, _ = _compute_facts(self._source, phase, prev, self._independent, park=True)
         assert isinstance(got, PhaseFacts)
         return got
 
