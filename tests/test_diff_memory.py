@@ -217,3 +217,64 @@ def test_diff_peak_python_memory() -> None:
     assert [c.name for c in fd.layers] == ["d250_conv"]
     # (with the object lists: about 16x the file; packed: about 10.7x)
     assert peak < 13 * size, peak / size
+
+
+_BN_NET = """
+name: "bn"
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } shape { dim: 1 } } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1"
+        param { lr_mult: 1 } convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "bn1" type: "BatchNorm" bottom: "c1" top: "c1"
+        param { lr_mult: 0 } param { lr_mult: 1 decay_mult: -0.0 } param { lr_mult: 0 } }
+layer { name: "ip" type: "InnerProduct" bottom: "c1" top: "ip"
+        inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_batch_norm_upgrade_in_place_is_the_copy() -> None:
+    from rewriter.caffe.upgrade_proto import upgrade_batch_norm, upgrade_net_message
+
+    msg = bind(parse(_BN_NET), root=NET).message
+    copied = upgrade_net_message(msg)
+    assert copied is not msg
+    upgrade_batch_norm(msg)
+    assert msg == copied
+    assert [(p.lr_mult, p.decay_mult) for p in msg.layer[2].param] == [(0.0, 0.0)] * 3
+    # once upgraded (explicit +0 everywhere), not copied again
+    assert upgrade_net_message(msg) is msg
+
+
+def test_diff_builds_graphs_without_copying_the_net(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message a diff builds a graph from is its own, upgraded in place: protobuf's copy
+    of a whole net (about 5x the file, not seen by tracemalloc) is never made beside it."""
+    import rewriter.caffe.graph as graph_mod
+
+    real = graph_mod.upgrade_net_message
+    copied: list[str] = []
+
+    def spy(net: Any) -> Any:
+        out = real(net)
+        if out is not net:
+            copied.append(str(net.name))
+        return out
+
+    monkeypatch.setattr(graph_mod, "upgrade_net_message", spy)
+    new = _BN_NET.replace("param { lr_mult: 1 } convolution", "param { lr_mult: 0 } convolution")
+    fd = semdiff.diff_texts(_BN_NET, new)
+    assert [c.name for c in fd.layers] == ["c1"]
+    assert fd.phases["TRAIN"].params and copied == []
+    # the drawings rebuild the graphs the same way
+    assert fd.new_facts["TEST"].graph.layers[2].name == "bn1" and copied == []
+
+
+def test_test_phase_shares_train_change_objects() -> None:
+    old = densenet(30)
+    new = densenet(30, frozen=0).replace("lr_mult: 2", "lr_mult: 0", 1)  # d0_conv frozen
+    fd = semdiff.diff_texts(old, new)
+    train, test = fd.phases["TRAIN"], fd.phases["TEST"]
+    assert train.backward and train.params
+    assert test.backward == train.backward and test.params == train.params
+    assert all(a is b for a, b in zip(test.backward, train.backward, strict=True))
+    assert all(a is b for a, b in zip(test.params, train.params, strict=True))

@@ -12,6 +12,7 @@ The V0/V1 layer type tables live here, once, below both the graph and the text u
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rewriter.caffe.errors import CaffeError
@@ -26,6 +27,7 @@ __all__ = [
     "MessageUpgrade",
     "Refusal",
     "from_refusal",
+    "upgrade_batch_norm",
     "upgrade_net_message",
     "upgrade_net_message_caffe",
     "upgrade_solver_message_caffe",
@@ -345,20 +347,40 @@ def upgrade_net_message(net: Any, *, batch_norm: bool = True) -> Any:
         net = v1_to_v2_message(net)
     if len(net.input) > 0:
         net = _upgrade_inputs(net)
-    if not batch_norm:
-        return net
-    bn = [i for i, layer in enumerate(net.layer) if layer.type == "BatchNorm"]
-    if any(len(net.layer[i].param) == 3 for i in bn):
+    if batch_norm and _batch_norm_to_upgrade(net):
         copy = type(net)()
         copy.CopyFrom(net)
-        for i in bn:
-            layer = copy.layer[i]
-            if len(layer.param) == 3:
-                for p in layer.param:
-                    p.lr_mult = 0.0
-                    p.decay_mult = 0.0
+        upgrade_batch_norm(copy)
         net = copy
     return net
+
+
+def _batch_norm_to_upgrade(net: Any) -> list[int]:
+    """The BatchNorm layers whose three param blocks ``UpgradeNetBatchNorm`` would change:
+    those already at an explicit +0 lr_mult and decay_mult are left out, so a net upgraded
+    once (:func:`upgrade_batch_norm`) is not copied again."""
+    return [
+        i
+        for i, layer in enumerate(net.layer)
+        if layer.type == "BatchNorm"
+        and len(layer.param) == 3
+        and not all(_plus_zero(p, "lr_mult") and _plus_zero(p, "decay_mult") for p in layer.param)
+    ]
+
+
+def _plus_zero(spec: Any, name: str) -> bool:
+    value = getattr(spec, name)
+    return bool(spec.HasField(name)) and value == 0 and math.copysign(1.0, value) > 0
+
+
+def upgrade_batch_norm(net: Any) -> None:
+    """``UpgradeNetBatchNorm`` in place (lr_mult and decay_mult 0 on the three param blocks
+    of an old-style BatchNorm), for a caller that owns ``net``: :func:`upgrade_net_message`
+    then returns it as is instead of copying the whole net (about 5x the file's size)."""
+    for i in _batch_norm_to_upgrade(net):
+        for p in net.layer[i].param:
+            p.lr_mult = 0.0
+            p.decay_mult = 0.0
 
 
 # ============================================================================ Caffe's tables

@@ -3,6 +3,8 @@
 :func:`rewriter.review.semdiff.diff_texts` fills these; the renderers of
 :mod:`rewriter.review.render` read them, and ``to_json`` gives the JSON documented in
 docs/diff.md (``schema_version`` :data:`SCHEMA_VERSION`).
+
+The change records have slots: a freeze of a 100k-layer net reports about 200,000 of them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldChange:
     """One field that differs: ``path`` like ``param[0].lr_mult``; absent side is None."""
 
@@ -30,7 +32,7 @@ class FieldChange:
         return {"path": self.path, "change": self.change, "old": self.old, "new": self.new}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerChange:
     change: str  # "modified" | "added" | "removed" | "renamed"
     name: str  # the new name (the old one for removed layers)
@@ -50,7 +52,7 @@ class LayerChange:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackwardChange:
     layer: str
     type: str
@@ -75,7 +77,7 @@ class BackwardChange:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParamChange:
     layer: str
     index: int
@@ -96,7 +98,7 @@ class ParamChange:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GradientChange:
     """The gradient into ``layer``'s bottom ``bottom`` (blob ``blob`` from ``source``)."""
 
@@ -116,7 +118,7 @@ class GradientChange:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EdgeChange:
     source: str | None
     target: str
@@ -128,7 +130,7 @@ class EdgeChange:
                 "change": self.change}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LossChange:
     blob: str
     layer: str
@@ -151,7 +153,7 @@ class LossChange:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WarningChange:
     change: str  # "added" | "removed"
     kind: str
@@ -163,7 +165,7 @@ class WarningChange:
                 "message": self.message}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WeightWarning:
     layer: str
     old_layer: str

@@ -21,11 +21,14 @@ change does. :func:`diff_texts` compares two versions of a file at three levels:
 Speed: layers whose text is byte-identical are not converted or deepdiffed at all, and each
 graph is built once per phase (once in all when no layer has include/exclude rules, since the
 TEST net is then the TRAIN net). Memory: one tree at a time (each is dropped once its side is
-bound), one live message at a time (the other parked as its serialized bytes), one graph at a
-time (the old side's facts are reduced to what the comparison reads before the new graph is
-built: one shared record per layer and the edge set), facts packed (a phase's edges are flat
-arrays, :class:`EdgeFact` objects are made only when read), and no graphs kept in the result:
-the drawing renderers rebuild them on demand (``FileDiff.new_facts`` / ``old_facts``).
+bound), one live message at a time (the other parked as its serialized bytes; the old layers
+the comparison reads kept as their own bytes, not as copies), a graph built from a message of
+its own (upgraded in place: no copy of the net beside it), one graph at a time (the old side's
+facts are reduced to what the comparison reads before the new graph is built: one shared
+record per layer and the edge set), facts packed (a phase's edges are flat arrays,
+:class:`EdgeFact` objects are made only when read), TEST sharing TRAIN's equal change objects,
+and no graphs kept in the result: the drawing renderers rebuild them on demand
+(``FileDiff.new_facts`` / ``old_facts``).
 Renderers live in :mod:`rewriter.review.render`; the JSON schema is documented in docs/diff.md
 (``schema_version`` 1).
 
@@ -41,7 +44,7 @@ import os
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rewriter.caffe.states import FROZEN
 from rewriter.errors import RewriterError
@@ -304,7 +307,7 @@ def _weight_warnings(
         if lc.change != "modified" or lc.name not in by_new:
             continue
         o, n = by_new[lc.name]
-        why = [f.path for f in lc.fields if f.path == "type" or _shape_path(f.path)]
+        why = _shape_changes(lc)
         if why and (old_counts.count(o) or new_counts.count(n)):
             out.append(
                 WeightWarning(
@@ -316,6 +319,11 @@ def _weight_warnings(
                 )
             )
     return out
+
+
+def _shape_changes(lc: LayerChange) -> list[str]:
+    """The changed fields of a layer that make its pretrained weights stop loading."""
+    return [f.path for f in lc.fields if f.path == "type" or _shape_path(f.path)]
 
 
 def _shape_path(path: str) -> bool:
@@ -462,11 +470,30 @@ def _old_phase(
     return _OldPhase(verdicts, out_edges, _losses(old, rename, blob_rename), warnings)
 
 
+_T = TypeVar("_T")
+
+
+def _reuse(out: list[_T], prev: list[_T], item: _T) -> None:
+    """Append ``item``, or the equal one at the same place of the previous phase's list: TRAIN
+    and TEST usually report the same changes (tens of thousands for a freeze), kept once."""
+    i = len(out)
+    if i < len(prev) and prev[i] == item:
+        item = prev[i]
+    out.append(item)
+
+
 def _phase_diff(
-    phase: str, old: _OldPhase | str, new: PhaseFacts | str, mark: int = 1
+    phase: str,
+    old: _OldPhase | str,
+    new: PhaseFacts | str,
+    mark: int = 1,
+    prev: PhaseDiff | None = None,
 ) -> PhaseDiff:
-    """``mark``: a number no other call on the same ``old`` uses (edges found are marked)."""
+    """``mark``: a number no other call on the same ``old`` uses (edges found are marked);
+    ``prev``: the previous phase's diff, whose equal change objects are shared."""
     pd = PhaseDiff(phase)
+    if prev is None:
+        prev = pd
     if isinstance(old, str) or isinstance(new, str):
         pd.old_error = old if isinstance(old, str) else None
         pd.new_error = new if isinstance(new, str) else None
@@ -486,10 +513,9 @@ def _phase_diff(
         o_nbf, o_state, o_params, o_pstates, o_lr, _ = got
         vn = new.backward.layers[ni]
         if o_nbf != vn.needs_backward_final:
-            pd.backward.append(
-                BackwardChange(nl.name, nl.type, o_nbf, vn.needs_backward_final, o_state,
-                               new.states[ni])
-            )  # fmt: skip
+            _reuse(pd.backward, prev.backward,
+                   BackwardChange(nl.name, nl.type, o_nbf, vn.needs_backward_final, o_state,
+                                  new.states[ni]))  # fmt: skip
         for p in nl.params:
             if p.index < o_params:
                 was: str | None = o_pstates[p.index]
@@ -498,9 +524,9 @@ def _phase_diff(
                 was, old_lr = None, None
             now = new_pstates[ni][p.index]
             if was != now and (was is not None or now != FROZEN):
-                pd.params.append(
-                    ParamChange(nl.name, p.index, p.role, now, old_lr, vn.param_lr_mult[p.index])
-                )
+                _reuse(pd.params, prev.params,
+                       ParamChange(nl.name, p.index, p.role, now, old_lr,
+                                   vn.param_lr_mult[p.index]))  # fmt: skip
 
     # each bottom: gradient flows <-> cut; rewired edges (source layer, target layer, blob)
     edges = _edge_arrays(new)
@@ -603,9 +629,12 @@ def _diff_versions(old: _Version, new: _Version) -> FileDiff:
         for ot, nt in zip(old.unit_msg(o).top, new.unit_msg(n).top, strict=False):
             if ot != nt:
                 blob_rename[ot] = nt
-    # the layers whose parameter blobs the weight warnings may count
+    # the layers whose parameter blobs the weight warnings may count: renamed ones, and
+    # modified ones whose type or a parameter shape changed (a freeze's lr_mult edits of
+    # thousands of layers need no count, nor copies of those layers)
     old_counts, new_counts = _ParamCounts(), _ParamCounts()
-    by_new = _last_pairs(old, new, {lc.name for lc in fd.layers if lc.change == "modified"})
+    shaped = {lc.name for lc in fd.layers if lc.change == "modified" and _shape_changes(lc)}
+    by_new = _last_pairs(old, new, shaped)
     for _, n in renamed:
         new_counts.want(new, n)
     for lc in fd.layers:
@@ -629,8 +658,10 @@ def _diff_versions(old: _Version, new: _Version) -> FileDiff:
                 olds[phase] = of
             del of
         new_built: list[str] = []
+        prev_pd: PhaseDiff | None = None
         for phase, nf, _ in new.iter_facts():
-            fd.phases[phase] = _phase_diff(phase, olds.pop(phase), nf, PHASES.index(phase) + 1)
+            mark = PHASES.index(phase) + 1
+            fd.phases[phase] = prev_pd = _phase_diff(phase, olds.pop(phase), nf, mark, prev_pd)
             if isinstance(nf, PhaseFacts):
                 new_counts.add_phase(nf)
                 new_built.append(phase)
