@@ -254,8 +254,8 @@ def test_diff_builds_graphs_without_copying_the_net(monkeypatch: pytest.MonkeyPa
     real = graph_mod.upgrade_net_message
     copied: list[str] = []
 
-    def spy(net: Any) -> Any:
-        out = real(net)
+    def spy(net: Any, **kw: Any) -> Any:
+        out = real(net, **kw)
         if out is not net:
             copied.append(str(net.name))
         return out
