@@ -28,6 +28,7 @@ from rewriter.text.cst import (
     EscapeError,
     Field,
     MessageBody,
+    _BlockBody,
     decode_string,
     scalar_tokens,
 )
@@ -229,28 +230,26 @@ class _ValueError(Exception):
         self.suggestion = suggestion
 
 
-#: bodies longer than this are not memoized: slicing each level of deep nesting as a key would
-#: cost the square of its size, and a long body is rarely repeated
-_MEMO_MAX_TEXT = 1024
-#: memo entries per message type (each a body's text and bytes: bounded memory)
+#: fields longer than this are not memoized: slicing each level of deep nesting as a key would
+#: cost the square of its size, and a long field is rarely repeated
+_MEMO_MAX_TEXT = 512
+#: memo entries per message type (each a field's text and bytes: bounded memory)
 _MEMO_MAX_ENTRIES = 4096
-#: lookups before a message type's hit rate decides whether memoizing it pays (layers: never)
-_MEMO_TRIAL = 64
 #: the root message's bytes are merged into it once they exceed this (bounded extra memory)
 _FLUSH_BYTES = 1 << 20
 
 
 class _Kind:
-    """One message type as the binder writes it: its field table plus this bind's memos.
+    """One message type as the binder writes it: its field table plus this bind's memo.
 
-    ``scalars`` maps a one-token scalar field's text (``lr_mult: 1``) to its name, whether it is
-    repeated, and its encoded bytes; ``bodies`` maps a sub-message body's text (braces included)
-    to its encoded bytes. Only text that bound without any diagnostic is memoized: the same text
-    of the same type always encodes to the same bytes, while each problem must be reported at
-    its own place.
+    ``memo`` maps the text of a field of a parsed body (``lr_mult: 1``,
+    ``weight_filler { type: "xavier" }``, from its name to the end of its value) to its name,
+    whether it is repeated, and its encoded bytes (key included). Only a field that bound
+    without any diagnostic is memoized: the same text in the same message type always encodes
+    to the same bytes, while each problem must be reported at its own place.
     """
 
-    __slots__ = ("desc", "table", "slots", "scalars", "bodies", "lookups", "hits", "memo")
+    __slots__ = ("desc", "table", "slots", "children", "memo")
 
     def __init__(self, desc: Descriptor) -> None:
         self.desc = desc
@@ -261,28 +260,17 @@ class _Kind:
             wt = wire_type(info.type)
             enc = None if info.message is not None else encoder(info.type)
             self.slots[name] = (tag(info.number, wt), enc)
-        self.scalars: dict[str, tuple[str, bool, bytes]] = {}
-        self.bodies: dict[str, bytes] = {}
-        self.lookups = 0
-        self.hits = 0
-        self.memo = True
-
-    def looked_up(self, hit: bool) -> None:
-        """Count a body lookup; stop memoizing a type whose bodies do not repeat."""
-        self.lookups += 1
-        if hit:
-            self.hits += 1
-        elif self.lookups >= _MEMO_TRIAL and self.hits * 8 < self.lookups:
-            self.memo = False
-            self.bodies.clear()
+        #: message field name -> its type's _Kind (filled as met)
+        self.children: dict[str, _Kind] = {}
+        self.memo: dict[str, tuple[str, bool, bytes]] = {}
 
 
 #: one unit of binding work: fields (a tuple of Field, or a parsed body whose records are read
 #: directly), the position to go on from and where to stop, the message type, the bytes of the
 #: message being written, and the names of its singular fields set so far. A "finish" entry
 #: (source None) appends a completed sub-message to its parent: (None, parent bytes, key bytes,
-#: the sub-message's bytes, its type, its memo key, the diagnostic count when it began, the end
-#: group key or None).
+#: the sub-message's bytes, the end group key or None, the memo to keep it in or None, its
+#: memo key, the diagnostic count when it began, its name, whether it is repeated).
 _Work = tuple[Any, ...]
 
 
@@ -299,6 +287,10 @@ class _Binder:
             k = self.kinds[id(desc)] = _Kind(desc)
             _KEEP.append(desc)
         return k
+
+    def child_kind(self, kind: _Kind, name: str, desc: Descriptor) -> _Kind:
+        ck = kind.children[name] = self.kind(desc)
+        return ck
 
     def diag(
         self,
@@ -317,8 +309,9 @@ class _Binder:
 
         A work list instead of recursion: 10,000-deep nesting must not overflow the stack. A
         parsed (packed) body is read straight from its records in the common cases, a known
-        message field or a one-token scalar, without building :class:`Field` objects; anything
-        else (unknown names, lists, odd values, errors) goes through :meth:`bind_field`.
+        message field, a plain string or a one-token scalar, without building :class:`Field`
+        objects; anything else (unknown names, lists, odd values, errors) goes through
+        :meth:`bind_field`.
         """
         root = self.kind(desc)
         out = bytearray()
@@ -327,21 +320,17 @@ class _Binder:
         bind_field = self.bind_field
         word = self.word
         diags = self.diags
-        kind_of = self.kind
+        child_kind = self.child_kind
         while stack:
             work = stack.pop()
             source = work[0]
             if source is None:
-                _, parent, head, child, ck, key, ndiags, tail = work
-                parent += head
-                if tail is None:
-                    parent += varint(len(child))
-                    parent += child
-                else:
-                    parent += child
-                    parent += tail
-                if key is not None and len(diags) == ndiags and len(ck.bodies) < _MEMO_MAX_ENTRIES:
-                    ck.bodies[key] = bytes(child)
+                _, parent, head, child, tail, memo, key, ndiags, name, repeated = work
+                # a message is length-delimited; a group ends with its end key
+                data = head + child + tail if tail else head + varint(len(child)) + child
+                parent += data
+                if key is not None and len(diags) == ndiags and len(memo) < _MEMO_MAX_ENTRIES:
+                    memo[key] = (name, repeated, data)
                 continue
             _, i, hi, kind, buf, seen = work
             if isinstance(source, MessageBody):
@@ -350,106 +339,125 @@ class _Binder:
                 src = source.src
                 table = kind.table
                 slots = kind.slots
-                scalars = kind.scalars
+                memo = kind.memo
                 while i < hi:
                     j = i * _REC
                     ns, ne, vs, ve, _end, oe, cs, nsub = packed[j + 1 : j + _REC]
                     nxt = i + 1 + nsub
-                    if oe == -1:
-                        hit = scalars.get(src[ns:ve])
-                        if hit is not None:
-                            if hit[1]:
-                                buf += hit[2]
-                            elif hit[0] in seen:
-                                self.duplicate(ns, hit[0], kind.desc)
-                            else:
-                                seen.add(hit[0])
-                                buf += hit[2]
-                            i = nxt
-                            continue
-                    name = src[ns:ne]
-                    info = table.get(name)
-                    if info is None or oe == -2:
+                    if oe == -2:  # a list: the general way
                         pass
-                    elif oe >= 0:
-                        sub_desc = info.message
-                        if sub_desc is not None:
-                            if not info.repeated:
-                                if name in seen:
+                    elif oe == -1 and src[vs] == '"':
+                        # a string: plain ones (no escape, one token) are encoded here
+                        name = src[ns:ne]
+                        info = table.get(name)
+                        if info is not None and info.type == _STRING:
+                            text = src[vs + 1 : ve - 1]
+                            plain = ve - vs > 1 and src[ve - 1] == '"'
+                            if plain and '"' not in text and "\\" not in text:
+                                if not info.repeated and name in seen:
                                     self.duplicate(ns, name, kind.desc)
                                     i = nxt
                                     continue
-                                seen.add(name)
-                            ck = kind_of(sub_desc)
-                            head = slots[name][0]
-                            key = None
-                            if ck.memo and ve - vs <= _MEMO_MAX_TEXT:
-                                key = src[vs:ve]
-                                data = ck.bodies.get(key)
-                                ck.looked_up(data is not None)
-                                if data is not None:
-                                    buf += head
-                                    if info.type == _GROUP:
-                                        buf += data
-                                        buf += tag(info.number, 4)
-                                    else:
-                                        buf += varint(len(data))
-                                        buf += data
+                                try:
+                                    data = text.encode("utf-8")
+                                except ValueError:  # UnicodeEncodeError
+                                    self.not_utf8(name, vs)
                                     i = nxt
                                     continue
-                            child = bytearray()
-                            tail = tag(info.number, 4) if info.type == _GROUP else None
-                            stack.append((source, nxt, hi, kind, buf, seen))
-                            stack.append((None, buf, head, child, ck, key, len(diags), tail))
-                            stack.append((source, i + 1, nxt, ck, child, set()))
-                            break
-                    elif info.message is None:
-                        # one token (what the parser's fast path took): read and encode it here,
-                        # inline (the same as value() and set_value() do, without two calls),
-                        # as this runs once per scalar field of the file
-                        text = src[vs:ve]
-                        c = text[0]
-                        memo = False
-                        if c == '"' or c == "'":
-                            if (
-                                info.type in _TEXT_TYPES
-                                and "\\" not in text
-                                and text.count(c) == 2
-                                and text[-1] == c
-                            ):
-                                value: Any = text[1:-1]
-                            else:
+                                if not info.repeated:
+                                    seen.add(name)
+                                buf += slots[name][0]
+                                n = len(data)
+                                if n < 128:
+                                    buf.append(n)
+                                else:
+                                    buf += varint(n)
+                                buf += data
+                                i = nxt
+                                continue
+                    else:
+                        key = src[ns:ve] if ve - ns <= _MEMO_MAX_TEXT else None
+                        if key is not None:
+                            hit = memo.get(key)
+                            if hit is not None:
+                                if hit[1]:
+                                    buf += hit[2]
+                                elif hit[0] in seen:
+                                    self.duplicate(ns, hit[0], kind.desc)
+                                else:
+                                    seen.add(hit[0])
+                                    buf += hit[2]
+                                i = nxt
+                                continue
+                        name = src[ns:ne]
+                        info = table.get(name)
+                        if info is None:
+                            pass
+                        elif oe >= 0:
+                            sub_desc = info.message
+                            if sub_desc is not None:
+                                repeated = info.repeated
+                                if not repeated:
+                                    if name in seen:
+                                        self.duplicate(ns, name, kind.desc)
+                                        i = nxt
+                                        continue
+                                    seen.add(name)
+                                ck = kind.children.get(name)
+                                if ck is None:
+                                    ck = child_kind(kind, name, sub_desc)
+                                tail = tag(info.number, 4) if info.type == _GROUP else None
+                                child = bytearray()
+                                stack.append((source, nxt, hi, kind, buf, seen))
+                                stack.append(
+                                    (
+                                        None,
+                                        buf,
+                                        slots[name][0],
+                                        child,
+                                        tail,
+                                        memo,
+                                        key,
+                                        len(diags),
+                                        name,
+                                        repeated,
+                                    )
+                                )
+                                stack.append((source, i + 1, nxt, ck, child, set()))
+                                break
+                        elif info.message is None:
+                            # one token (what the parser's fast path took): read and encode it
+                            # here, inline (as value() and bind_field() do, without the calls),
+                            # as this runs once per scalar field of the file
+                            text = src[vs:ve]
+                            c = text[0]
+                            if c == "'":
+                                value: Any = _SLOW
+                            elif _HAS_TRIVIA(text):
                                 value = _SLOW
-                        elif _HAS_TRIVIA(text):
-                            value = _SLOW
-                        else:
-                            try:
-                                value = word(text, vs, info)
-                            except _ValueError as e:
-                                self.bad_value(e)
-                                i = nxt
-                                continue
-                            memo = True
-                        if value is not _SLOW:
-                            head, enc = slots[name]
-                            assert enc is not None
-                            if not info.repeated and name in seen:
-                                self.duplicate(ns, name, kind.desc)
-                                i = nxt
-                                continue
-                            try:
+                            else:
+                                try:
+                                    value = word(text, vs, info)
+                                except _ValueError as e:
+                                    self.bad_value(e)
+                                    i = nxt
+                                    continue
+                            if value is not _SLOW:
+                                repeated = info.repeated
+                                if not repeated and name in seen:
+                                    self.duplicate(ns, name, kind.desc)
+                                    i = nxt
+                                    continue
+                                head, enc = slots[name]
+                                assert enc is not None
                                 data = head + enc(value)
-                            except ValueError:  # UnicodeEncodeError included
-                                self.not_utf8(name, vs)
+                                if not repeated:
+                                    seen.add(name)
+                                buf += data
+                                if key is not None and len(memo) < _MEMO_MAX_ENTRIES:
+                                    memo[key] = (name, repeated, data)
                                 i = nxt
                                 continue
-                            if not info.repeated:
-                                seen.add(name)
-                            buf += data
-                            if memo and len(scalars) < _MEMO_MAX_ENTRIES:
-                                scalars[src[ns:ve]] = (name, info.repeated, data)
-                            i = nxt
-                            continue
                     pushed = bind_field(source._field_at(i), kind, buf, seen, stack)
                     if pushed:
                         stack.insert(len(stack) - pushed, (source, nxt, hi, kind, buf, seen))
@@ -464,6 +472,32 @@ class _Binder:
                         out.clear()
                     f = source[i]
                     i += 1
+                    body = f.body
+                    if type(body) is _BlockBody:
+                        # a parsed top-level block (a layer): pushed here, without bind_field
+                        name = f.name
+                        info = kind.table.get(name)
+                        if info is not None and info.message is not None:
+                            repeated = info.repeated
+                            if not repeated:
+                                if name in seen:
+                                    self.duplicate(f.name_start, name, kind.desc)
+                                    continue
+                                seen.add(name)
+                            ck = kind.children.get(name)
+                            if ck is None:
+                                ck = child_kind(kind, name, info.message)
+                            tail = tag(info.number, 4) if info.type == _GROUP else None
+                            child = bytearray()
+                            block = body._packed
+                            assert block is not None
+                            lo = body._rec + 1
+                            end = lo + block[body._rec * _REC + 8]
+                            head = kind.slots[name][0]
+                            stack.append((source, i, hi, kind, buf, seen))
+                            stack.append((None, buf, head, child, tail, None, None, 0, name, False))
+                            stack.append((body, lo, end, ck, child, set()))
+                            break
                     pushed = bind_field(f, kind, buf, seen, stack)
                     if pushed:
                         stack.insert(len(stack) - pushed, (source, i, hi, kind, buf, seen))
@@ -523,21 +557,12 @@ class _Binder:
                         continue
                     seen.add(name)
                 child = bytearray()
-                key = None
-                if b.is_view and ck.memo and b.end - b.start <= _MEMO_MAX_TEXT:
-                    key = b.src[b.start : b.end]
-                    data = ck.bodies.get(key)
-                    ck.looked_up(data is not None)
-                    if data is not None:
-                        # a memoized body: its bytes, finished in order with the others
-                        work.append((None, buf, head, bytearray(data), ck, None, 0, tail))
-                        continue
                 if b.is_view:
                     work.append((b, b._lo, b._hi, ck, child, set()))
                 else:
                     fs = b.fields
                     work.append((fs, 0, len(fs), ck, child, set()))
-                work.append((None, buf, head, child, ck, key, len(self.diags), tail))
+                work.append((None, buf, head, child, tail, None, None, 0, name, info.repeated))
             stack.extend(reversed(work))
             return len(work)
         # Scalar field.
