@@ -327,10 +327,18 @@ class _Binder:
             if source is None:
                 _, parent, head, child, tail, memo, key, ndiags, name, repeated = work
                 # a message is length-delimited; a group ends with its end key
-                data = head + child + tail if tail else head + varint(len(child)) + child
-                parent += data
                 if key is not None and len(diags) == ndiags and len(memo) < _MEMO_MAX_ENTRIES:
+                    data = head + child + tail if tail else head + varint(len(child)) + child
                     memo[key] = (name, repeated, data)
+                    parent += data
+                else:
+                    parent += head
+                    if tail:
+                        parent += child
+                        parent += tail
+                    else:
+                        parent += varint(len(child))
+                        parent += child
                 continue
             _, i, hi, kind, buf, seen = work
             if isinstance(source, MessageBody):
