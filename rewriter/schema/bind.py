@@ -195,7 +195,6 @@ def detect_kind(doc: Document, schema: Schema) -> str:
     return SOLVER if n_solver > n_net else NET
 
 
-_TEXT_TYPES = frozenset({9, 12})  # FieldDescriptor.TYPE_STRING, TYPE_BYTES
 _SLOW = object()  # not a one-token value: read it the general way (bind_field)
 #: values a fork's caffe.proto can make valid: kept verbatim (and left out) when lenient
 _FORK_VALUE_CODES = frozenset({"unknown-enum", "not-repeated"})
