@@ -11,12 +11,13 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rewriter.errors import Diagnostic, Location, SchemaErrors, did_you_mean, locate
 from rewriter.schema.runtime import is_repeated
+from rewriter.schema.wire import encoder, tag, varint, wire_type
 from rewriter.text.cst import (
     _REC,
     KIND_LIST,
@@ -26,6 +27,7 @@ from rewriter.text.cst import (
     EscapeError,
     Field,
     MessageBody,
+    _BlockBody,
     decode_string,
     scalar_tokens,
 )
@@ -116,6 +118,7 @@ class FieldInfo(FrozenRecord):
         "enum_names",
         "enum_numbers",
         "full_type",
+        "number",
     )
 
     def __init__(
@@ -127,6 +130,7 @@ class FieldInfo(FrozenRecord):
         enum_names: dict[str, int] | None,
         enum_numbers: frozenset[int] | None,
         full_type: str,
+        number: int = 0,
     ) -> None:
         self.name = name
         self.type = type
@@ -135,6 +139,8 @@ class FieldInfo(FrozenRecord):
         self.enum_names = enum_names
         self.enum_numbers = enum_numbers
         self.full_type = full_type
+        #: the field number (its wire-format tag)
+        self.number = number
 
     @property
     def type_name(self) -> str:
@@ -160,7 +166,14 @@ def field_table(desc: Descriptor) -> dict[str, FieldInfo]:
             if msg is not None:
                 full_type = msg.full_name
             table[fd.name] = FieldInfo(
-                fd.name, fd.type, is_repeated(fd), msg, enum_names, enum_numbers, full_type
+                fd.name,
+                fd.type,
+                is_repeated(fd),
+                msg,
+                enum_names,
+                enum_numbers,
+                full_type,
+                fd.number,
             )
         _TABLES[id(desc)] = table
         # Keep the descriptor alive as long as its table, so id() stays unique.
@@ -215,10 +228,6 @@ def detect_kind(doc: Document, schema: Schema) -> str:
     return SOLVER if n_solver > n_net else NET
 
 
-#: one unit of binding work: fields (a tuple, or a parsed body read from its records), the
-#: position to go on from, and the message type, field table and message they go into
-_Work = tuple[Any, int, "Descriptor", dict[str, FieldInfo], "Message"]
-_TEXT_TYPES = frozenset({9, 12})  # FieldDescriptor.TYPE_STRING, TYPE_BYTES
 _SLOW = object()  # not a one-token value: read it the general way (bind_field)
 #: values a fork's caffe.proto can make valid: kept verbatim (and left out) when lenient
 _FORK_VALUE_CODES = frozenset({"unknown-enum", "not-repeated"})
@@ -253,11 +262,67 @@ class _ValueError(Exception):
         self.suggestion = suggestion
 
 
+#: fields longer than this are not memoized: slicing each level of deep nesting as a key would
+#: cost the square of its size, and a long field is rarely repeated
+_MEMO_MAX_TEXT = 512
+#: memo entries per message type (each a field's text and bytes: bounded memory)
+_MEMO_MAX_ENTRIES = 4096
+#: the root message's bytes are merged into it once they exceed this (bounded extra memory)
+_FLUSH_BYTES = 1 << 20
+
+
+class _Kind:
+    """One message type as the binder writes it: its field table plus this bind's memo.
+
+    ``memo`` maps the text of a field of a parsed body (``lr_mult: 1``,
+    ``weight_filler { type: "xavier" }``, from its name to the end of its value) to its name,
+    whether it is repeated, and its encoded bytes (key included). Only a field that bound
+    without any diagnostic is memoized: the same text in the same message type always encodes
+    to the same bytes, while each problem must be reported at its own place.
+    """
+
+    __slots__ = ("desc", "table", "slots", "children", "memo")
+
+    def __init__(self, desc: Descriptor) -> None:
+        self.desc = desc
+        self.table = field_table(desc)
+        #: name -> (the field's key bytes, its value encoder; None for a message field)
+        self.slots: dict[str, tuple[bytes, Callable[[Any], bytes] | None]] = {}
+        for name, info in self.table.items():
+            wt = wire_type(info.type)
+            enc = None if info.message is not None else encoder(info.type)
+            self.slots[name] = (tag(info.number, wt), enc)
+        #: message field name -> its type's _Kind (filled as met)
+        self.children: dict[str, _Kind] = {}
+        self.memo: dict[str, tuple[str, bool, bytes]] = {}
+
+
+#: one unit of binding work: fields (a tuple of Field, or a parsed body whose records are read
+#: directly), the position to go on from and where to stop, the message type, the bytes of the
+#: message being written, and the names of its singular fields set so far. A "finish" entry
+#: (source None) appends a completed sub-message to its parent: (None, parent bytes, key bytes,
+#: the sub-message's bytes, the end group key or None, the memo to keep it in or None, its
+#: memo key, the diagnostic count when it began, its name, whether it is repeated).
+_Work = tuple[Any, ...]
+
+
 class _Binder:
     def __init__(self, doc: Document, lenient: bool) -> None:
         self.doc = doc
         self.lenient = lenient
         self.diags: list[Diagnostic] = []
+        self.kinds: dict[int, _Kind] = {}
+
+    def kind(self, desc: Descriptor) -> _Kind:
+        k = self.kinds.get(id(desc))
+        if k is None:
+            k = self.kinds[id(desc)] = _Kind(desc)
+            _KEEP.append(desc)
+        return k
+
+    def child_kind(self, kind: _Kind, name: str, desc: Descriptor) -> _Kind:
+        ck = kind.children[name] = self.kind(desc)
+        return ck
 
     def diag(
         self,
@@ -272,120 +337,232 @@ class _Binder:
         self.diags.append(Diagnostic(severity, message, loc, expected, code, suggestion=suggestion))
 
     def bind_fields(self, fields: Iterable[Field], desc: Descriptor, msg: Message) -> None:
-        """Bind fields depth first, in file order.
+        """Bind fields depth first, in file order, writing wire format; merge it into ``msg``.
 
         A work list instead of recursion: 10,000-deep nesting must not overflow the stack. A
         parsed (packed) body is read straight from its records in the common cases, a known
-        message field or a one-token scalar, without building :class:`Field` objects; anything
-        else (unknown names, lists, odd values, errors) goes through :meth:`bind_field`.
+        message field, a plain string or a one-token scalar, without building :class:`Field`
+        objects; anything else (unknown names, lists, odd values, errors) goes through
+        :meth:`bind_field`.
         """
-        table = field_table(desc)
-        stack: list[_Work] = [(tuple(fields), 0, desc, table, msg)]
+        root = self.kind(desc)
+        out = bytearray()
+        top = tuple(fields)
+        stack: list[_Work] = [(top, 0, len(top), root, out, set())]
         bind_field = self.bind_field
         word = self.word
+        diags = self.diags
+        child_kind = self.child_kind
         while stack:
-            source, i, desc, table, msg = stack.pop()
+            work = stack.pop()
+            source = work[0]
+            if source is None:
+                _, parent, head, child, tail, memo, key, ndiags, name, repeated = work
+                # a message is length-delimited; a group ends with its end key
+                if key is not None and len(diags) == ndiags and len(memo) < _MEMO_MAX_ENTRIES:
+                    data = head + child + tail if tail else head + varint(len(child)) + child
+                    memo[key] = (name, repeated, data)
+                    parent += data
+                else:
+                    parent += head
+                    if tail:
+                        parent += child
+                        parent += tail
+                    else:
+                        parent += varint(len(child))
+                        parent += child
+                continue
+            _, i, hi, kind, buf, seen = work
             if isinstance(source, MessageBody):
                 packed = source._packed
                 assert packed is not None
                 src = source.src
-                hi = source._hi
+                table = kind.table
+                slots = kind.slots
+                memo = kind.memo
                 while i < hi:
                     j = i * _REC
                     ns, ne, vs, ve, _end, oe, cs, nsub = packed[j + 1 : j + _REC]
-                    name = src[ns:ne]
-                    info = table.get(name)
                     nxt = i + 1 + nsub
-                    if info is None or oe == -2:
+                    if oe == -2:  # a list: the general way
                         pass
-                    elif oe >= 0:
-                        sub_desc = info.message
-                        if sub_desc is not None:
-                            if info.repeated:
-                                sub = getattr(msg, name).add()
-                            elif msg.HasField(name):
-                                self.duplicate(ns, name, desc)
+                    elif oe == -1 and src[vs] == '"':
+                        # a string: plain ones (no escape, one token) are encoded here
+                        name = src[ns:ne]
+                        info = table.get(name)
+                        if info is not None and info.type == _STRING:
+                            text = src[vs + 1 : ve - 1]
+                            plain = ve - vs > 1 and src[ve - 1] == '"'
+                            if plain and '"' not in text and "\\" not in text:
+                                if not info.repeated and name in seen:
+                                    self.duplicate(ns, name, kind.desc)
+                                    i = nxt
+                                    continue
+                                try:
+                                    data = text.encode("utf-8")
+                                except ValueError:  # UnicodeEncodeError
+                                    self.not_utf8(name, vs)
+                                    i = nxt
+                                    continue
+                                if not info.repeated:
+                                    seen.add(name)
+                                buf += slots[name][0]
+                                n = len(data)
+                                if n < 128:
+                                    buf.append(n)
+                                else:
+                                    buf += varint(n)
+                                buf += data
                                 i = nxt
                                 continue
-                            else:
-                                sub = getattr(msg, name)
-                                sub.SetInParent()
-                            body = MessageBody._view(
-                                src, vs, oe, cs, ve, packed, i + 1, nxt, source._lists
-                            )
-                            stack.append((source, nxt, desc, table, msg))
-                            stack.append((body, i + 1, sub_desc, field_table(sub_desc), sub))
-                            break
-                    elif info.message is None:
-                        # one token (what the parser's fast path took): read and set it here,
-                        # inline (the same as value() and set_value() do, without two calls),
-                        # as this runs once per scalar field of the file
-                        text = src[vs:ve]
-                        c = text[0]
-                        if c == '"' or c == "'":
-                            if (
-                                info.type in _TEXT_TYPES
-                                and "\\" not in text
-                                and text.count(c) == 2
-                                and text[-1] == c
-                            ):
-                                value: Any = text[1:-1]
-                            else:
+                    else:
+                        key = src[ns:ve] if ve - ns <= _MEMO_MAX_TEXT else None
+                        if key is not None:
+                            hit = memo.get(key)
+                            if hit is not None:
+                                if hit[1]:
+                                    buf += hit[2]
+                                elif hit[0] in seen:
+                                    self.duplicate(ns, hit[0], kind.desc)
+                                else:
+                                    seen.add(hit[0])
+                                    buf += hit[2]
+                                i = nxt
+                                continue
+                        name = src[ns:ne]
+                        info = table.get(name)
+                        if info is None:
+                            pass
+                        elif oe >= 0:
+                            sub_desc = info.message
+                            if sub_desc is not None:
+                                repeated = info.repeated
+                                if not repeated:
+                                    if name in seen:
+                                        self.duplicate(ns, name, kind.desc)
+                                        i = nxt
+                                        continue
+                                    seen.add(name)
+                                ck = kind.children.get(name)
+                                if ck is None:
+                                    ck = child_kind(kind, name, sub_desc)
+                                tail = tag(info.number, 4) if info.type == _GROUP else None
+                                child = bytearray()
+                                stack.append((source, nxt, hi, kind, buf, seen))
+                                stack.append(
+                                    (
+                                        None,
+                                        buf,
+                                        slots[name][0],
+                                        child,
+                                        tail,
+                                        memo,
+                                        key,
+                                        len(diags),
+                                        name,
+                                        repeated,
+                                    )
+                                )
+                                stack.append((source, i + 1, nxt, ck, child, set()))
+                                break
+                        elif info.message is None:
+                            # one token (what the parser's fast path took): read and encode it
+                            # here, inline (as value() and bind_field() do, without the calls),
+                            # as this runs once per scalar field of the file
+                            text = src[vs:ve]
+                            c = text[0]
+                            if c == "'":
+                                value: Any = _SLOW
+                            elif _HAS_TRIVIA(text):
                                 value = _SLOW
-                        elif _HAS_TRIVIA(text):
-                            value = _SLOW
-                        else:
-                            try:
-                                value = word(text, vs, info)
-                            except _ValueError as e:
-                                self.bad_value(e)
-                                i = nxt
-                                continue
-                        if value is not _SLOW:
-                            if info.repeated:
-                                try:
-                                    getattr(msg, name).append(value)
-                                except ValueError:  # UnicodeEncodeError included
-                                    self.not_utf8(name, vs)
-                            elif msg.HasField(name):
-                                self.duplicate(ns, name, desc)
                             else:
                                 try:
-                                    setattr(msg, name, value)
-                                except ValueError:  # UnicodeEncodeError included
-                                    self.not_utf8(name, vs)
-                            i = nxt
-                            continue
-                    pushed = bind_field(source._field_at(i), desc, table, msg, stack)
+                                    value = word(text, vs, info)
+                                except _ValueError as e:
+                                    self.bad_value(e)
+                                    i = nxt
+                                    continue
+                            if value is not _SLOW:
+                                repeated = info.repeated
+                                if not repeated and name in seen:
+                                    self.duplicate(ns, name, kind.desc)
+                                    i = nxt
+                                    continue
+                                head, enc = slots[name]
+                                assert enc is not None
+                                data = head + enc(value)
+                                if not repeated:
+                                    seen.add(name)
+                                buf += data
+                                if key is not None and len(memo) < _MEMO_MAX_ENTRIES:
+                                    memo[key] = (name, repeated, data)
+                                i = nxt
+                                continue
+                    pushed = bind_field(source._field_at(i), kind, buf, seen, stack)
                     if pushed:
-                        stack.insert(len(stack) - pushed, (source, nxt, desc, table, msg))
+                        stack.insert(len(stack) - pushed, (source, nxt, hi, kind, buf, seen))
                         break
                     i = nxt
             else:
-                n = len(source)
-                while i < n:
+                while i < hi:
+                    if buf is out and len(out) > _FLUSH_BYTES:
+                        # every top-level field before this one is complete: merging now is
+                        # the same as parsing the whole at the end, and bounds the bytes held
+                        msg.MergeFromString(bytes(out))
+                        out.clear()
                     f = source[i]
                     i += 1
-                    pushed = bind_field(f, desc, table, msg, stack)
+                    body = f.body
+                    if type(body) is _BlockBody:
+                        # a parsed top-level block (a layer): pushed here, without bind_field
+                        name = f.name
+                        info = kind.table.get(name)
+                        if info is not None and info.message is not None:
+                            repeated = info.repeated
+                            if not repeated:
+                                if name in seen:
+                                    self.duplicate(f.name_start, name, kind.desc)
+                                    continue
+                                seen.add(name)
+                            ck = kind.children.get(name)
+                            if ck is None:
+                                ck = child_kind(kind, name, info.message)
+                            tail = tag(info.number, 4) if info.type == _GROUP else None
+                            child = bytearray()
+                            block = body._packed
+                            assert block is not None
+                            lo = body._rec + 1
+                            end = lo + block[body._rec * _REC + 8]
+                            head = kind.slots[name][0]
+                            stack.append((source, i, hi, kind, buf, seen))
+                            stack.append((None, buf, head, child, tail, None, None, 0, name, False))
+                            stack.append((body, lo, end, ck, child, set()))
+                            break
+                    pushed = bind_field(f, kind, buf, seen, stack)
                     if pushed:
-                        stack.insert(len(stack) - pushed, (source, i, desc, table, msg))
+                        stack.insert(len(stack) - pushed, (source, i, hi, kind, buf, seen))
                         break
+        if out:
+            msg.MergeFromString(bytes(out))
 
     def bind_field(
         self,
         f: Field,
-        desc: Descriptor,
-        table: dict[str, FieldInfo],
-        msg: Message,
+        kind: _Kind,
+        buf: bytearray,
+        seen: set[str],
         stack: list[_Work],
     ) -> int:
-        """Bind one field; returns how many bodies (of a message field) it pushed to bind next."""
+        """Bind one field; returns how many entries (two per body of a message field) it pushed."""
         name = f.name
+        table = kind.table
+        desc = kind.desc
         info = table.get(name)
         if info is None:
             self.unknown(f, desc, table)
             return 0
         body = f.body
+        head, enc = kind.slots[name]
         if info.message is not None:
             if body is None:
                 self.diag(
@@ -410,21 +587,22 @@ class _Binder:
                         "type",
                     )
                     return 0
-            sub_table = field_table(info.message)
+            ck = self.kind(info.message)
+            tail = tag(info.number, 4) if info.type == _GROUP else None
             work: list[_Work] = []
             for b in bodies:
-                if info.repeated:
-                    sub = getattr(msg, name).add()
-                else:
-                    if msg.HasField(name):
+                if not info.repeated:
+                    if name in seen:
                         self.duplicate(f.name_start, name, desc)
                         continue
-                    sub = getattr(msg, name)
-                    sub.SetInParent()
+                    seen.add(name)
+                child = bytearray()
                 if b.is_view:
-                    work.append((b, b._lo, info.message, sub_table, sub))
+                    work.append((b, b._lo, b._hi, ck, child, set()))
                 else:
-                    work.append((b.fields, 0, info.message, sub_table, sub))
+                    fs = b.fields
+                    work.append((fs, 0, len(fs), ck, child, set()))
+                work.append((None, buf, head, child, tail, None, None, 0, name, info.repeated))
             stack.extend(reversed(work))
             return len(work)
         # Scalar field.
@@ -460,31 +638,20 @@ class _Binder:
         except _ValueError as e:
             self.bad_value(e)
             return 0
-        self.set_value(msg, info, values, f.name_start, f.value_start, desc)
+        assert enc is not None
+        if not info.repeated and name in seen:
+            self.duplicate(f.name_start, name, desc)
+            return 0
+        try:
+            # all or nothing, as upb's extend() checks every value before it appends one
+            data = b"".join([head + enc(v) for v in values])
+        except ValueError:  # UnicodeEncodeError included
+            self.not_utf8(name, f.value_start)
+            return 0
+        if not info.repeated:
+            seen.add(name)
+        buf += data
         return 0
-
-    def set_value(
-        self,
-        msg: Message,
-        info: FieldInfo,
-        values: list[Any],
-        name_start: int,
-        value_start: int,
-        desc: Descriptor,
-    ) -> None:
-        name = info.name
-        if info.repeated:
-            try:
-                getattr(msg, name).extend(values)
-            except ValueError:  # UnicodeEncodeError included
-                self.not_utf8(name, value_start)
-        elif msg.HasField(name):
-            self.duplicate(name_start, name, desc)
-        else:
-            try:
-                setattr(msg, name, values[0])
-            except ValueError:  # UnicodeEncodeError included
-                self.not_utf8(name, value_start)
 
     def bad_value(self, e: _ValueError) -> None:
         """A value the schema refuses. A fork's enum value (``type: CROP``) or a list for a field
