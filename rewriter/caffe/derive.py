@@ -84,7 +84,7 @@ def derive_graph(
 
 def _with_stats(old: Layer, msg: Any) -> Layer:
     ugs = _use_global_stats(old.type, msg)
-    return old if ugs == old.use_global_stats else dataclasses.replace(old, use_global_stats=ugs)
+    return old if ugs == old.use_global_stats else old.with_params(old.params, ugs)
 
 
 def _with_params(
@@ -111,4 +111,4 @@ def _with_params(
     roles = [p.role for p in old.params]
     params = _own_params(roles, net_specs, net_specs, cache) if n_blobs else ()
     ugs = _use_global_stats(old.type, msg)
-    return dataclasses.replace(old, params=params, use_global_stats=ugs)
+    return old.with_params(params, ugs)

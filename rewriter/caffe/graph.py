@@ -51,6 +51,7 @@ from rewriter.errors import did_you_mean
 from rewriter.schema.runtime import is_repeated
 from rewriter.util.lazyseq import LazySequence
 from rewriter.util.memory import gc_paused
+from rewriter.util.record import FrozenRecord
 
 if TYPE_CHECKING:
     from rewriter.caffe.netinit import Backward
@@ -115,27 +116,49 @@ def _explain_unknown_bottom(e: UnknownBottom, net: Any, excluded: list[int], pha
     e.hint = did_you_mean(e.blob, e.produced) or "no layer before it produces such a top"
 
 
-@dataclass(frozen=True, slots=True)
-class Param:
+# Param, Layer, Blob, _Rule and _Owner are records, not dataclasses: every command that reads
+# a net imports this module, and creating a dataclass costs ~1 ms (rewriter.util.record). They
+# are read-only by convention (the graph sets a layer's params once, with object.__setattr__).
+
+
+class Param(FrozenRecord):
     """One learnable blob of a layer, as ``Net::Init`` / ``AppendParam`` see it."""
 
-    index: int
-    role: str
-    #: ``param { name }`` ("" when anonymous)
-    name: str
-    #: effective net-level lr_mult (the owner's entry after sharing; what the solver uses)
-    lr_mult: float
-    #: effective net-level decay_mult
-    decay_mult: float
-    #: lr_mult Net::Init tests for ``need_backward``: the layer's own param block, else 1
-    local_lr_mult: float
-    #: the net's LayerParameter had a ``param`` block for this blob
-    explicit: bool
-    #: that block set lr_mult itself
-    explicit_lr_mult: bool
-    #: (owner layer index, owner param index) when the blob is shared by name, else None
-    shared_from: tuple[int, int] | None = None
-    shared_from_name: str | None = None
+    __slots__ = (
+        "index", "role", "name", "lr_mult", "decay_mult", "local_lr_mult", "explicit",
+        "explicit_lr_mult", "shared_from", "shared_from_name",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        index: int,
+        role: str,
+        name: str,
+        lr_mult: float,
+        decay_mult: float,
+        local_lr_mult: float,
+        explicit: bool,
+        explicit_lr_mult: bool,
+        shared_from: tuple[int, int] | None = None,
+        shared_from_name: str | None = None,
+    ) -> None:
+        self.index = index
+        self.role = role
+        #: ``param { name }`` ("" when anonymous)
+        self.name = name
+        #: effective net-level lr_mult (the owner's entry after sharing; what the solver uses)
+        self.lr_mult = lr_mult
+        #: effective net-level decay_mult
+        self.decay_mult = decay_mult
+        #: lr_mult Net::Init tests for ``need_backward``: the layer's own param block, else 1
+        self.local_lr_mult = local_lr_mult
+        #: the net's LayerParameter had a ``param`` block for this blob
+        self.explicit = explicit
+        #: that block set lr_mult itself
+        self.explicit_lr_mult = explicit_lr_mult
+        #: (owner layer index, owner param index) when the blob is shared by name, else None
+        self.shared_from = shared_from
+        self.shared_from_name = shared_from_name
 
     @property
     def updates(self) -> bool:
@@ -143,49 +166,89 @@ class Param:
         return self.lr_mult != 0
 
 
-@dataclass(frozen=True, slots=True)
-class Layer:
+class Layer(FrozenRecord):
     """A layer of the initialised net, in Caffe's order (inserted splits included)."""
 
-    name: str
-    type: str
-    index: int
-    #: index in the (upgraded) message's ``layer`` list; None for inserted splits
-    source_index: int | None
-    inserted_split: bool
-    #: blob names as Caffe wired them (after split renaming)
-    bottoms: tuple[str, ...]
-    #: blob names, including Caffe's automatic tops (``"(automatic)"``)
-    tops: tuple[str, ...]
-    #: per top, ``Layer::loss(top)`` after SetUp (0 = not a loss)
-    loss_weights: tuple[float, ...]
-    #: ``propagate_down`` as written (empty when not given)
-    propagate_down: tuple[bool, ...]
-    params: tuple[Param, ...]
-    #: ``AllowForceBackward`` per bottom
-    allow_force_backward: tuple[bool, ...]
-    #: BatchNorm only: ``batch_norm_param.use_global_stats`` when set, else None
-    use_global_stats: bool | None = None
-    #: Caffe blob ids of bottoms / tops (in-place tops share the bottom's id)
-    bottom_ids: tuple[int, ...] = field(repr=False, default=())
-    top_ids: tuple[int, ...] = field(repr=False, default=())
+    __slots__ = (
+        "name", "type", "index", "source_index", "inserted_split", "bottoms", "tops",
+        "loss_weights", "propagate_down", "params", "allow_force_backward", "use_global_stats",
+        "bottom_ids", "top_ids",
+    )  # fmt: skip
+    _no_repr = ("bottom_ids", "top_ids")
+
+    def __init__(
+        self,
+        name: str,
+        type: str,
+        index: int,
+        source_index: int | None,
+        inserted_split: bool,
+        bottoms: tuple[str, ...],
+        tops: tuple[str, ...],
+        loss_weights: tuple[float, ...],
+        propagate_down: tuple[bool, ...],
+        params: tuple[Param, ...],
+        allow_force_backward: tuple[bool, ...],
+        use_global_stats: bool | None = None,
+        bottom_ids: tuple[int, ...] = (),
+        top_ids: tuple[int, ...] = (),
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.index = index
+        #: index in the (upgraded) message's ``layer`` list; None for inserted splits
+        self.source_index = source_index
+        self.inserted_split = inserted_split
+        #: blob names as Caffe wired them (after split renaming)
+        self.bottoms = bottoms
+        #: blob names, including Caffe's automatic tops (``"(automatic)"``)
+        self.tops = tops
+        #: per top, ``Layer::loss(top)`` after SetUp (0 = not a loss)
+        self.loss_weights = loss_weights
+        #: ``propagate_down`` as written (empty when not given)
+        self.propagate_down = propagate_down
+        self.params = params
+        #: ``AllowForceBackward`` per bottom
+        self.allow_force_backward = allow_force_backward
+        #: BatchNorm only: ``batch_norm_param.use_global_stats`` when set, else None
+        self.use_global_stats = use_global_stats
+        #: Caffe blob ids of bottoms / tops (in-place tops share the bottom's id)
+        self.bottom_ids = bottom_ids
+        self.top_ids = top_ids
+
+    def with_params(self, params: tuple[Param, ...], use_global_stats: bool | None) -> Layer:
+        """This layer with other parameters (rewriter.caffe.derive)."""
+        return Layer(
+            self.name, self.type, self.index, self.source_index, self.inserted_split,
+            self.bottoms, self.tops, self.loss_weights, self.propagate_down, params,
+            self.allow_force_backward, use_global_stats, self.bottom_ids, self.top_ids,
+        )  # fmt: skip
 
     @property
     def in_place(self) -> bool:
         return any(j < len(self.bottoms) and t == self.bottoms[j] for j, t in enumerate(self.tops))
 
 
-@dataclass(frozen=True, slots=True)
-class Blob:
+class Blob(FrozenRecord):
     """A Caffe blob: created by ``producer``, rewritten in place by ``writers``."""
 
-    id: int
-    name: str
-    producer: int | None
-    #: layers that rewrite the blob in place, in net order
-    writers: tuple[int, ...]
-    #: layers reading the blob as a bottom, in net order (in-place writers included)
-    consumers: tuple[int, ...]
+    __slots__ = ("id", "name", "producer", "writers", "consumers")
+
+    def __init__(
+        self,
+        id: int,
+        name: str,
+        producer: int | None,
+        writers: tuple[int, ...],
+        consumers: tuple[int, ...],
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.producer = producer
+        #: layers that rewrite the blob in place, in net order
+        self.writers = writers
+        #: layers reading the blob as a bottom, in net order (in-place writers included)
+        self.consumers = consumers
 
 
 @dataclass(frozen=True)
@@ -364,13 +427,22 @@ def _has(msg: Any, name: str) -> bool:
     return bool(msg.HasField(name))
 
 
-@dataclass(frozen=True)
-class _Rule:
-    phase: str | None
-    min_level: int | None
-    max_level: int | None
-    stages: tuple[str, ...]
-    not_stages: tuple[str, ...]
+class _Rule(FrozenRecord):
+    __slots__ = ("phase", "min_level", "max_level", "stages", "not_stages")
+
+    def __init__(
+        self,
+        phase: str | None,
+        min_level: int | None,
+        max_level: int | None,
+        stages: tuple[str, ...],
+        not_stages: tuple[str, ...],
+    ) -> None:
+        self.phase = phase
+        self.min_level = min_level
+        self.max_level = max_level
+        self.stages = stages
+        self.not_stages = not_stages
 
     @staticmethod
     def of(msg: Any) -> _Rule:
@@ -746,17 +818,21 @@ def _registry_error(layer_type: str, registered: Iterable[str]) -> CaffeError:
     )
 
 
-@dataclass(slots=True)
 class _Owner:
     """A named learnable blob (``learnable_params_`` entry) and its net-level multipliers
     (anonymous blobs are never shared: their own spec is their owner)."""
 
-    layer: int
-    param: int
-    lr: float
-    has_lr: bool
-    decay: float
-    has_decay: bool
+    __slots__ = ("layer", "param", "lr", "has_lr", "decay", "has_decay")
+
+    def __init__(
+        self, layer: int, param: int, lr: float, has_lr: bool, decay: float, has_decay: bool
+    ) -> None:
+        self.layer = layer
+        self.param = param
+        self.lr = lr
+        self.has_lr = has_lr
+        self.decay = decay
+        self.has_decay = has_decay
 
 
 def build_graph(
