@@ -43,20 +43,16 @@ def derive_graph(
     graph: Graph,
     layer_msgs: Any,
     changed: Iterable[tuple[int, frozenset[str] | set[str]]],
-    offset: int = 0,
+    where: Mapping[int, int],
     param_counts: Mapping[str, int] | None = None,
 ) -> Graph | None:
     """``graph`` with the layers of ``changed`` set up again from ``layer_msgs``.
 
     ``changed``: (index in ``layer_msgs``, the names of its fields that changed) per edited
     layer; ``graph`` was built from a net equal to the new one except in those fields.
-    ``offset``: how many layers the in-memory upgrade put before the message's first (1 for
-    legacy ``input:`` fields). None when only a full build can tell (see the module doc).
+    ``where``: index in ``layer_msgs`` -> index in ``graph`` of the layers in its phase's net.
+    None when only a full build can tell (see the module doc).
     """
-    by_source: dict[int, int] = {}
-    for layer in graph.layers:
-        if layer.source_index is not None:
-            by_source.setdefault(layer.source_index, layer.index)
     counts = param_counts or {}
     specs: dict[_Spec, _Spec] = {}
     cache: dict[Any, tuple[Param, ...]] = {}
@@ -64,7 +60,7 @@ def derive_graph(
     for k, names in changed:
         if not names <= PARAM_ONLY_FIELDS:
             return None
-        li = by_source.get(k + offset)
+        li = where.get(k)
         if li is None:
             continue  # not in this phase's net (its rules, unchanged, still leave it out)
         old = layers[li]

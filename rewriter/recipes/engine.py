@@ -588,7 +588,9 @@ def _derive_graphs(
 
     layer_msgs = after.message.layer
     for phase, (graph, where, edges) in inherited.items():
-        derived = derive_graph(graph, layer_msgs, changed, after.offset, run.counts)
+        if where is None:
+            where = view.index_map(graph)
+        derived = derive_graph(graph, layer_msgs, changed, where, run.counts)
         if derived is not None:
             as_input = first or phase in view.derived_from_input
             after.adopt_graph(phase, derived, where, edges, as_input)

@@ -268,13 +268,18 @@ class NetView:
         """Document layer index -> graph layer index, for the layers in ``phase``'s net."""
         out = self._where.get(phase)
         if out is None:
-            where = array("i", [-1]) * len(self.layer_fields)
-            for layer in self.graph(phase).layers:
-                k = self.doc_index(layer.source_index)
-                if k is not None:
-                    where[k] = layer.index
-            out = self._where[phase] = IndexMap(where)
+            out = self._where[phase] = self.index_map(self.graph(phase))
         return out
+
+    def index_map(self, graph: Graph) -> IndexMap:
+        """Document layer index -> index in ``graph`` (a graph of this view's document, or of
+        one with the same layers)."""
+        where = array("i", [-1]) * len(self.layer_fields)
+        for layer in graph.layers:
+            k = self.doc_index(layer.source_index)
+            if k is not None:
+                where[k] = layer.index
+        return IndexMap(where)
 
     def edges(self, phase: str) -> tuple[Adjacency, Adjacency]:
         e = self._edges.get(phase)
