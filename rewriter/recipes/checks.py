@@ -260,7 +260,7 @@ def rebind(
 
     With ``in_place``, ``old``'s message is edited in place instead of copied (``old`` is
     detached: see :meth:`NetView.detach`); the semantic diff reads the original values from
-    the input's text (:func:`original_layer`).
+    the input's text (:class:`OriginalLayers`).
 
     ``edits`` receives (layer index, names of its edited fields) per edited layer, with a
     ``(-1, None)`` entry when the whole text had to be read again (the layers are unknown).
@@ -397,13 +397,8 @@ class OriginalLayers:
         return found
 
     def _bind(self, text: str) -> Any:
-        from rewriter.schema.bind import bind
-        from rewriter.text.cst import parse
-
-        bound = bind(parse(text, self.orig.path), self.schema, NET, self.lenient)
-        message: Any = bound.message
-        layers = message.layer
-        if bound.errors or len(layers) != 1:  # (it bound as part of the input)
+        layers = _bind_parts([text], self.orig.path, self.lenient, self.schema)
+        if layers is None:  # (it bound as part of the input)
             raise RewriterError(f"{self.orig.path}: an input layer does not bind on its own")
         return layers[0]
 
