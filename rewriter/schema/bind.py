@@ -17,7 +17,30 @@ from typing import TYPE_CHECKING, Any
 
 from rewriter.errors import Diagnostic, Location, SchemaErrors, did_you_mean, locate
 from rewriter.schema.runtime import is_repeated
-from rewriter.schema.wire import encoder, tag, varint, wire_type
+from rewriter.schema.wire import (  # FieldDescriptor.TYPE_* values, defined once there
+    _BOOL,
+    _BYTES,
+    _DOUBLE,
+    _ENUM,
+    _FIXED32,
+    _FIXED64,
+    _FLOAT,
+    _GROUP,
+    _INT32,
+    _INT64,
+    _MESSAGE,
+    _SFIXED32,
+    _SFIXED64,
+    _SINT32,
+    _SINT64,
+    _STRING,
+    _UINT32,
+    _UINT64,
+    encoder,
+    tag,
+    varint,
+    wire_type,
+)
 from rewriter.text.cst import (
     _REC,
     KIND_LIST,
@@ -58,10 +81,6 @@ __all__ = [
 NET = "caffe.NetParameter"
 SOLVER = "caffe.SolverParameter"
 
-# FieldDescriptor.TYPE_* values (stable across protobuf versions).
-_DOUBLE, _FLOAT, _INT64, _UINT64, _INT32, _FIXED64, _FIXED32, _BOOL = 1, 2, 3, 4, 5, 6, 7, 8
-_STRING, _GROUP, _MESSAGE, _BYTES, _UINT32, _ENUM = 9, 10, 11, 12, 13, 14
-_SFIXED32, _SFIXED64, _SINT32, _SINT64 = 15, 16, 17, 18
 
 _INT_RANGES = {
     _INT32: (-(2**31), 2**31 - 1),

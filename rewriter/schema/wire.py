@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["varint", "tag", "encoder", "wire_type", "encode_text"]
 
-# FieldDescriptor.TYPE_* values (as in bind.py)
+# FieldDescriptor.TYPE_* values (stable across protobuf versions; bind.py reads them here)
 _DOUBLE, _FLOAT, _INT64, _UINT64, _INT32, _FIXED64, _FIXED32, _BOOL = 1, 2, 3, 4, 5, 6, 7, 8
 _STRING, _GROUP, _MESSAGE, _BYTES, _UINT32, _ENUM = 9, 10, 11, 12, 13, 14
 _SFIXED32, _SFIXED64, _SINT32, _SINT64 = 15, 16, 17, 18
